@@ -1,0 +1,97 @@
+//! The `raw` format: guest offset = store offset; the virtual size is the store's length.
+
+use super::{FormatDriver, FormatError};
+use crate::storage::Storage;
+use std::sync::Arc;
+
+/// A raw image.
+#[derive(Debug)]
+pub struct Raw {
+    storage: Arc<dyn Storage>,
+    size: u64,
+    read_only: bool,
+}
+
+impl Raw {
+    /// Opens a raw image; its size is the store's length at open time (as QEMU's `raw` driver).
+    pub fn open(storage: Arc<dyn Storage>, read_only: bool) -> Result<Self, FormatError> {
+        let size = storage.len()?;
+        Ok(Self {
+            storage,
+            size,
+            read_only,
+        })
+    }
+
+    fn check(&self, offset: u64, len: u64) -> Result<(), FormatError> {
+        if offset.checked_add(len).is_none_or(|end| end > self.size) {
+            return Err(FormatError::OutOfRange {
+                offset,
+                len,
+                size: self.size,
+            });
+        }
+        Ok(())
+    }
+
+    fn check_write(&self, offset: u64, len: u64) -> Result<(), FormatError> {
+        if self.read_only {
+            return Err(FormatError::ReadOnly);
+        }
+        self.check(offset, len)
+    }
+}
+
+impl FormatDriver for Raw {
+    fn format_name(&self) -> &'static str {
+        "raw"
+    }
+    fn virtual_size(&self) -> u64 {
+        self.size
+    }
+    fn cluster_size(&self) -> Option<u64> {
+        None
+    }
+    fn read_only(&self) -> bool {
+        self.read_only
+    }
+    fn read(&mut self, offset: u64, buf: &mut [u8]) -> Result<(), FormatError> {
+        self.check(offset, buf.len() as u64)?;
+        Ok(self.storage.read_at(buf, offset)?)
+    }
+    fn write(&mut self, offset: u64, data: &[u8]) -> Result<(), FormatError> {
+        self.check_write(offset, data.len() as u64)?;
+        Ok(self.storage.write_at(data, offset)?)
+    }
+    fn write_zeroes(&mut self, offset: u64, len: u64) -> Result<(), FormatError> {
+        self.check_write(offset, len)?;
+        Ok(self.storage.write_zeroes(offset, len)?)
+    }
+    fn discard(&mut self, offset: u64, len: u64) -> Result<(), FormatError> {
+        self.write_zeroes(offset, len)
+    }
+    fn flush(&mut self) -> Result<(), FormatError> {
+        Ok(self.storage.flush()?)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::storage::MemStorage;
+
+    #[test]
+    fn raw_write_past_end_is_out_of_range() {
+        let store = Arc::new(MemStorage::new());
+        store.set_len(4096).unwrap();
+        let mut raw = Raw::open(store, false).unwrap();
+        assert!(matches!(
+            raw.write(4000, &[0; 200]),
+            Err(FormatError::OutOfRange { .. })
+        ));
+        raw.write(0, b"abc").unwrap();
+        let mut buf = [0u8; 3];
+        raw.read(0, &mut buf).unwrap();
+        assert_eq!(&buf, b"abc");
+    }
+}

@@ -1,0 +1,93 @@
+//! A store on a host file, with positioned I/O (no shared cursor, so `&self` suffices).
+
+use super::Storage;
+use std::fs::{File, OpenOptions};
+use std::io;
+use std::os::unix::fs::FileExt;
+use std::path::Path;
+
+/// A host file opened read-only or read-write.
+#[derive(Debug)]
+pub struct FileStorage {
+    file: File,
+    filename: String,
+    read_only: bool,
+}
+
+impl FileStorage {
+    /// Opens an existing file; `read_only` opens it without write access.
+    pub fn open(path: impl AsRef<Path>, read_only: bool) -> io::Result<Self> {
+        let path = path.as_ref();
+        let file = OpenOptions::new()
+            .read(true)
+            .write(!read_only)
+            .open(path)?;
+        Ok(Self {
+            file,
+            filename: path.to_string_lossy().into_owned(),
+            read_only,
+        })
+    }
+
+    /// Creates (or truncates) a file for reading and writing.
+    pub fn create(path: impl AsRef<Path>) -> io::Result<Self> {
+        let path = path.as_ref();
+        let file = OpenOptions::new()
+            .read(true)
+            .write(true)
+            .create(true)
+            .truncate(true)
+            .open(path)?;
+        Ok(Self {
+            file,
+            filename: path.to_string_lossy().into_owned(),
+            read_only: false,
+        })
+    }
+
+    /// Whether the file was opened without write access.
+    pub fn read_only(&self) -> bool {
+        self.read_only
+    }
+}
+
+impl Storage for FileStorage {
+    fn read_at(&self, buf: &mut [u8], offset: u64) -> io::Result<()> {
+        let mut done = 0;
+        while done < buf.len() {
+            let n = self.file.read_at(&mut buf[done..], offset + done as u64)?;
+            if n == 0 {
+                buf[done..].fill(0);
+                break;
+            }
+            done += n;
+        }
+        Ok(())
+    }
+
+    fn write_at(&self, data: &[u8], offset: u64) -> io::Result<()> {
+        if self.read_only {
+            return Err(io::Error::from_raw_os_error(9)); // EBADF, as a write to an O_RDONLY fd
+        }
+        self.file.write_all_at(data, offset)
+    }
+
+    fn len(&self) -> io::Result<u64> {
+        Ok(self.file.metadata()?.len())
+    }
+
+    fn set_len(&self, len: u64) -> io::Result<()> {
+        self.file.set_len(len)
+    }
+
+    fn flush(&self) -> io::Result<()> {
+        if self.read_only {
+            return Ok(());
+        }
+        self.file.sync_data()
+    }
+
+    fn filename(&self) -> Option<&str> {
+        Some(&self.filename)
+    }
+}

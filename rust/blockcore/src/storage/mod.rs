@@ -1,0 +1,49 @@
+//! The storage layer: byte-addressed backing stores under the format drivers.
+//!
+//! A [`Storage`] is what QEMU's protocol drivers (`file`) provide to format drivers (`raw`,
+//! `qcow2`): positioned reads and writes, length, truncation and flush. It knows nothing of
+//! formats. Methods take `&self` so that a format driver and the graph's protocol node can share
+//! one store (`Arc<dyn Storage>`), as the qcow2 node and its `file` child share one file in QEMU.
+
+mod file;
+mod memory;
+
+pub use file::FileStorage;
+pub use memory::MemStorage;
+
+use std::fmt::Debug;
+use std::io;
+
+/// A byte-addressed store.
+pub trait Storage: Send + Sync + Debug {
+    /// Fills `buf` from `offset`; bytes past the end of the store read as zero.
+    fn read_at(&self, buf: &mut [u8], offset: u64) -> io::Result<()>;
+    /// Writes `data` at `offset`, growing the store if needed.
+    fn write_at(&self, data: &[u8], offset: u64) -> io::Result<()>;
+    /// Current length in bytes.
+    fn len(&self) -> io::Result<u64>;
+    /// Whether the store is zero bytes long.
+    fn is_empty(&self) -> io::Result<bool> {
+        Ok(self.len()? == 0)
+    }
+    /// Truncates or extends (with zeros) to `len` bytes.
+    fn set_len(&self, len: u64) -> io::Result<()>;
+    /// Makes written data durable.
+    fn flush(&self) -> io::Result<()>;
+    /// Makes `[offset, offset + len)` read as zeros (a file store may punch a hole instead).
+    fn write_zeroes(&self, offset: u64, len: u64) -> io::Result<()> {
+        const CHUNK: u64 = 1 << 20;
+        let zeros = vec![0u8; CHUNK.min(len) as usize];
+        let mut done = 0;
+        while done < len {
+            let n = CHUNK.min(len - done);
+            self.write_at(&zeros[..n as usize], offset + done)?;
+            done += n;
+        }
+        Ok(())
+    }
+    /// The file name, for stores that have one (used in query output and error messages).
+    fn filename(&self) -> Option<&str> {
+        None
+    }
+}
