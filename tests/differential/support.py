@@ -1,0 +1,109 @@
+"""Shared machinery of the differential tests: parametrization, cached runs, the three checks.
+
+Each ``test_<area>.py`` states, for every scenario of its areas and every version it applies to:
+
+* QEMU meets the scenario's ``expect`` entries (documents QEMU's behaviour);
+* QEMU is stable: a second run gives the identical normalized transcript (proves the
+  normalization removes everything accidental);
+* the reference, emulating the same version, gives the same transcript as QEMU.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import pytest
+
+from conformance.endpoints import (
+    EndpointUnavailable,
+    Target,
+    parse_target,
+    qemu_binaries,
+    qemu_binary_available,
+    reference_importable,
+)
+from conformance.scenario import (
+    Scenario,
+    Transcript,
+    check_expectations,
+    compare_transcripts,
+    describe,
+    load_scenarios,
+    run_scenario,
+)
+
+
+def cases(*areas: str) -> list[object]:
+    """``pytest.param(scenario, version)`` for every scenario of ``areas`` and its versions."""
+    params: list[object] = []
+    for area in areas:
+        for scenario in load_scenarios(area):
+            params.extend(
+                pytest.param(scenario, version, id=f"{scenario.id}@{version}")
+                for version in scenario.versions
+            )
+    return params
+
+
+def qemu_target(version: str) -> Target:
+    """The QEMU of ``version``, or skip saying which binary is missing."""
+    binary = qemu_binaries()[version]
+    if not qemu_binary_available(binary):
+        pytest.skip(f"QEMU {version} binary not found: {binary}")
+    return parse_target(f"qemu:{version}")
+
+
+def reference_target(version: str) -> Target:
+    """The in-process reference emulating ``version``, or skip saying why it cannot import."""
+    reason = reference_importable()
+    if reason is not None:
+        pytest.skip(reason)
+    return parse_target(f"reference:{version}")
+
+
+@dataclass
+class TranscriptCache:
+    """Transcripts by (endpoint label, scenario id), so each QEMU run happens once per session."""
+
+    runs: dict[tuple[str, str], Transcript] = field(default_factory=dict)
+
+    def get(self, target: Target, scenario: Scenario, version: str) -> Transcript:
+        key = (target.label, scenario.id)
+        if key not in self.runs:
+            self.runs[key] = self.fresh(target, scenario, version)
+        return self.runs[key]
+
+    @staticmethod
+    def fresh(target: Target, scenario: Scenario, version: str) -> Transcript:
+        try:
+            return run_scenario(scenario, target.start, label=target.label, version=version)
+        except EndpointUnavailable as error:
+            pytest.skip(str(error))
+
+
+def assert_qemu_meets_expectations(
+    scenario: Scenario, version: str, transcripts: TranscriptCache
+) -> None:
+    transcript = transcripts.get(qemu_target(version), scenario, version)
+    problems = check_expectations(scenario, transcript, qemu=True)
+    assert not problems, "\n".join(problems) + "\n" + describe(scenario, [transcript])
+
+
+def assert_qemu_is_stable(scenario: Scenario, version: str, transcripts: TranscriptCache) -> None:
+    target = qemu_target(version)
+    first = transcripts.get(target, scenario, version)
+    second = TranscriptCache.fresh(target, scenario, version)
+    second.endpoint = f"{target.label} (second run)"
+    problems = compare_transcripts(scenario, second, first, key_order=True)
+    assert not problems, "\n".join(problems)
+
+
+def assert_reference_matches_qemu(
+    scenario: Scenario, version: str, transcripts: TranscriptCache
+) -> None:
+    reference = reference_target(version)
+    oracle = transcripts.get(qemu_target(version), scenario, version)
+    candidate = transcripts.get(reference, scenario, version)
+    problems = check_expectations(scenario, candidate, qemu=False)
+    problems += compare_transcripts(scenario, candidate, oracle)
+    assert not problems, "\n".join(problems) + "\n" + describe(scenario, [candidate, oracle])
