@@ -25,8 +25,8 @@ Step keys common to all kinds: ``versions`` (run the step only there), ``expect`
 ``expect`` of an ``execute``/``io`` step: ``return`` (exact, normalized), ``error`` with
 ``class`` and/or ``desc`` (a string, or a mapping version → string), ``events`` (list of event
 names, in order). ``expect`` of an ``observe`` step: ``bitmaps: {NODE: [subset dicts] | null}``
-(same length and order; each listed key must match). ``qemu_crashes: true`` on an execute step
-says real QEMU dies there (recorded as ``crashed``) while a faithful-but-sane implementation
+(same length and order; each listed key must match). ``qemu_crashes: true`` (or a list of versions) on an
+execute step says real QEMU dies there (recorded as ``crashed``) while a faithful-but-sane implementation
 answers a ``GenericError`` (any text); nothing after that step is compared.
 
 ``{dir}`` is replaced everywhere (setup, drives, arguments) by the endpoint's workdir.
@@ -80,13 +80,17 @@ class Step:
     arguments: Any = None
     expect: Mapping[str, Any] | None = None
     versions: tuple[str, ...] | None = None
-    qemu_crashes: bool = False
+    qemu_crashes: tuple[str, ...] = ()
     json_output: bool = False
     may_fail: bool = False
 
     def applies_to(self, version: str) -> bool:
         """Whether the step runs on endpoints of ``version``."""
         return self.versions is None or version in self.versions
+
+    def crashes_qemu(self, version: str) -> bool:
+        """Whether real QEMU of ``version`` is known to die at this step."""
+        return version in self.qemu_crashes
 
 
 @dataclass(frozen=True)
@@ -127,6 +131,12 @@ def _versions(value: Any, where: str) -> tuple[str, ...]:
     return tuple(value)
 
 
+def _crash_versions(value: Any, where: str) -> tuple[str, ...]:
+    if isinstance(value, bool):
+        return KNOWN_VERSIONS if value else ()
+    return _versions(value, where)
+
+
 def _parse_step(index: int, raw: Any, where: str) -> Step:
     if not isinstance(raw, dict):
         raise ScenarioError(f"{where} step {index}: not a mapping")
@@ -158,7 +168,7 @@ def _parse_step(index: int, raw: Any, where: str) -> Step:
         arguments=raw.get("arguments"),
         expect=expect,
         versions=None if versions is None else _versions(versions, f"{where} step {index}"),
-        qemu_crashes=bool(raw.get("qemu_crashes", False)),
+        qemu_crashes=_crash_versions(raw.get("qemu_crashes", False), f"{where} step {index}"),
         json_output=bool(raw.get("json", False)),
         may_fail=bool(raw.get("may_fail", False)),
     )
@@ -414,7 +424,7 @@ def check_expectations(scenario: Scenario, transcript: Transcript, *, qemu: bool
         if "hung" in entry:
             problems.append(f"{where}: endpoint hung")
             continue
-        if step.qemu_crashes:
+        if step.crashes_qemu(version):
             if qemu and entry.get("crashed") != "SIGSEGV":
                 problems.append(f"{where}: expected QEMU to crash (SIGSEGV), got {entry}")
             if not qemu:
@@ -513,7 +523,7 @@ def compare_transcripts(
         step = steps.get(index)
         if (
             step is not None
-            and step.qemu_crashes
+            and step.crashes_qemu(oracle.version)
             and oracle_is_qemu
             and "crashed" in want
             and "crashed" not in got
