@@ -1,0 +1,435 @@
+//! The guest I/O paths: read, write (allocating and copying on write), write-zeroes and discard.
+//!
+//! Requests are cut at L2 table boundaries; within one table, runs of clusters of the same
+//! treatment are handled with one host I/O each, so sequential I/O costs one data write plus a
+//! few bytes of refcount and L2 entries per run, not per cluster.
+
+use super::mapping::{check_entry, ClusterKind, L1E_OFFSET_MASK, OFLAG_COPIED, OFLAG_ZERO};
+use super::units::GuestOffset;
+use super::Qcow2;
+use crate::format::FormatError;
+
+/// How a write treats one cluster.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Treatment {
+    /// Write in place at this host cluster (COPIED data cluster).
+    InPlace(u64),
+    /// Allocate a new cluster; the old entry's references are dropped afterwards.
+    Allocate,
+}
+
+impl Qcow2 {
+    /// Reads guest bytes; the range is checked by the caller.
+    pub(super) fn read_guest(&mut self, offset: u64, buf: &mut [u8]) -> Result<(), FormatError> {
+        let mut done = 0usize;
+        while done < buf.len() {
+            let pos = offset + done as u64;
+            let l1i = self.geo.l1_index(GuestOffset(pos));
+            let table_end = (l1i + 1) * self.geo.l2_span();
+            let want = ((buf.len() - done) as u64).min(table_end - pos) as usize;
+            let chunk = &mut buf[done..done + want];
+            match self.mapping.l2_offset(l1i)? {
+                None => self.read_unallocated(pos, chunk)?,
+                Some((l2, _)) => self.read_in_table(l2, pos, chunk)?,
+            }
+            done += want;
+        }
+        Ok(())
+    }
+
+    /// Reads a range inside one L2 table, one host read per contiguous run.
+    fn read_in_table(&mut self, l2: u64, offset: u64, buf: &mut [u8]) -> Result<(), FormatError> {
+        let geo = self.geo;
+        let cs = geo.cluster_size();
+        let storage = self.storage.clone();
+        let mut done = 0usize;
+        while done < buf.len() {
+            let pos = offset + done as u64;
+            let first = geo.l2_index(GuestOffset(pos));
+            let table = self.mapping.l2_table(storage.as_ref(), l2)?;
+            let kind = check_entry(table[first], geo, l2, first)?;
+            // Extend the run while the next cluster is read the same way (and, for data,
+            // contiguously on the host).
+            let mut n = 1usize;
+            let in_first = cs - geo.in_cluster(GuestOffset(pos));
+            let mut run_bytes = in_first;
+            while (run_bytes as usize) < buf.len() - done && first + n < table.len() {
+                let next = ClusterKind::decode(table[first + n], geo);
+                let same = match (kind, next) {
+                    (ClusterKind::Normal { host: a, .. }, ClusterKind::Normal { host: b, .. }) => {
+                        b.0 == a.0 + n as u64 * cs && geo.is_aligned(b.0)
+                    }
+                    (ClusterKind::Unallocated, ClusterKind::Unallocated) => true,
+                    (
+                        ClusterKind::ZeroPlain | ClusterKind::ZeroAlloc { .. },
+                        ClusterKind::ZeroPlain | ClusterKind::ZeroAlloc { .. },
+                    ) => true,
+                    _ => false,
+                };
+                if !same {
+                    break;
+                }
+                n += 1;
+                run_bytes += cs;
+            }
+            let len = (run_bytes as usize).min(buf.len() - done);
+            let chunk = &mut buf[done..done + len];
+            match kind {
+                ClusterKind::Normal { host, .. } => {
+                    storage.read_at(chunk, host.0 + geo.in_cluster(GuestOffset(pos)))?
+                }
+                ClusterKind::ZeroPlain | ClusterKind::ZeroAlloc { .. } => chunk.fill(0),
+                ClusterKind::Unallocated => self.read_unallocated(pos, chunk)?,
+                ClusterKind::Compressed { .. } => {
+                    return Err(FormatError::Unsupported(
+                        "reading compressed qcow2 clusters is not supported".into(),
+                    ))
+                }
+            }
+            done += len;
+        }
+        Ok(())
+    }
+
+    /// What an unallocated guest range reads as. Without a backing chain (not opened yet) that
+    /// is zeros; a backing-chain layer replaces this with a read from the backing file.
+    fn read_unallocated(&mut self, _offset: u64, buf: &mut [u8]) -> Result<(), FormatError> {
+        buf.fill(0);
+        Ok(())
+    }
+
+    /// The L2 table for L1 entry `l1i`, ready to be changed: allocated if missing, copied if
+    /// shared (no COPIED flag, e.g. with an internal snapshot). Returns its host offset.
+    fn l2_for_write(&mut self, l1i: u64) -> Result<u64, FormatError> {
+        let storage = self.storage.clone();
+        let old = self.mapping.l2_offset(l1i)?;
+        if let Some((off, true)) = old {
+            return Ok(off);
+        }
+        let new = self.refcounts.alloc(storage.as_ref(), 1)?;
+        let new_off = self.geo.host_offset(new).0;
+        let table = match old {
+            Some((off, _)) => self.mapping.l2_table(storage.as_ref(), off)?.clone(),
+            None => vec![0u64; self.geo.l2_entries() as usize],
+        };
+        let raw: Vec<u8> = table.iter().flat_map(|e| e.to_be_bytes()).collect();
+        storage.write_at(&raw, new_off)?;
+        self.mapping.cache_l2(new_off, table);
+        self.mapping
+            .set_l1(storage.as_ref(), l1i, new_off | OFLAG_COPIED)?;
+        if let Some((off, _)) = old {
+            self.mapping.forget_l2(off);
+            self.refcounts.free_bytes(
+                storage.as_ref(),
+                off & L1E_OFFSET_MASK,
+                self.geo.cluster_size(),
+            )?;
+        }
+        Ok(new_off)
+    }
+
+    /// Drops the references an old L2 entry held.
+    fn release(&mut self, kind: ClusterKind) -> Result<(), FormatError> {
+        if let Some((off, len)) = kind.host_extent(self.geo) {
+            self.refcounts.free_bytes(self.storage.as_ref(), off, len)?;
+        }
+        Ok(())
+    }
+
+    /// Writes guest bytes; the range is checked by the caller.
+    pub(super) fn write_guest(&mut self, offset: u64, data: &[u8]) -> Result<(), FormatError> {
+        let span = self.geo.l2_span();
+        let mut done = 0usize;
+        while done < data.len() {
+            let pos = offset + done as u64;
+            let table_end = (pos / span + 1) * span;
+            let n = ((data.len() - done) as u64).min(table_end - pos) as usize;
+            self.write_in_table(pos, &data[done..done + n])?;
+            done += n;
+        }
+        Ok(())
+    }
+
+    fn write_in_table(&mut self, offset: u64, data: &[u8]) -> Result<(), FormatError> {
+        let geo = self.geo;
+        let cs = geo.cluster_size();
+        let storage = self.storage.clone();
+        let l2 = self.l2_for_write(geo.l1_index(GuestOffset(offset)))?;
+        let end = offset + data.len() as u64;
+        let mut pos = offset;
+        while pos < end {
+            let idx = geo.l2_index(GuestOffset(pos));
+            let table = self.mapping.l2_table(storage.as_ref(), l2)?;
+            let treat = |e: u64, i: usize| -> Result<Treatment, FormatError> {
+                Ok(match check_entry(e, geo, l2, i)? {
+                    ClusterKind::Normal { host, copied: true } => Treatment::InPlace(host.0),
+                    _ => Treatment::Allocate,
+                })
+            };
+            let first = treat(table[idx], idx)?;
+            let mut n = 1usize;
+            let run_start = pos - geo.in_cluster(GuestOffset(pos));
+            while run_start + n as u64 * cs < end {
+                let t = treat(table[idx + n], idx + n)?;
+                let contiguous = match (first, t) {
+                    (Treatment::InPlace(a), Treatment::InPlace(b)) => b == a + n as u64 * cs,
+                    (Treatment::Allocate, Treatment::Allocate) => true,
+                    _ => false,
+                };
+                if !contiguous {
+                    break;
+                }
+                n += 1;
+            }
+            let run_end = (run_start + n as u64 * cs).min(end);
+            let chunk = &data[(pos - offset) as usize..(run_end - offset) as usize];
+            match first {
+                Treatment::InPlace(host) => {
+                    storage.write_at(chunk, host + geo.in_cluster(GuestOffset(pos)))?;
+                }
+                Treatment::Allocate => self.write_allocating(l2, idx, n, pos, chunk)?,
+            }
+            pos = run_end;
+        }
+        Ok(())
+    }
+
+    /// Writes `chunk` at guest `pos` into `n` new clusters for L2 entries `[idx, idx + n)`,
+    /// filling the rest of the first and last cluster from their old contents.
+    fn write_allocating(
+        &mut self,
+        l2: u64,
+        idx: usize,
+        n: usize,
+        pos: u64,
+        chunk: &[u8],
+    ) -> Result<(), FormatError> {
+        let geo = self.geo;
+        let cs = geo.cluster_size();
+        let storage = self.storage.clone();
+        let old: Vec<u64> = self.mapping.l2_table(storage.as_ref(), l2)?[idx..idx + n].to_vec();
+        let head = geo.in_cluster(GuestOffset(pos));
+        let total = n as u64 * cs;
+        let tail = total - head - chunk.len() as u64;
+        let new = self.refcounts.alloc(storage.as_ref(), n as u64)?;
+        let host = geo.host_offset(new).0;
+        if head == 0 && tail == 0 {
+            storage.write_at(chunk, host)?;
+        } else {
+            let mut buf = vec![0u8; total as usize];
+            let cluster_start = pos - head;
+            if head > 0 {
+                self.cow_fill(old[0], cluster_start, &mut buf[..head as usize])?;
+            }
+            if tail > 0 {
+                let at = (total - tail) as usize;
+                let last = old[n - 1];
+                let src = cluster_start + total - tail;
+                self.cow_fill_at(last, src, &mut buf[at..])?;
+            }
+            buf[head as usize..head as usize + chunk.len()].copy_from_slice(chunk);
+            storage.write_at(&buf, host)?;
+        }
+        {
+            let table = self.mapping.l2_table(storage.as_ref(), l2)?;
+            for k in 0..n {
+                table[idx + k] = (host + k as u64 * cs) | OFLAG_COPIED;
+            }
+        }
+        self.mapping
+            .write_l2_entries(storage.as_ref(), l2, idx, idx + n)?;
+        for e in old {
+            self.release(ClusterKind::decode(e, geo))?;
+        }
+        Ok(())
+    }
+
+    /// Fills `buf` with what the cluster of entry `e` holds from its start.
+    fn cow_fill(&mut self, e: u64, cluster_start: u64, buf: &mut [u8]) -> Result<(), FormatError> {
+        self.cow_fill_at(e, cluster_start, buf)
+    }
+
+    /// Fills `buf` with what guest offset `at` (inside the cluster of entry `e`) reads as.
+    fn cow_fill_at(&mut self, e: u64, at: u64, buf: &mut [u8]) -> Result<(), FormatError> {
+        let within = self.geo.in_cluster(GuestOffset(at));
+        match ClusterKind::decode(e, self.geo) {
+            ClusterKind::Normal { host, .. } => self.storage.read_at(buf, host.0 + within)?,
+            ClusterKind::ZeroPlain | ClusterKind::ZeroAlloc { .. } => buf.fill(0),
+            ClusterKind::Unallocated => self.read_unallocated(at, buf)?,
+            ClusterKind::Compressed { .. } => {
+                return Err(FormatError::Unsupported(
+                    "partial writes to compressed qcow2 clusters are not supported".into(),
+                ))
+            }
+        }
+        Ok(())
+    }
+
+    /// Whole clusters `[first, first + n)` as guest cluster indexes, handled one L2 table at a time
+    /// by `f(self, l2 offset, first L2 index, count)`.
+    fn for_each_table(
+        &mut self,
+        first: u64,
+        n: u64,
+        mut f: impl FnMut(&mut Self, u64, usize, usize) -> Result<(), FormatError>,
+    ) -> Result<(), FormatError> {
+        let per = self.geo.l2_entries();
+        let mut c = first;
+        while c < first + n {
+            let l1i = c / per;
+            let idx = (c % per) as usize;
+            let count = (per - idx as u64).min(first + n - c);
+            let l2 = self.l2_for_write(l1i)?;
+            f(self, l2, idx, count as usize)?;
+            c += count;
+        }
+        Ok(())
+    }
+
+    /// Rewrites L2 entries `[idx, idx + count)` with `new(old kind, old entry)` (None = keep),
+    /// writes the changed span through, then drops the references of replaced entries.
+    fn rewrite_entries(
+        &mut self,
+        l2: u64,
+        idx: usize,
+        count: usize,
+        new: impl Fn(ClusterKind, u64) -> Option<u64>,
+    ) -> Result<(), FormatError> {
+        let geo = self.geo;
+        let storage = self.storage.clone();
+        let mut released = Vec::new();
+        let (mut lo, mut hi) = (usize::MAX, 0);
+        {
+            let table = self.mapping.l2_table(storage.as_ref(), l2)?;
+            for (i, slot) in table.iter_mut().enumerate().skip(idx).take(count) {
+                let old = *slot;
+                let kind = check_entry(old, geo, l2, i)?;
+                if let Some(e) = new(kind, old) {
+                    if e != old {
+                        *slot = e;
+                        lo = lo.min(i);
+                        hi = hi.max(i + 1);
+                        if e & !OFLAG_ZERO == 0 {
+                            released.push(kind);
+                        }
+                    }
+                }
+            }
+        }
+        if lo < hi {
+            self.mapping
+                .write_l2_entries(storage.as_ref(), l2, lo, hi)?;
+        }
+        for kind in released {
+            self.release(kind)?;
+        }
+        Ok(())
+    }
+
+    /// Makes whole guest clusters read as zeros, freeing their host clusters (QEMU's zeroize
+    /// with `BDRV_REQ_MAY_UNMAP`).
+    fn zeroize_clusters(&mut self, first: u64, n: u64) -> Result<(), FormatError> {
+        let v3 = self.header.version >= 3;
+        if !v3 {
+            if self.header.backing_file.is_some() {
+                // v2 has no zero flag: with a backing file only explicit zeros will do.
+                let cs = self.geo.cluster_size();
+                let end = ((first + n) * cs).min(self.header.size);
+                return self.write_zero_bytes(first * cs, end - first * cs);
+            }
+            return self.discard_clusters(first, n);
+        }
+        self.for_each_table(first, n, |s, l2, idx, count| {
+            s.rewrite_entries(l2, idx, count, |_, _| Some(OFLAG_ZERO))
+        })
+    }
+
+    /// Discards whole guest clusters (QEMU's `qcow2_cluster_discard`, not a full discard).
+    fn discard_clusters(&mut self, first: u64, n: u64) -> Result<(), FormatError> {
+        let v3 = self.header.version >= 3;
+        let backing = self.header.backing_file.is_some();
+        self.for_each_table(first, n, |s, l2, idx, count| {
+            s.rewrite_entries(l2, idx, count, |kind, _| {
+                (backing || kind.is_allocated()).then_some(if v3 { OFLAG_ZERO } else { 0 })
+            })
+        })
+    }
+
+    fn write_zero_bytes(&mut self, offset: u64, len: u64) -> Result<(), FormatError> {
+        const CHUNK: u64 = 1 << 20;
+        let zeros = vec![0u8; CHUNK.min(len) as usize];
+        let mut done = 0;
+        while done < len {
+            let n = CHUNK.min(len - done);
+            self.write_guest(offset + done, &zeros[..n as usize])?;
+            done += n;
+        }
+        Ok(())
+    }
+
+    /// Splits `[offset, offset + len)` into whole clusters (the image's last, partial cluster
+    /// counting as whole when the range reaches the end) and partial pieces.
+    fn split_clusters(&self, offset: u64, len: u64) -> Vec<(u64, u64, bool)> {
+        let cs = self.geo.cluster_size();
+        let size = self.header.size;
+        let end = offset + len;
+        let mut out = Vec::new();
+        let mut pos = offset;
+        while pos < end {
+            let cstart = pos - pos % cs;
+            let cend = cstart + cs;
+            let piece_end = end.min(cend);
+            let whole = pos == cstart && (piece_end == cend || piece_end == size);
+            if whole {
+                // Coalesce the run of whole clusters.
+                let body_end = if end == size { end } else { end - end % cs };
+                let body_end = body_end.max(piece_end);
+                out.push((pos, body_end - pos, true));
+                pos = body_end;
+            } else {
+                out.push((pos, piece_end - pos, false));
+                pos = piece_end;
+            }
+        }
+        out
+    }
+
+    /// Write-zeroes: zero flags for whole clusters (freeing them), explicit zeros for partial
+    /// clusters unless the rest of the cluster already reads as zeros (then the whole cluster
+    /// gets the zero flag), as QEMU's `qcow2_co_pwrite_zeroes` does.
+    pub(super) fn zero_guest(&mut self, offset: u64, len: u64) -> Result<(), FormatError> {
+        let cs = self.geo.cluster_size();
+        for (pos, n, whole) in self.split_clusters(offset, len) {
+            let first = pos / cs;
+            if whole {
+                self.zeroize_clusters(first, n.div_ceil(cs))?;
+                continue;
+            }
+            let kind = self
+                .mapping
+                .lookup(self.storage.as_ref(), GuestOffset(pos))?;
+            let rest_is_zero = match kind {
+                ClusterKind::ZeroPlain | ClusterKind::ZeroAlloc { .. } => true,
+                ClusterKind::Unallocated => self.header.backing_file.is_none(),
+                _ => false,
+            };
+            if rest_is_zero {
+                self.zeroize_clusters(first, 1)?;
+            } else {
+                self.write_zero_bytes(pos, n)?;
+            }
+        }
+        Ok(())
+    }
+
+    /// Discard: whole clusters only; partial clusters are left as they are (QEMU ignores them).
+    pub(super) fn discard_guest(&mut self, offset: u64, len: u64) -> Result<(), FormatError> {
+        let cs = self.geo.cluster_size();
+        for (pos, n, whole) in self.split_clusters(offset, len) {
+            if whole {
+                self.discard_clusters(pos / cs, n.div_ceil(cs))?;
+            }
+        }
+        Ok(())
+    }
+}

@@ -1,0 +1,285 @@
+//! Mapping guest clusters to host clusters: the L1 table, L2 tables and what an L2 entry means.
+//!
+//! The active L1 table is kept in memory whole; L2 tables are read on demand into a small cache
+//! keyed by host offset. Changes to either are written through at once (only the entries that
+//! changed). Standard (not extended) L2 entries only.
+
+use super::refcount::ClusterCache;
+use super::units::{Geometry, GuestOffset, HostOffset};
+use crate::format::FormatError;
+use crate::storage::Storage;
+
+/// L1 entry bits 9..=55: host offset of the L2 table.
+pub const L1E_OFFSET_MASK: u64 = 0x00ff_ffff_ffff_fe00;
+/// L2 entry bits 9..=55: host offset of the data cluster (standard clusters).
+pub const L2E_OFFSET_MASK: u64 = 0x00ff_ffff_ffff_fe00;
+/// Bit 63 of L1 and L2 entries, `QCOW_OFLAG_COPIED`: the refcount of what the entry points at
+/// is exactly 1, so it may be written in place.
+pub const OFLAG_COPIED: u64 = 1 << 63;
+/// Bit 62 of L2 entries: the cluster is compressed.
+pub const OFLAG_COMPRESSED: u64 = 1 << 62;
+/// Bit 0 of standard L2 entries (v3): the cluster reads as zeros.
+pub const OFLAG_ZERO: u64 = 1;
+
+/// What one L2 entry says about one guest cluster.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ClusterKind {
+    /// Not allocated here: read from the backing file, or zeros without one.
+    Unallocated,
+    /// Reads as zeros, no host cluster (zero flag, offset 0).
+    ZeroPlain,
+    /// Reads as zeros, host cluster preallocated (zero flag with an offset).
+    ZeroAlloc {
+        /// The preallocated host cluster.
+        host: HostOffset,
+        /// `QCOW_OFLAG_COPIED`.
+        copied: bool,
+    },
+    /// Data in a host cluster.
+    Normal {
+        /// The host cluster.
+        host: HostOffset,
+        /// `QCOW_OFLAG_COPIED`.
+        copied: bool,
+    },
+    /// Compressed data somewhere in the file.
+    Compressed {
+        /// Host offset of the compressed bytes (not aligned).
+        host: u64,
+        /// Bytes the compressed data may span (whole 512-byte sectors from `host`).
+        size: u64,
+    },
+}
+
+impl ClusterKind {
+    /// Decodes a standard L2 entry.
+    pub fn decode(entry: u64, geo: Geometry) -> Self {
+        if entry & OFLAG_COMPRESSED != 0 {
+            let shift = 62 - (geo.cluster_bits - 8);
+            let host = entry & ((1u64 << shift) - 1);
+            let sectors = ((entry >> shift) & ((1u64 << (geo.cluster_bits - 8)) - 1)) + 1;
+            return ClusterKind::Compressed {
+                host,
+                size: sectors * 512 - (host & 511),
+            };
+        }
+        let host = HostOffset(entry & L2E_OFFSET_MASK);
+        let copied = entry & OFLAG_COPIED != 0;
+        match (entry & OFLAG_ZERO != 0, host.0 != 0) {
+            (true, false) => ClusterKind::ZeroPlain,
+            (true, true) => ClusterKind::ZeroAlloc { host, copied },
+            (false, true) => ClusterKind::Normal { host, copied },
+            (false, false) => ClusterKind::Unallocated,
+        }
+    }
+
+    /// Whether the entry holds host clusters (QEMU's `qcow2_cluster_is_allocated`).
+    pub fn is_allocated(self) -> bool {
+        matches!(
+            self,
+            ClusterKind::Normal { .. }
+                | ClusterKind::ZeroAlloc { .. }
+                | ClusterKind::Compressed { .. }
+        )
+    }
+
+    /// The host bytes this entry holds a reference to, if any: `(offset, length)`.
+    pub fn host_extent(self, geo: Geometry) -> Option<(u64, u64)> {
+        match self {
+            ClusterKind::Normal { host, .. } | ClusterKind::ZeroAlloc { host, .. } => {
+                Some((host.0, geo.cluster_size()))
+            }
+            ClusterKind::Compressed { host, size } => Some((host, size)),
+            _ => None,
+        }
+    }
+}
+
+/// The active L1 table and the L2 cache.
+#[derive(Debug)]
+pub struct Mapping {
+    geo: Geometry,
+    /// `l1_table_offset`.
+    pub l1_offset: HostOffset,
+    /// The active L1 table (`l1_size` raw entries).
+    pub l1: Vec<u64>,
+    l2_cache: ClusterCache<Vec<u64>>,
+}
+
+impl Mapping {
+    /// Reads the active L1 table.
+    pub fn load(
+        storage: &dyn Storage,
+        geo: Geometry,
+        l1_offset: u64,
+        l1_size: u32,
+    ) -> Result<Self, FormatError> {
+        let bytes = u64::from(l1_size) * 8;
+        if bytes > super::header::MAX_L1_BYTES {
+            return Err(FormatError::Corrupt("Active L1 table too large".into()));
+        }
+        if l1_size > 0 && (!geo.is_aligned(l1_offset) || l1_offset == 0) {
+            return Err(FormatError::Corrupt(
+                "Active L1 table offset invalid".into(),
+            ));
+        }
+        let mut raw = vec![0u8; bytes as usize];
+        storage.read_at(&mut raw, l1_offset)?;
+        let l1 = raw
+            .chunks_exact(8)
+            .map(|e| u64::from_be_bytes(e.try_into().expect("8 bytes")))
+            .collect();
+        Ok(Self {
+            geo,
+            l1_offset: HostOffset(l1_offset),
+            l1,
+            l2_cache: ClusterCache::new(super::refcount::cache_capacity(geo)),
+        })
+    }
+
+    /// The L2 table offset in L1 entry `index` and its COPIED flag; `None` if unallocated.
+    pub fn l2_offset(&self, index: u64) -> Result<Option<(u64, bool)>, FormatError> {
+        let Some(&e) = self.l1.get(index as usize) else {
+            return Ok(None);
+        };
+        let off = e & L1E_OFFSET_MASK;
+        if off == 0 {
+            return Ok(None);
+        }
+        if !self.geo.is_aligned(off) {
+            return Err(FormatError::Corrupt(format!(
+                "L2 table offset {off:#x} unaligned (L1 index: {index:#x})"
+            )));
+        }
+        Ok(Some((off, e & OFLAG_COPIED != 0)))
+    }
+
+    /// The L2 table at `offset`, read on a miss.
+    pub fn l2_table(
+        &mut self,
+        storage: &dyn Storage,
+        offset: u64,
+    ) -> Result<&mut Vec<u64>, FormatError> {
+        if self.l2_cache.get_mut(offset).is_none() {
+            let mut raw = vec![0u8; self.geo.cluster_size() as usize];
+            storage.read_at(&mut raw, offset)?;
+            let t = raw
+                .chunks_exact(8)
+                .map(|e| u64::from_be_bytes(e.try_into().expect("8 bytes")))
+                .collect();
+            self.l2_cache.insert(offset, t);
+        }
+        Ok(self.l2_cache.get_mut(offset).expect("cached"))
+    }
+
+    /// Caches a freshly written L2 table.
+    pub fn cache_l2(&mut self, offset: u64, table: Vec<u64>) {
+        self.l2_cache.insert(offset, table);
+    }
+
+    /// Drops a freed L2 table from the cache.
+    pub fn forget_l2(&mut self, offset: u64) {
+        self.l2_cache.remove(offset);
+    }
+
+    /// Sets L1 entry `index` and writes it through.
+    pub fn set_l1(
+        &mut self,
+        storage: &dyn Storage,
+        index: u64,
+        entry: u64,
+    ) -> Result<(), FormatError> {
+        self.l1[index as usize] = entry;
+        storage.write_at(&entry.to_be_bytes(), self.l1_offset.0 + 8 * index)?;
+        Ok(())
+    }
+
+    /// Writes entries `[from, to)` of the cached L2 table at `offset` through to the file.
+    pub fn write_l2_entries(
+        &mut self,
+        storage: &dyn Storage,
+        offset: u64,
+        from: usize,
+        to: usize,
+    ) -> Result<(), FormatError> {
+        if from >= to {
+            return Ok(());
+        }
+        let t = self.l2_table(storage, offset)?;
+        let raw: Vec<u8> = t[from..to].iter().flat_map(|e| e.to_be_bytes()).collect();
+        storage.write_at(&raw, offset + 8 * from as u64)?;
+        Ok(())
+    }
+
+    /// The kind of the cluster holding guest offset `off`, validating data offsets.
+    pub fn lookup(
+        &mut self,
+        storage: &dyn Storage,
+        off: GuestOffset,
+    ) -> Result<ClusterKind, FormatError> {
+        let l1i = self.geo.l1_index(off);
+        let Some((l2, _)) = self.l2_offset(l1i)? else {
+            return Ok(ClusterKind::Unallocated);
+        };
+        let i = self.geo.l2_index(off);
+        let e = self.l2_table(storage, l2)?[i];
+        check_entry(e, self.geo, l2, i)
+    }
+}
+
+/// Decodes an L2 entry, refusing unaligned data offsets as QEMU does.
+pub fn check_entry(e: u64, geo: Geometry, l2: u64, i: usize) -> Result<ClusterKind, FormatError> {
+    let kind = ClusterKind::decode(e, geo);
+    if let ClusterKind::Normal { host, .. } | ClusterKind::ZeroAlloc { host, .. } = kind {
+        if !geo.is_aligned(host.0) {
+            return Err(FormatError::Corrupt(format!(
+                "Cluster allocation offset {:#x} unaligned (L2 offset: {l2:#x}, L2 index: {i:#x})",
+                host.0
+            )));
+        }
+    }
+    Ok(kind)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const GEO: Geometry = Geometry {
+        cluster_bits: 16,
+        refcount_order: 4,
+    };
+
+    #[test]
+    fn decode_entries_by_flags() {
+        assert_eq!(ClusterKind::decode(0, GEO), ClusterKind::Unallocated);
+        assert_eq!(ClusterKind::decode(1, GEO), ClusterKind::ZeroPlain);
+        assert_eq!(
+            ClusterKind::decode(OFLAG_COPIED | 0x50000, GEO),
+            ClusterKind::Normal {
+                host: HostOffset(0x50000),
+                copied: true
+            }
+        );
+        assert_eq!(
+            ClusterKind::decode(0x60000 | 1, GEO),
+            ClusterKind::ZeroAlloc {
+                host: HostOffset(0x60000),
+                copied: false
+            }
+        );
+    }
+
+    #[test]
+    fn decode_compressed_entry_spans_sectors() {
+        // 64 KiB clusters: offset in bits 0..=53, additional sectors in bits 54..=61.
+        let e = OFLAG_COMPRESSED | (3u64 << 54) | 0x12345;
+        assert_eq!(
+            ClusterKind::decode(e, GEO),
+            ClusterKind::Compressed {
+                host: 0x12345,
+                size: 4 * 512 - 0x145
+            }
+        );
+    }
+}
