@@ -12,7 +12,7 @@ are reserved for the endpoint itself misbehaving::
 
     EndpointError
      +-- EndpointUnavailable   the endpoint cannot be started here (binary or engine missing)
-     +-- EndpointUnsupported   the endpoint cannot do what the scenario needs (e.g. -drive on a socket)
+     +-- EndpointUnsupported   cannot do what the scenario needs (-drive on a socket)
      +-- EndpointCrashed       the process died; carries the signal (e.g. SIGSEGV) and stderr
      +-- EndpointHung          no reply within the timeout; the process is killed
 
@@ -25,8 +25,8 @@ This module must not interpret replies: normalizing them is :mod:`conformance.ob
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
+import importlib
 import json
 import os
 import shutil
@@ -70,7 +70,7 @@ class EndpointUnavailable(EndpointError):
 
 
 class EndpointUnsupported(EndpointError):
-    """The endpoint cannot provide what was asked (e.g. ``-drive`` options on an attached socket)."""
+    """The endpoint cannot provide what was asked (``-drive`` options on an attached socket)."""
 
 
 class EndpointCrashed(EndpointError):
@@ -96,7 +96,9 @@ class EndpointCrashed(EndpointError):
         how = self.signal.name if self.signal is not None else f"exit status {returncode}"
         during = f" during {command!r}" if command else ""
         tail = stderr.strip().splitlines()[-3:]
-        super().__init__(f"endpoint died ({how}){during}" + (f": {' | '.join(tail)}" if tail else ""))
+        super().__init__(
+            f"endpoint died ({how}){during}" + (f": {' | '.join(tail)}" if tail else "")
+        )
 
 
 class EndpointHung(EndpointError):
@@ -145,10 +147,10 @@ class Endpoint(ABC):
     def take_events(self) -> list[JSONObject]:
         """Return and forget every event received so far, oldest first."""
 
-    def wait_for_exit(self, timeout: float = 10.0) -> None:
+    def wait_for_exit(self, timeout: float = 10.0) -> None:  # noqa: B027 - optional hook
         """After ``quit``: wait until the endpoint has really finished (files closed)."""
 
-    def _close_endpoint(self) -> None:
+    def _close_endpoint(self) -> None:  # noqa: B027 - optional hook
         """Release the endpoint's own resources (process, connection)."""
 
     def close(self) -> None:
@@ -252,7 +254,7 @@ class _ProcessEndpoint(Endpoint):
         self._conn = _QMPConnection(str(self.socket_path), timeout)
         try:
             self._wait_for_socket()
-            self._conn.connect()
+            self._connect()
         except BaseException:
             self.close()
             raise
@@ -284,6 +286,25 @@ class _ProcessEndpoint(Endpoint):
                 raise EndpointHung("startup", START_TIMEOUT, self.stderr)
             time.sleep(0.01)
 
+    def _connect(self) -> None:
+        # The socket file appears at bind(), a moment before listen(): retry refusals briefly.
+        deadline = time.monotonic() + START_TIMEOUT
+        while True:
+            try:
+                self._conn.connect()
+                return
+            except Exception:
+                assert self._process is not None
+                if self._process.poll() is not None:
+                    raise EndpointCrashed(
+                        self._process.returncode, self.stderr, "startup"
+                    ) from None
+                if time.monotonic() > deadline:
+                    raise
+                self._conn.close()
+                self._conn = _QMPConnection(str(self.socket_path), self._timeout)
+                time.sleep(0.02)
+
     def _died(self, command: str) -> EndpointCrashed | None:
         """If the process is dead (or dies within a moment), the error describing it."""
         if self._process is None:
@@ -299,7 +320,7 @@ class _ProcessEndpoint(Endpoint):
             raise self._died(command) or EndpointCrashed(None, self.stderr, command)
         try:
             return self._conn.execute(command, arguments)
-        except (TimeoutError, asyncio.TimeoutError) as error:
+        except TimeoutError as error:
             self._kill()
             raise EndpointHung(command, self._timeout, self.stderr) from error
         except Exception as error:
@@ -464,7 +485,7 @@ class SocketEndpoint(Endpoint):
     def execute(self, command: str, arguments: Mapping[str, Any] | None = None) -> JSONObject:
         try:
             return self._conn.execute(command, arguments)
-        except (TimeoutError, asyncio.TimeoutError) as error:
+        except TimeoutError as error:
             raise EndpointHung(command, COMMAND_TIMEOUT) from error
         except (EOFError, ConnectionError, OSError) as error:
             raise EndpointCrashed(None, "", command) from error
@@ -550,10 +571,12 @@ class ReferenceEndpoint(Endpoint):
 def load_reference_machine() -> Any:
     """Import ``reference.machine.Machine`` or raise :class:`EndpointUnavailable` saying why."""
     try:
-        from reference.machine import Machine  # noqa: PLC0415 - optional, may not exist yet
+        # Imported by name: the engine is optional here and is written concurrently.
+        module = importlib.import_module("reference.machine")
+        machine = module.Machine
     except Exception as error:  # ImportError, or the engine failing while it imports
         raise EndpointUnavailable(f"reference engine not importable: {error!r}") from error
-    return Machine
+    return machine
 
 
 def reference_importable() -> str | None:

@@ -93,9 +93,10 @@ class Normalizer:
         for key, item in mapping.items():
             if key in DROPPED_KEYS:
                 continue
+            kept = item
             if is_file_specific and key == "data":
-                item = {k: v for k, v in item.items() if k != "extent-size-hint"}
-            result[self.text(key)] = self.value(item)
+                kept = {k: v for k, v in item.items() if k != "extent-size-hint"}
+            result[self.text(key)] = self.value(kept)
         return result
 
     def reply(self, reply: Mapping[str, Any]) -> JSONObject:
@@ -111,9 +112,7 @@ class Normalizer:
         return [self.event(event) for event in events]
 
 
-def _find_node(
-    named: list[JSONObject], block: list[JSONObject], name: str
-) -> JSONObject | None:
+def _find_node(named: list[JSONObject], block: list[JSONObject], name: str) -> JSONObject | None:
     """The query-named-block-nodes entry of node ``name``, or of device ``name``'s root node."""
     for entry in named:
         if entry.get("node-name") == name:

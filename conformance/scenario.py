@@ -25,9 +25,10 @@ Step keys common to all kinds: ``versions`` (run the step only there), ``expect`
 ``expect`` of an ``execute``/``io`` step: ``return`` (exact, normalized), ``error`` with
 ``class`` and/or ``desc`` (a string, or a mapping version → string), ``events`` (list of event
 names, in order). ``expect`` of an ``observe`` step: ``bitmaps: {NODE: [subset dicts] | null}``
-(same length and order; each listed key must match). ``qemu_crashes: true`` (or a list of versions) on an
-execute step says real QEMU dies there (recorded as ``crashed``) while a faithful-but-sane implementation
-answers a ``GenericError`` (any text); nothing after that step is compared.
+(same length and order; each listed key must match). ``qemu_crashes: true`` (or a list of
+versions) on an execute step says real QEMU dies there (recorded as ``crashed``) while a
+faithful-but-sane implementation answers a ``GenericError`` (any text); nothing after that step
+is compared.
 
 ``{dir}`` is replaced everywhere (setup, drives, arguments) by the endpoint's workdir.
 The transcript of a run is a list of normalized entries (see :func:`run_scenario`); two
@@ -381,6 +382,9 @@ def _expected_desc(desc: Any, version: str) -> Any:
 
 
 def _check_bitmaps(expected: Mapping[str, Any], entry: JSONObject) -> Iterator[str]:
+    if "state" not in entry:
+        yield f"no observed state in {entry}"
+        return
     nodes = entry["state"]["nodes"]
     for node, want in expected.items():
         have = nodes.get(node)
@@ -516,7 +520,9 @@ def compare_transcripts(
     cand = candidate.by_step()
     for index, want in oracle.by_step().items():
         got = cand.get(index)
-        label = "start" if index < 0 else f"step {index} ({steps[index].kind} {steps[index].body!r})"
+        label = (
+            "start" if index < 0 else f"step {index} ({steps[index].kind} {steps[index].body!r})"
+        )
         if got is None:
             problems.append(f"{label}: missing from {candidate.endpoint}")
             break

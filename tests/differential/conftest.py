@@ -15,7 +15,7 @@ ROOT = Path(__file__).resolve().parents[2]
 if str(ROOT) not in sys.path:  # running pytest without the project installed
     sys.path.insert(0, str(ROOT))
 
-from tests.differential.support import TranscriptCache  # noqa: E402
+from .support import TranscriptCache  # noqa: E402
 
 
 @pytest.fixture(scope="session")

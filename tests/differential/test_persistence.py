@@ -1,0 +1,45 @@
+"""Differential tests for the scenarios of: persistence.
+
+Every scenario runs on every version it applies to: QEMU must meet the scenario's expectations
+and be stable across runs; the reference must produce QEMU's transcript.
+"""
+
+from __future__ import annotations
+
+import pytest
+
+from conformance.scenario import Scenario
+
+from .support import (
+    TranscriptCache,
+    assert_qemu_is_stable,
+    assert_qemu_meets_expectations,
+    assert_reference_matches_qemu,
+    cases,
+)
+
+CASES = cases("persistence")
+
+
+@pytest.mark.qemu
+@pytest.mark.parametrize(("scenario", "version"), CASES)
+def test_persistence_qemu_meets_expectations(
+    scenario: Scenario, version: str, transcripts: TranscriptCache
+) -> None:
+    assert_qemu_meets_expectations(scenario, version, transcripts)
+
+
+@pytest.mark.qemu
+@pytest.mark.parametrize(("scenario", "version"), CASES)
+def test_persistence_qemu_is_stable(
+    scenario: Scenario, version: str, transcripts: TranscriptCache
+) -> None:
+    assert_qemu_is_stable(scenario, version, transcripts)
+
+
+@pytest.mark.qemu
+@pytest.mark.parametrize(("scenario", "version"), CASES)
+def test_persistence_reference_matches_qemu(
+    scenario: Scenario, version: str, transcripts: TranscriptCache
+) -> None:
+    assert_reference_matches_qemu(scenario, version, transcripts)
