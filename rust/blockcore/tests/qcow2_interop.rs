@@ -1,0 +1,677 @@
+//! Interoperability of the qcow2 driver with real QEMU (`qemu-img`, `qemu-io`,
+//! `qemu-system-x86_64`): images QEMU makes are read and changed by us and stay clean for
+//! `qemu-img check`; what we write reads the same in QEMU as QEMU's own writes.
+//!
+//! Every test skips (printing why) when `qemu-img` is not installed.
+
+use blockcore::bitmap::DirtyBitmap;
+use blockcore::format::qcow2::{Compat, CreateOptions, Qcow2};
+use blockcore::format::FormatDriver;
+use blockcore::storage::FileStorage;
+use blockcore::units::{ByteRange, Granularity};
+use std::io::{BufRead, BufReader, Write};
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::sync::Arc;
+
+const MIB: u64 = 1 << 20;
+
+fn have_qemu() -> bool {
+    let ok = Command::new("qemu-img")
+        .arg("--version")
+        .output()
+        .is_ok_and(|o| o.status.success());
+    if !ok {
+        eprintln!("skipping: qemu-img not found");
+    }
+    ok
+}
+
+fn run(cmd: &str, args: &[&str]) -> (bool, String) {
+    let out = Command::new(cmd)
+        .args(args)
+        .output()
+        .unwrap_or_else(|e| panic!("running {cmd}: {e}"));
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    (out.status.success(), text)
+}
+
+fn qemu_img(args: &[&str]) -> String {
+    let (ok, text) = run("qemu-img", args);
+    assert!(ok, "qemu-img {args:?} failed: {text}");
+    text
+}
+
+fn s(p: &Path) -> &str {
+    p.to_str().unwrap()
+}
+
+fn create_with_qemu(path: &Path, size: u64, opts: &str) {
+    let size = size.to_string();
+    let mut args = vec!["create", "-q", "-f", "qcow2"];
+    if !opts.is_empty() {
+        args.extend(["-o", opts]);
+    }
+    args.extend([s(path), size.as_str()]);
+    qemu_img(&args);
+}
+
+fn open(path: &Path, read_only: bool) -> Qcow2 {
+    let st = Arc::new(FileStorage::open(path, read_only).unwrap());
+    Qcow2::open(st, read_only).unwrap()
+}
+
+/// `qemu-img check` exits 0 and finds nothing wrong (no leaks, no corruptions).
+fn assert_check_clean(path: &Path) {
+    let (ok, text) = run("qemu-img", &["check", s(path)]);
+    assert!(ok, "qemu-img check failed: {text}");
+    assert!(
+        text.contains("No errors were found on the image."),
+        "check: {text}"
+    );
+}
+
+fn assert_identical(a: &Path, b: &Path) {
+    let (ok, text) = run("qemu-img", &["compare", s(a), s(b)]);
+    assert!(ok, "qemu-img compare: {text}");
+    assert!(text.contains("Images are identical."), "compare: {text}");
+}
+
+/// The JSON `qemu-img info` prints, without whitespace.
+fn info_compact(path: &Path, force_share: bool) -> String {
+    let mut args = vec!["info", "--output=json"];
+    if force_share {
+        args.push("-U");
+    }
+    args.push(s(path));
+    qemu_img(&args).split_whitespace().collect()
+}
+
+#[derive(Clone, Copy, Debug)]
+enum Op {
+    Write(u64, u64, u8),
+    Zero(u64, u64),
+    Discard(u64, u64),
+}
+
+/// Applies `ops` to `ours` with our driver and to `theirs` with one `qemu-io` run.
+fn apply_both(ours: &Path, theirs: &Path, ops: &[Op]) {
+    let mut q = open(ours, false);
+    let mut args: Vec<String> = Vec::new();
+    for op in ops {
+        match *op {
+            Op::Write(off, len, p) => {
+                q.write(off, &vec![p; len as usize]).unwrap();
+                args.push("-c".into());
+                args.push(format!("write -P {p:#x} {off} {len}"));
+            }
+            Op::Zero(off, len) => {
+                q.write_zeroes(off, len).unwrap();
+                args.push("-c".into());
+                args.push(format!("write -z -u {off} {len}"));
+            }
+            Op::Discard(off, len) => {
+                q.discard(off, len).unwrap();
+                args.push("-c".into());
+                args.push(format!("discard {off} {len}"));
+            }
+        }
+    }
+    q.close().unwrap();
+    for chunk in args.chunks(400) {
+        let mut a: Vec<&str> = chunk.iter().map(String::as_str).collect();
+        a.push(s(theirs));
+        let (ok, text) = run("qemu-io", &a);
+        assert!(ok && !text.contains("failed"), "qemu-io: {text}");
+    }
+}
+
+fn assorted_writes(size: u64, cluster: u64) -> Vec<Op> {
+    let l2_span = cluster * (cluster / 8);
+    let mut ops = vec![
+        Op::Write(0, 1, 0x11),
+        Op::Write(1, 700, 0x12),
+        Op::Write(cluster - 3, 10, 0x13),
+        Op::Write(3 * cluster + 5, 5 * cluster, 0x14),
+        Op::Write(l2_span - 100, 300, 0x15),
+        Op::Write(size - 512, 512, 0x16),
+        Op::Write(size / 2 + 12345, 100_000, 0x17),
+        Op::Write(cluster + 1, cluster, 0x18),
+    ];
+    // Overwrites of allocated clusters, in place and across allocated/unallocated borders.
+    ops.push(Op::Write(2, 3 * cluster, 0x19));
+    ops.retain(|op| matches!(op, Op::Write(o, l, _) if o + l <= size));
+    ops
+}
+
+#[test]
+fn writes_match_qemu_io_and_check_clean() {
+    if !have_qemu() {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    for (cluster, opts) in [
+        (65536u64, "cluster_size=65536"),
+        (512, "cluster_size=512"),
+        (4096, "cluster_size=4096,refcount_bits=1"),
+        (2 * MIB, "cluster_size=2M,refcount_bits=64"),
+        (65536, "compat=0.10"),
+    ] {
+        let size = 64 * MIB;
+        let ours = dir.path().join("ours.qcow2");
+        let theirs = dir.path().join("theirs.qcow2");
+        create_with_qemu(&ours, size, opts);
+        create_with_qemu(&theirs, size, opts);
+        apply_both(&ours, &theirs, &assorted_writes(size, cluster));
+        assert_check_clean(&ours);
+        assert_identical(&ours, &theirs);
+    }
+}
+
+#[test]
+fn sparse_writes_grow_refcount_table_and_check_clean() {
+    if !have_qemu() {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let ours = dir.path().join("ours.qcow2");
+    let theirs = dir.path().join("theirs.qcow2");
+    let size = 64 * MIB;
+    create_with_qemu(&ours, size, "cluster_size=512");
+    create_with_qemu(&theirs, size, "cluster_size=512");
+    let mut ops = Vec::new();
+    let (mut off, mut p) = (17u64, 1u8);
+    while off + 16_000 < size {
+        ops.push(Op::Write(off, 16_000, p));
+        off += 97 * 1024 + 13;
+        p = p.wrapping_add(1).max(1);
+    }
+    apply_both(&ours, &theirs, &ops);
+    // One refcount table cluster (64 blocks of 256 clusters) covers 8 MiB; we wrote more.
+    let hdr = std::fs::read(&ours).unwrap();
+    let rt_clusters = u32::from_be_bytes(hdr[56..60].try_into().unwrap());
+    assert!(
+        rt_clusters > 1,
+        "refcount table grew (now {rt_clusters} clusters)"
+    );
+    assert_check_clean(&ours);
+    assert_identical(&ours, &theirs);
+}
+
+/// `qemu-img map` reduced to what the guest sees (zero/data/present), per range.
+fn map_shape(path: &Path) -> Vec<String> {
+    let text = qemu_img(&["map", "--output=json", s(path)]);
+    text.lines()
+        .filter(|l| l.contains("\"start\""))
+        .map(|l| {
+            l.split(',')
+                .filter(|f| !f.contains("\"offset\"") && !f.contains("depth"))
+                .collect::<Vec<_>>()
+                .join(",")
+                .trim_end_matches(['}', ']', ',', ' '])
+                .to_string()
+        })
+        .collect()
+}
+
+#[test]
+fn zeroes_and_discard_match_qemu_io_and_check_clean() {
+    if !have_qemu() {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    for (cluster, opts) in [
+        (65536u64, ""),
+        (512, "cluster_size=512"),
+        (65536, "compat=0.10"),
+    ] {
+        let size = 16 * MIB;
+        let ours = dir.path().join("ours.qcow2");
+        let theirs = dir.path().join("theirs.qcow2");
+        create_with_qemu(&ours, size, opts);
+        create_with_qemu(&theirs, size, opts);
+        let c = cluster;
+        let ops = vec![
+            Op::Write(0, 12 * c, 0xaa),
+            Op::Write(5 * MIB, 3 * c + 100, 0xbb),
+            Op::Zero(c, c),
+            Op::Zero(2 * c + 10, 20),
+            Op::Zero(3 * c, 2 * c + 7),
+            Op::Discard(6 * c, 2 * c),
+            Op::Discard(8 * c + 1, c),
+            Op::Discard(10 * c, c - 512),
+            Op::Zero(9 * MIB + 100, 1000),
+            Op::Discard(12 * MIB, 2 * MIB),
+            Op::Zero(size - 3 * c, 3 * c),
+            Op::Write(6 * c + 77, 33, 0xcc),
+        ];
+        apply_both(&ours, &theirs, &ops);
+        assert_check_clean(&ours);
+        assert_identical(&ours, &theirs);
+        assert_eq!(map_shape(&ours), map_shape(&theirs), "opts {opts:?}");
+    }
+}
+
+/// SHA-256 of persistent bitmaps as real QEMU computes them (`x-debug-block-dirty-bitmap-sha256`
+/// after a read-only `blockdev-add`), in the order of `names`; `None` without the emulator.
+fn qemu_sha256(path: &Path, names: &[&str]) -> Option<Vec<String>> {
+    let mut child = Command::new("qemu-system-x86_64")
+        .args([
+            "-M",
+            "none",
+            "-nodefaults",
+            "-display",
+            "none",
+            "-qmp",
+            "stdio",
+        ])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .ok()?;
+    let mut input = String::from("{\"execute\":\"qmp_capabilities\"}\n");
+    input += &format!(
+        "{{\"execute\":\"blockdev-add\",\"arguments\":{{\"driver\":\"qcow2\",\"node-name\":\"disk0\",\"read-only\":true,\"file\":{{\"driver\":\"file\",\"filename\":\"{}\"}}}}}}\n",
+        s(path)
+    );
+    for n in names {
+        input += &format!(
+            "{{\"execute\":\"x-debug-block-dirty-bitmap-sha256\",\"arguments\":{{\"node\":\"disk0\",\"name\":\"{n}\"}}}}\n"
+        );
+    }
+    input += "{\"execute\":\"quit\"}\n";
+    child.stdin.take()?.write_all(input.as_bytes()).ok()?;
+    let out = child.wait_with_output().ok()?;
+    let text = String::from_utf8_lossy(&out.stdout);
+    let sums: Vec<String> = text
+        .split("\"sha256\": \"")
+        .skip(1)
+        .map(|t| t[..64].to_string())
+        .collect();
+    assert_eq!(sums.len(), names.len(), "QMP transcript: {text}");
+    Some(sums)
+}
+
+#[test]
+fn bitmaps_made_by_qemu_load_with_same_bits_and_flags() {
+    if !have_qemu() {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let img = dir.path().join("bm.qcow2");
+    create_with_qemu(&img, 64 * MIB, "");
+    qemu_img(&["bitmap", "--add", s(&img), "b1"]);
+    qemu_img(&["bitmap", "--add", "-g", "512", "--disable", s(&img), "b2"]);
+    qemu_img(&["bitmap", "--add", "-g", "1M", s(&img), "b3"]);
+    // qemu-io opens read-write: the enabled bitmaps (b1, b3) record these writes.
+    let (ok, text) = run(
+        "qemu-io",
+        &[
+            "-c",
+            "write -P 1 0 1",
+            "-c",
+            "write -P 2 100k 300k",
+            "-c",
+            "write -P 3 40M 5M",
+            "-c",
+            "write -P 4 67108863 1",
+            s(&img),
+        ],
+    );
+    assert!(ok, "{text}");
+    // b2 gets bits by merging b1 into it (qemu-img bitmap --merge works on disabled bitmaps).
+    qemu_img(&["bitmap", "--merge", "b1", s(&img), "b2"]);
+    assert_check_clean(&img);
+
+    let mut q = open(&img, true);
+    let loaded: Vec<DirtyBitmap> = q
+        .take_loaded_bitmaps()
+        .into_iter()
+        .map(|l| l.bitmap)
+        .collect();
+    let names: Vec<&str> = loaded.iter().map(|b| b.name.as_deref().unwrap()).collect();
+    assert_eq!(names, ["b1", "b2", "b3"], "directory order");
+    let grans: Vec<u64> = loaded
+        .iter()
+        .map(|b| b.bits.granularity().bytes())
+        .collect();
+    assert_eq!(grans, [65536, 512, 1 << 20]);
+    let enabled: Vec<bool> = loaded.iter().map(|b| b.state.enabled).collect();
+    assert_eq!(enabled, [true, false, true]);
+    assert!(loaded
+        .iter()
+        .all(|b| b.state.persistent && b.state.readonly));
+    assert!(loaded.iter().all(|b| !b.state.inconsistent));
+    // b1: bytes 0, 100k..400k, 40M..45M, the last byte at 64 KiB granularity.
+    let mut want = blockcore::bitmap::Bits::new(64 * MIB, Granularity::new(65536).unwrap());
+    for (o, l) in [
+        (0, 1),
+        (100 << 10, 300 << 10),
+        (40 * MIB, 5 * MIB),
+        (64 * MIB - 1, 1),
+    ] {
+        want.set_range(ByteRange::new(o, l));
+    }
+    assert_eq!(loaded[0].bits, want);
+    let ours: Vec<String> = loaded.iter().map(|b| b.bits.sha256_hex()).collect();
+    match qemu_sha256(&img, &names) {
+        Some(theirs) => assert_eq!(ours, theirs),
+        None => eprintln!("qemu-system-x86_64 not available: sha256 not cross-checked"),
+    }
+}
+
+fn persistent(name: &str, g: u64, ranges: &[(u64, u64)], enabled: bool) -> DirtyBitmap {
+    let mut b = DirtyBitmap::new(Some(name.into()), 64 * MIB, Granularity::new(g).unwrap());
+    for &(o, l) in ranges {
+        b.bits.set_range(ByteRange::new(o, l));
+    }
+    b.state.persistent = true;
+    b.state.enabled = enabled;
+    b
+}
+
+#[test]
+fn stored_bitmaps_are_read_by_qemu() {
+    if !have_qemu() {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let img = dir.path().join("store.qcow2");
+    create_with_qemu(&img, 64 * MIB, "");
+    let a = persistent("alpha", 65536, &[(0, 1), (3 * MIB, 10 * MIB)], true);
+    let b = persistent("beta", 512, &[(64 * MIB - 1, 1), (7 * MIB, 513)], false);
+    let all = persistent("gamma", 4096, &[(0, 64 * MIB)], true);
+    {
+        let mut q = open(&img, false);
+        q.write(5 * MIB, &[7u8; 4096]).unwrap();
+        q.store_bitmaps(&[&a, &b, &all]).unwrap();
+        q.close().unwrap();
+    }
+    assert_check_clean(&img);
+    let info = info_compact(&img, false);
+    for want in [
+        r#"{"flags":["auto"],"name":"alpha","granularity":65536}"#,
+        r#"{"flags":[],"name":"beta","granularity":512}"#,
+        r#"{"flags":["auto"],"name":"gamma","granularity":4096}"#,
+    ] {
+        assert!(info.contains(want), "missing {want} in {info}");
+    }
+    if let Some(theirs) = qemu_sha256(&img, &["alpha", "beta", "gamma"]) {
+        assert_eq!(
+            theirs,
+            [
+                a.bits.sha256_hex(),
+                b.bits.sha256_hex(),
+                all.bits.sha256_hex()
+            ]
+        );
+    }
+    // Store again with one changed and one removed; the rest stays, nothing leaks.
+    {
+        let mut q = open(&img, false);
+        let loaded = q.take_loaded_bitmaps();
+        assert_eq!(loaded.len(), 3);
+        let mut changed = loaded[0].bitmap.clone();
+        changed.bits.set_range(ByteRange::new(60 * MIB, 1));
+        changed.state.enabled = false;
+        q.remove_stored_bitmap("beta").unwrap();
+        assert_check_clean_shared(&img);
+        q.store_bitmaps(&[&changed, &loaded[2].bitmap]).unwrap();
+        q.close().unwrap();
+    }
+    assert_check_clean(&img);
+    let info = info_compact(&img, false);
+    assert!(
+        info.contains(r#"{"flags":[],"name":"alpha","granularity":65536}"#),
+        "{info}"
+    );
+    assert!(!info.contains("beta"), "{info}");
+    // qemu-img itself can remove what we stored.
+    qemu_img(&["bitmap", "--remove", s(&img), "alpha"]);
+    qemu_img(&["bitmap", "--remove", s(&img), "gamma"]);
+    assert_check_clean(&img);
+}
+
+/// `qemu-img check -U` (the image is open read-write in this process).
+fn assert_check_clean_shared(path: &Path) {
+    let (ok, text) = run("qemu-img", &["check", "-U", s(path)]);
+    assert!(
+        ok && text.contains("No errors were found"),
+        "check -U: {text}"
+    );
+}
+
+#[test]
+fn in_use_left_set_by_killed_writer_loads_inconsistent() {
+    if !have_qemu() {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let img = dir.path().join("kill.qcow2");
+    create_with_qemu(&img, 64 * MIB, "");
+    qemu_img(&["bitmap", "--add", s(&img), "b1"]);
+    qemu_img(&["bitmap", "--add", "--disable", s(&img), "b2"]);
+
+    // Our read-write open marks in_use at once, as QEMU's does.
+    let ours = open(&img, false);
+    let info = info_compact(&img, true);
+    assert!(
+        info.contains(r#"{"flags":["in-use","auto"],"name":"b1""#),
+        "{info}"
+    );
+    assert!(
+        info.contains(r#"{"flags":["in-use"],"name":"b2""#),
+        "{info}"
+    );
+    drop(ours); // never stored: a killed process
+
+    let mut q = open(&img, true);
+    let loaded = q.take_loaded_bitmaps();
+    assert!(loaded.iter().all(|l| l.bitmap.state.inconsistent));
+    assert!(loaded.iter().all(|l| !l.bitmap.state.enabled));
+    assert!(loaded.iter().all(|l| l.bitmap.bits.count_bits() == 0));
+}
+
+#[test]
+fn in_use_left_set_by_killed_qemu_loads_inconsistent() {
+    if !have_qemu() {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let img = dir.path().join("qkill.qcow2");
+    create_with_qemu(&img, 64 * MIB, "");
+    qemu_img(&["bitmap", "--add", s(&img), "b1"]);
+    let Ok(mut child) = Command::new("qemu-system-x86_64")
+        .args([
+            "-M",
+            "none",
+            "-nodefaults",
+            "-display",
+            "none",
+            "-qmp",
+            "stdio",
+        ])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+    else {
+        eprintln!("skipping: qemu-system-x86_64 not available");
+        return;
+    };
+    let mut stdin = child.stdin.take().unwrap();
+    let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
+    let cmds = format!(
+        "{{\"execute\":\"qmp_capabilities\"}}\n{{\"execute\":\"blockdev-add\",\"arguments\":{{\"driver\":\"qcow2\",\"node-name\":\"disk0\",\"file\":{{\"driver\":\"file\",\"filename\":\"{}\"}}}}}}\n",
+        s(&img)
+    );
+    stdin.write_all(cmds.as_bytes()).unwrap();
+    let mut returns = 0;
+    while returns < 2 {
+        let line = lines.next().unwrap().unwrap();
+        assert!(!line.contains("\"error\""), "{line}");
+        if line.contains("\"return\"") {
+            returns += 1;
+        }
+    }
+    let info = info_compact(&img, true);
+    child.kill().unwrap();
+    child.wait().unwrap();
+    assert!(
+        info.contains(r#"{"flags":["in-use","auto"],"name":"b1""#),
+        "{info}"
+    );
+    let mut q = open(&img, true);
+    let loaded = q.take_loaded_bitmaps();
+    assert!(loaded[0].bitmap.state.inconsistent);
+    // A clean rw open and store by us keeps the inconsistent entry as it is (QEMU does too).
+    let mut rw = open(&img, false);
+    let l = rw.take_loaded_bitmaps();
+    let fresh = persistent("b9", 65536, &[(0, 1)], true);
+    rw.store_bitmaps(&[&l[0].bitmap, &fresh]).unwrap();
+    rw.close().unwrap();
+    drop(rw);
+    let info = info_compact(&img, false);
+    assert!(
+        info.contains(r#"{"flags":["in-use","auto"],"name":"b1""#),
+        "{info}"
+    );
+    assert!(info.contains(r#"{"flags":["auto"],"name":"b9""#), "{info}");
+    assert_check_clean(&img);
+}
+
+#[test]
+fn bitmaps_extension_without_autoclear_is_dropped_on_rw_open() {
+    if !have_qemu() {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let img = dir.path().join("ac.qcow2");
+    create_with_qemu(&img, 64 * MIB, "");
+    qemu_img(&["bitmap", "--add", s(&img), "b1"]);
+    // Clear autoclear bit 0, as a program without bitmap support would.
+    let mut bytes = std::fs::read(&img).unwrap();
+    bytes[0x5f] &= !1;
+    std::fs::write(&img, &bytes).unwrap();
+    let mut ro = open(&img, true);
+    assert!(ro.take_loaded_bitmaps().is_empty());
+    drop(ro);
+    let mut rw = open(&img, false);
+    assert!(rw.take_loaded_bitmaps().is_empty());
+    rw.close().unwrap();
+    drop(rw);
+    let info = info_compact(&img, false);
+    assert!(!info.contains("bitmaps"), "{info}");
+    // Like QEMU, the old bitmap clusters are leaked, not freed.
+    let (_, text) = run("qemu-img", &["check", s(&img)]);
+    assert!(text.contains("leaked clusters"), "{text}");
+}
+
+fn create_ours(path: &Path, opts: &CreateOptions) {
+    let st = Arc::new(FileStorage::create(path).unwrap());
+    Qcow2::create(st, opts).unwrap();
+}
+
+#[test]
+fn create_matches_qemu_img_byte_for_byte() {
+    if !have_qemu() {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let base = dir.path().join("base.qcow2");
+    create_with_qemu(&base, 64 * MIB, "");
+    let cases: Vec<(CreateOptions, Vec<&str>)> = vec![
+        (CreateOptions::new(64 * MIB), vec![]),
+        (CreateOptions::new(10 << 30), vec![]),
+        (
+            CreateOptions {
+                cluster_size: 512,
+                ..CreateOptions::new(64 * MIB)
+            },
+            vec!["-o", "cluster_size=512"],
+        ),
+        (
+            CreateOptions {
+                cluster_size: 512,
+                ..CreateOptions::new(1 << 30)
+            },
+            vec!["-o", "cluster_size=512"],
+        ),
+        (
+            CreateOptions {
+                compat: Compat::V0_10,
+                ..CreateOptions::new(64 * MIB)
+            },
+            vec!["-o", "compat=0.10"],
+        ),
+        (
+            CreateOptions {
+                refcount_bits: 1,
+                cluster_size: 2 * MIB,
+                ..CreateOptions::new(64 * MIB)
+            },
+            vec!["-o", "refcount_bits=1,cluster_size=2M"],
+        ),
+        (
+            CreateOptions {
+                refcount_bits: 64,
+                cluster_size: 4096,
+                ..CreateOptions::new(100 * MIB)
+            },
+            vec!["-o", "refcount_bits=64,cluster_size=4096"],
+        ),
+        (
+            CreateOptions {
+                backing_file: Some(s(&base).to_string()),
+                backing_format: Some("qcow2".into()),
+                ..CreateOptions::new(64 * MIB)
+            },
+            vec!["-b", s(&base), "-F", "qcow2"],
+        ),
+        (
+            CreateOptions {
+                cluster_size: 512,
+                backing_file: Some("base.qcow2".into()),
+                backing_format: Some("qcow2".into()),
+                ..CreateOptions::new(64 * MIB)
+            },
+            vec![
+                "-o",
+                "cluster_size=512",
+                "-b",
+                "base.qcow2",
+                "-F",
+                "qcow2",
+                "-u",
+            ],
+        ),
+    ];
+    for (opts, args) in cases {
+        let ours: PathBuf = dir.path().join("ours.qcow2");
+        let theirs: PathBuf = dir.path().join("theirs.qcow2");
+        create_ours(&ours, &opts);
+        let size = opts.size.to_string();
+        let mut a = vec!["create", "-q", "-f", "qcow2"];
+        a.extend(args.iter().copied());
+        a.extend([s(&theirs), size.as_str()]);
+        qemu_img(&a);
+        let strip = |t: String| t.replace(s(&ours), "X").replace(s(&theirs), "X");
+        assert_eq!(
+            strip(info_compact(&ours, false)),
+            strip(info_compact(&theirs, false)),
+            "{opts:?}"
+        );
+        assert!(
+            std::fs::read(&ours).unwrap() == std::fs::read(&theirs).unwrap(),
+            "bytes differ for {opts:?}"
+        );
+        if opts.backing_file.is_none() {
+            assert_check_clean(&ours);
+        }
+    }
+}
