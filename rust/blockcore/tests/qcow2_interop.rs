@@ -675,3 +675,37 @@ fn create_matches_qemu_img_byte_for_byte() {
         }
     }
 }
+
+/// Throughput of sequential 64 KiB writes filling a 1 GiB image (run with `--release --ignored`).
+#[test]
+#[ignore = "benchmark: cargo test --release -p blockcore --test qcow2_interop -- --ignored"]
+fn sequential_64k_writes_of_1gib_throughput() {
+    if !have_qemu() {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let img = dir.path().join("bench.qcow2");
+    create_ours(&img, &CreateOptions::new(1 << 30));
+    let mut q = open(&img, false);
+    let buf = vec![0x5au8; 65536];
+    let start = std::time::Instant::now();
+    for off in (0..1u64 << 30).step_by(65536) {
+        q.write(off, &buf).unwrap();
+    }
+    q.flush().unwrap();
+    let write = start.elapsed();
+    let start = std::time::Instant::now();
+    let mut rbuf = vec![0u8; 65536];
+    for off in (0..1u64 << 30).step_by(65536) {
+        q.read(off, &mut rbuf).unwrap();
+    }
+    let read = start.elapsed();
+    q.close().unwrap();
+    eprintln!(
+        "1 GiB in 64 KiB writes: {:.0} MB/s write (incl. fsync), {:.0} MB/s read",
+        1024.0 / write.as_secs_f64(),
+        1024.0 / read.as_secs_f64()
+    );
+    assert_eq!(rbuf, buf);
+    assert_check_clean(&img);
+}
