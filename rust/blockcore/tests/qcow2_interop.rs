@@ -709,3 +709,35 @@ fn sequential_64k_writes_of_1gib_throughput() {
     assert_eq!(rbuf, buf);
     assert_check_clean(&img);
 }
+
+#[test]
+fn writes_after_internal_snapshot_keep_snapshot_intact() {
+    if !have_qemu() {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let img = dir.path().join("snap.qcow2");
+    let want_snap = dir.path().join("want.qcow2");
+    create_with_qemu(&img, 16 * MIB, "");
+    create_with_qemu(&want_snap, 16 * MIB, "");
+    let before = ["-c", "write -P 0x61 0 1M", "-c", "write -P 0x62 3M 200k"];
+    for target in [&img, &want_snap] {
+        let mut a = before.to_vec();
+        a.push(s(target));
+        assert!(run("qemu-io", &a).0);
+    }
+    qemu_img(&["snapshot", "-c", "s1", s(&img)]);
+    {
+        let mut q = open(&img, false);
+        q.write(100, &[0x71; 5000]).unwrap(); // copy-on-write of a shared cluster
+        q.write(3 * MIB + 65536, &[0x72; 70_000]).unwrap();
+        q.write_zeroes(512 * 1024, 128 * 1024).unwrap();
+        q.discard(3 * MIB, 65536).unwrap();
+        q.write(10 * MIB, &[0x73; 4096]).unwrap();
+        q.close().unwrap();
+    }
+    assert_check_clean(&img);
+    qemu_img(&["snapshot", "-a", "s1", s(&img)]);
+    assert_check_clean(&img);
+    assert_identical(&img, &want_snap);
+}
