@@ -1,1 +1,596 @@
-//! graph
+//! The node graph: named block nodes, their children, the dirty bitmaps attached to them, block
+//! backends (devices) pointing at root nodes, and guest-like I/O routed through it all.
+//!
+//! A node is a protocol node (`file`: a host file; `null-co`: reads zeros, discards writes) or a
+//! format node (`raw`, `qcow2`) whose `file` child is a protocol node sharing the same store. A
+//! write to a node marks the enabled bitmaps of that node, and the store writes it causes mark the
+//! enabled bitmaps of its `file` child (at host offsets), as in QEMU, where every layer tracks the
+//! writes that pass through it.
+//!
+//! This module stores facts and enforces structural invariants (unique names, no dangling
+//! children). QEMU's lookups and their error messages belong to the reference engine.
+
+mod observed;
+
+use crate::bitmap::{Bits, DirtyBitmap, SizeMismatch};
+use crate::format::{self, FormatDriver, FormatError, LoadedBitmap};
+use crate::storage::{FileStorage, Storage};
+use crate::units::{ByteRange, Granularity};
+use observed::ObservedStorage;
+use std::sync::Arc;
+
+/// Errors of graph operations.
+#[derive(Debug, thiserror::Error)]
+pub enum GraphError {
+    /// A bitmap with that name already exists on the node.
+    #[error("bitmap already exists: {0}")]
+    BitmapExists(String),
+    /// No bitmap of that name on the node.
+    #[error("dirty bitmap '{0}' not found")]
+    BitmapNotFound(String),
+    /// A format-layer error (I/O, corrupt image, out of range).
+    #[error(transparent)]
+    Format(#[from] FormatError),
+    /// Merging bitmaps of different disk lengths.
+    #[error(transparent)]
+    SizeMismatch(#[from] SizeMismatch),
+    /// The node has no data path (e.g. a format node whose image is closed).
+    #[error("node '{0}' has no medium")]
+    NoMedium(String),
+    /// A node or device name is already taken.
+    #[error("duplicate node name '{0}'")]
+    NameInUse(String),
+    /// No node with that name.
+    #[error("node '{0}' not found")]
+    NodeNotFound(String),
+    /// The node is still referenced (as a child or by a device).
+    #[error("node '{0}' is in use")]
+    NodeInUse(String),
+}
+
+/// What a node is.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Driver {
+    /// A host file (QEMU's `file` protocol driver).
+    File {
+        /// Path as given.
+        filename: String,
+    },
+    /// QEMU's `null-co`: a disk of `size` bytes that reads zeros and drops writes.
+    NullCo {
+        /// Virtual size in bytes.
+        size: u64,
+    },
+    /// An image format over a `file` child (`raw`, `qcow2`).
+    Format {
+        /// QEMU's driver name.
+        name: String,
+    },
+}
+
+impl Driver {
+    /// The QEMU driver name (`file`, `null-co`, `raw`, `qcow2`).
+    pub fn name(&self) -> &str {
+        match self {
+            Driver::File { .. } => "file",
+            Driver::NullCo { .. } => "null-co",
+            Driver::Format { name } => name,
+        }
+    }
+}
+
+/// A child edge: `role` is QEMU's child name (`file`, later `backing`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Child {
+    /// The child role.
+    pub role: String,
+    /// The child's node name.
+    pub node: String,
+}
+
+enum DataPath {
+    Protocol(Arc<ObservedStorage>),
+    Format(Box<dyn FormatDriver>),
+    Null,
+}
+
+impl std::fmt::Debug for DataPath {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            DataPath::Protocol(_) => "Protocol",
+            DataPath::Format(_) => "Format",
+            DataPath::Null => "Null",
+        })
+    }
+}
+
+/// A block node.
+#[derive(Debug)]
+pub struct Node {
+    /// The node-name (user-given or `#blockNNN`).
+    pub name: String,
+    /// What the node is.
+    pub driver: Driver,
+    /// Opened read-only.
+    pub read_only: bool,
+    /// Children, in the order they were attached.
+    pub children: Vec<Child>,
+    /// Dirty bitmaps, newest first (QEMU pushes new bitmaps on the head of the list).
+    pub bitmaps: Vec<DirtyBitmap>,
+    data: DataPath,
+}
+
+impl Node {
+    /// Guest-visible length in bytes.
+    pub fn length(&self) -> Result<u64, GraphError> {
+        Ok(match &self.data {
+            DataPath::Protocol(s) => s.len().map_err(FormatError::from)?,
+            DataPath::Format(f) => f.virtual_size(),
+            DataPath::Null => match self.driver {
+                Driver::NullCo { size } => size,
+                _ => 0,
+            },
+        })
+    }
+
+    /// The format's cluster size, if it has one.
+    pub fn cluster_size(&self) -> Option<u64> {
+        match &self.data {
+            DataPath::Format(f) => f.cluster_size(),
+            _ => None,
+        }
+    }
+
+    /// The file name of the store under this node, if any.
+    pub fn filename(&self) -> Option<&str> {
+        match &self.data {
+            DataPath::Protocol(s) => s.filename(),
+            _ => match &self.driver {
+                Driver::File { filename } => Some(filename),
+                _ => None,
+            },
+        }
+    }
+
+    /// The format driver of a format node.
+    pub fn format(&self) -> Option<&dyn FormatDriver> {
+        match &self.data {
+            DataPath::Format(f) => Some(f.as_ref()),
+            _ => None,
+        }
+    }
+
+    /// The bitmap named `name`.
+    pub fn bitmap(&self, name: &str) -> Option<&DirtyBitmap> {
+        self.bitmaps
+            .iter()
+            .find(|b| b.name.as_deref() == Some(name))
+    }
+
+    /// The bitmap named `name`, mutably.
+    pub fn bitmap_mut(&mut self, name: &str) -> Option<&mut DirtyBitmap> {
+        self.bitmaps
+            .iter_mut()
+            .find(|b| b.name.as_deref() == Some(name))
+    }
+
+    fn record_write(&mut self, range: ByteRange) {
+        for bm in &mut self.bitmaps {
+            bm.record_write(range);
+        }
+    }
+}
+
+/// A block backend: a device id (`-drive id=X`) naming a root node (or none: no medium).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Backend {
+    /// The device id.
+    pub name: String,
+    /// The root node, if a medium is inserted.
+    pub root: Option<String>,
+}
+
+/// The node graph.
+#[derive(Debug, Default)]
+pub struct Graph {
+    nodes: Vec<Node>,
+    backends: Vec<Backend>,
+}
+
+/// The kind of a guest request.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum WriteKind {
+    /// Write data.
+    Data,
+    /// Write zeroes.
+    Zeroes,
+    /// Discard (unmap).
+    Discard,
+}
+
+impl Graph {
+    /// An empty graph.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Nodes, newest first (the order of `query-named-block-nodes`).
+    pub fn nodes(&self) -> impl Iterator<Item = &Node> {
+        self.nodes.iter().rev()
+    }
+
+    /// Backends in creation order (the order of `query-block`).
+    pub fn backends(&self) -> &[Backend] {
+        &self.backends
+    }
+
+    /// The node named `name`.
+    pub fn node(&self, name: &str) -> Option<&Node> {
+        self.nodes.iter().find(|n| n.name == name)
+    }
+
+    /// The node named `name`, or [`GraphError::NodeNotFound`].
+    pub fn get(&self, name: &str) -> Result<&Node, GraphError> {
+        self.node(name)
+            .ok_or_else(|| GraphError::NodeNotFound(name.into()))
+    }
+
+    /// The node named `name`, mutably.
+    pub fn get_mut(&mut self, name: &str) -> Result<&mut Node, GraphError> {
+        self.nodes
+            .iter_mut()
+            .find(|n| n.name == name)
+            .ok_or_else(|| GraphError::NodeNotFound(name.into()))
+    }
+
+    /// The backend named `name`.
+    pub fn backend(&self, name: &str) -> Option<&Backend> {
+        self.backends.iter().find(|b| b.name == name)
+    }
+
+    /// Parents of `name`: `(parent node, role)` pairs, plus backends (role `root`) naming it.
+    pub fn parents(&self, name: &str) -> Vec<(String, String)> {
+        let mut out: Vec<(String, String)> = self
+            .nodes
+            .iter()
+            .flat_map(|n| {
+                n.children
+                    .iter()
+                    .filter(|c| c.node == name)
+                    .map(|c| (n.name.clone(), c.role.clone()))
+            })
+            .collect();
+        out.extend(
+            self.backends
+                .iter()
+                .filter(|b| b.root.as_deref() == Some(name))
+                .map(|b| (b.name.clone(), "root".to_string())),
+        );
+        out
+    }
+
+    fn check_free(&self, name: &str) -> Result<(), GraphError> {
+        if self.node(name).is_some() || self.backend(name).is_some() {
+            return Err(GraphError::NameInUse(name.into()));
+        }
+        Ok(())
+    }
+
+    /// Adds a `file` node over host file `filename`.
+    pub fn add_file(
+        &mut self,
+        name: &str,
+        filename: &str,
+        read_only: bool,
+    ) -> Result<(), GraphError> {
+        self.check_free(name)?;
+        let store = FileStorage::open(filename, read_only).map_err(FormatError::from)?;
+        self.nodes.push(Node {
+            name: name.into(),
+            driver: Driver::File {
+                filename: filename.into(),
+            },
+            read_only,
+            children: Vec::new(),
+            bitmaps: Vec::new(),
+            data: DataPath::Protocol(Arc::new(ObservedStorage::new(Arc::new(store)))),
+        });
+        Ok(())
+    }
+
+    /// Adds a `null-co` node of `size` bytes.
+    pub fn add_null(&mut self, name: &str, size: u64, read_only: bool) -> Result<(), GraphError> {
+        self.check_free(name)?;
+        self.nodes.push(Node {
+            name: name.into(),
+            driver: Driver::NullCo { size },
+            read_only,
+            children: Vec::new(),
+            bitmaps: Vec::new(),
+            data: DataPath::Null,
+        });
+        Ok(())
+    }
+
+    /// Adds a format node `name` of `driver` over the protocol node `file`. Persistent bitmaps
+    /// found in the image are attached, each pushed on the front in directory order (so the
+    /// query lists them in reverse directory order, as QEMU does).
+    pub fn add_format(
+        &mut self,
+        name: &str,
+        driver: &str,
+        file: &str,
+        read_only: bool,
+    ) -> Result<(), GraphError> {
+        self.check_free(name)?;
+        let store: Arc<dyn Storage> = match &self.get(file)?.data {
+            DataPath::Protocol(s) => s.clone(),
+            _ => return Err(GraphError::NoMedium(file.into())),
+        };
+        let mut fmt = format::open(driver, store, read_only)?;
+        let loaded = fmt.take_loaded_bitmaps();
+        let mut bitmaps = Vec::with_capacity(loaded.len());
+        for LoadedBitmap { bitmap } in loaded {
+            bitmaps.insert(0, bitmap);
+        }
+        self.nodes.push(Node {
+            name: name.into(),
+            driver: Driver::Format {
+                name: driver.into(),
+            },
+            read_only,
+            children: vec![Child {
+                role: "file".into(),
+                node: file.into(),
+            }],
+            bitmaps,
+            data: DataPath::Format(fmt),
+        });
+        self.drain_store_writes(name);
+        Ok(())
+    }
+
+    /// Adds a block backend `name`, optionally with root node `root`.
+    pub fn add_backend(&mut self, name: &str, root: Option<&str>) -> Result<(), GraphError> {
+        self.check_free(name)?;
+        if let Some(r) = root {
+            self.get(r)?;
+        }
+        self.backends.push(Backend {
+            name: name.into(),
+            root: root.map(Into::into),
+        });
+        Ok(())
+    }
+
+    /// Removes node `name`, which must have no parents. Persistent bitmaps are stored into the
+    /// image first (QEMU stores them when a node is closed) and the image is flushed.
+    pub fn remove_node(&mut self, name: &str) -> Result<(), GraphError> {
+        if !self.parents(name).is_empty() {
+            return Err(GraphError::NodeInUse(name.into()));
+        }
+        self.close_node(name)?;
+        self.nodes.retain(|n| n.name != name);
+        Ok(())
+    }
+
+    /// Stores persistent bitmaps and flushes node `name` (close without removal).
+    pub fn close_node(&mut self, name: &str) -> Result<(), GraphError> {
+        let node = self.get_mut(name)?;
+        if let DataPath::Format(fmt) = &mut node.data {
+            if !node.read_only {
+                let persistent: Vec<&DirtyBitmap> = node
+                    .bitmaps
+                    .iter()
+                    .filter(|b| b.state.persistent && !b.state.skip_store)
+                    .collect();
+                fmt.store_bitmaps(&persistent)?;
+            }
+            fmt.close()?;
+        }
+        self.drain_store_writes(name);
+        Ok(())
+    }
+
+    /// Closes every node, top-down (formats before their files): what `quit` does.
+    pub fn close_all(&mut self) -> Vec<(String, GraphError)> {
+        let names: Vec<String> = self.nodes().map(|n| n.name.clone()).collect();
+        names
+            .into_iter()
+            .filter_map(|n| self.close_node(&n).err().map(|e| (n, e)))
+            .collect()
+    }
+
+    // ---- dirty bitmaps -------------------------------------------------------------------------
+
+    /// Creates bitmap `name` on `node` covering the node's length, pushed on the front.
+    pub fn bitmap_add(
+        &mut self,
+        node: &str,
+        name: &str,
+        granularity: Granularity,
+        enabled: bool,
+        persistent: bool,
+    ) -> Result<(), GraphError> {
+        let n = self.get_mut(node)?;
+        if n.bitmap(name).is_some() {
+            return Err(GraphError::BitmapExists(name.into()));
+        }
+        let mut bm = DirtyBitmap::new(Some(name.into()), n.length()?, granularity);
+        bm.state.enabled = enabled;
+        bm.state.persistent = persistent;
+        n.bitmaps.insert(0, bm);
+        Ok(())
+    }
+
+    /// The bitmap `name` of `node`.
+    pub fn bitmap(&self, node: &str, name: &str) -> Result<&DirtyBitmap, GraphError> {
+        self.get(node)?
+            .bitmap(name)
+            .ok_or_else(|| GraphError::BitmapNotFound(name.into()))
+    }
+
+    /// The bitmap `name` of `node`, mutably.
+    pub fn bitmap_mut(&mut self, node: &str, name: &str) -> Result<&mut DirtyBitmap, GraphError> {
+        self.get_mut(node)?
+            .bitmap_mut(name)
+            .ok_or_else(|| GraphError::BitmapNotFound(name.into()))
+    }
+
+    /// Detaches bitmap `name` from `node` and returns it with its position in the list, so an
+    /// undo can put it back where it was.
+    pub fn bitmap_take(
+        &mut self,
+        node: &str,
+        name: &str,
+    ) -> Result<(usize, DirtyBitmap), GraphError> {
+        let n = self.get_mut(node)?;
+        let pos = n
+            .bitmaps
+            .iter()
+            .position(|b| b.name.as_deref() == Some(name))
+            .ok_or_else(|| GraphError::BitmapNotFound(name.into()))?;
+        Ok((pos, n.bitmaps.remove(pos)))
+    }
+
+    /// Re-attaches a bitmap at `pos` (clamped to the list length).
+    pub fn bitmap_put(
+        &mut self,
+        node: &str,
+        pos: usize,
+        bitmap: DirtyBitmap,
+    ) -> Result<(), GraphError> {
+        let n = self.get_mut(node)?;
+        let pos = pos.min(n.bitmaps.len());
+        n.bitmaps.insert(pos, bitmap);
+        Ok(())
+    }
+
+    /// ORs bitmap `src_name` of `src_node` into bitmap `target` of `node`.
+    pub fn bitmap_merge(
+        &mut self,
+        node: &str,
+        target: &str,
+        src_node: &str,
+        src_name: &str,
+    ) -> Result<(), GraphError> {
+        let src: Bits = self.bitmap(src_node, src_name)?.bits.clone();
+        self.bitmap_mut(node, target)?.bits.merge_from(&src)?;
+        Ok(())
+    }
+
+    /// Deletes the stored copy of a persistent bitmap from the node's image at once.
+    pub fn remove_stored_bitmap(&mut self, node: &str, name: &str) -> Result<(), GraphError> {
+        let n = self.get_mut(node)?;
+        if let DataPath::Format(fmt) = &mut n.data {
+            fmt.remove_stored_bitmap(name)?;
+        }
+        self.drain_store_writes(node);
+        Ok(())
+    }
+
+    // ---- guest I/O -----------------------------------------------------------------------------
+
+    /// Reads `len` bytes at `offset` of `node`.
+    pub fn read(&mut self, node: &str, offset: u64, len: u64) -> Result<Vec<u8>, GraphError> {
+        let n = self.get_mut(node)?;
+        let length = n.length()?;
+        if offset.checked_add(len).is_none_or(|end| end > length) {
+            return Err(FormatError::OutOfRange {
+                offset,
+                len,
+                size: length,
+            }
+            .into());
+        }
+        let mut buf = vec![
+            0u8;
+            usize::try_from(len).map_err(|_| FormatError::OutOfRange {
+                offset,
+                len,
+                size: length
+            })?
+        ];
+        match &mut n.data {
+            DataPath::Protocol(s) => s.read_at(&mut buf, offset).map_err(FormatError::from)?,
+            DataPath::Format(f) => f.read(offset, &mut buf)?,
+            DataPath::Null => {}
+        }
+        Ok(buf)
+    }
+
+    /// Writes to `node` (data, zeroes or discard), marking the node's enabled bitmaps and, through
+    /// the store, those of its `file` child.
+    pub fn write(
+        &mut self,
+        node: &str,
+        offset: u64,
+        kind: WriteKind,
+        data: &[u8],
+        len: u64,
+    ) -> Result<(), GraphError> {
+        let n = self.get_mut(node)?;
+        let length = n.length()?;
+        if offset.checked_add(len).is_none_or(|end| end > length) {
+            return Err(FormatError::OutOfRange {
+                offset,
+                len,
+                size: length,
+            }
+            .into());
+        }
+        if n.read_only {
+            return Err(FormatError::ReadOnly.into());
+        }
+        match (&mut n.data, kind) {
+            (DataPath::Protocol(s), WriteKind::Data) => {
+                s.write_at(data, offset).map_err(FormatError::from)?
+            }
+            (DataPath::Protocol(s), _) => s.write_zeroes(offset, len).map_err(FormatError::from)?,
+            (DataPath::Format(f), WriteKind::Data) => f.write(offset, data)?,
+            (DataPath::Format(f), WriteKind::Zeroes) => f.write_zeroes(offset, len)?,
+            (DataPath::Format(f), WriteKind::Discard) => f.discard(offset, len)?,
+            (DataPath::Null, _) => {}
+        }
+        n.record_write(ByteRange::new(offset, len));
+        self.drain_store_writes(node);
+        Ok(())
+    }
+
+    /// Flushes `node`.
+    pub fn flush(&mut self, node: &str) -> Result<(), GraphError> {
+        let n = self.get_mut(node)?;
+        match &mut n.data {
+            DataPath::Protocol(s) => s.flush().map_err(FormatError::from)?,
+            DataPath::Format(f) => f.flush()?,
+            DataPath::Null => {}
+        }
+        self.drain_store_writes(node);
+        Ok(())
+    }
+
+    /// Marks the `file` child's bitmaps with the store writes a format node caused. When the
+    /// node is itself a protocol node its own writes were recorded directly, so the log is dropped.
+    fn drain_store_writes(&mut self, node: &str) {
+        let Some(n) = self.node(node) else { return };
+        let file = n
+            .children
+            .iter()
+            .find(|c| c.role == "file")
+            .map(|c| c.node.clone());
+        let target = file.unwrap_or_else(|| node.to_string());
+        let is_self = target == node;
+        let Ok(t) = self.get_mut(&target) else { return };
+        if let DataPath::Protocol(s) = &t.data {
+            let writes = s.take_writes();
+            if !is_self {
+                for r in writes {
+                    t.record_write(r);
+                }
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests;

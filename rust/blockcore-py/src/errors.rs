@@ -1,0 +1,84 @@
+//! The one place where core errors become Python exceptions.
+//!
+//! Every exception derives from `CoreError`, which carries the errno QEMU would report, so the
+//! reference engine can build QEMU's `strerror`-style messages without parsing text.
+
+use blockcore::format::FormatError;
+use blockcore::graph::GraphError;
+use pyo3::create_exception;
+use pyo3::exceptions::PyException;
+use pyo3::prelude::*;
+
+create_exception!(
+    _core,
+    CoreError,
+    PyException,
+    "Base of every error raised by the core."
+);
+create_exception!(_core, NodeNotFound, CoreError, "No node of that name.");
+create_exception!(
+    _core,
+    NameInUse,
+    CoreError,
+    "A node or device of that name exists."
+);
+create_exception!(_core, NodeInUse, CoreError, "The node still has parents.");
+create_exception!(_core, NoMedium, CoreError, "The node has no data path.");
+create_exception!(
+    _core,
+    BitmapNotFound,
+    CoreError,
+    "No bitmap of that name on the node."
+);
+create_exception!(
+    _core,
+    BitmapExists,
+    CoreError,
+    "A bitmap of that name exists on the node."
+);
+create_exception!(
+    _core,
+    SizeMismatch,
+    CoreError,
+    "Merge of bitmaps over different lengths."
+);
+create_exception!(
+    _core,
+    ImageError,
+    CoreError,
+    "An I/O or image-format error; args: (message, errno)."
+);
+
+/// Converts a graph error into the matching Python exception.
+pub fn to_py(err: GraphError) -> PyErr {
+    match err {
+        GraphError::NodeNotFound(n) => NodeNotFound::new_err(n),
+        GraphError::NameInUse(n) => NameInUse::new_err(n),
+        GraphError::NodeInUse(n) => NodeInUse::new_err(n),
+        GraphError::NoMedium(n) => NoMedium::new_err(n),
+        GraphError::BitmapNotFound(n) => BitmapNotFound::new_err(n),
+        GraphError::BitmapExists(n) => BitmapExists::new_err(n),
+        GraphError::SizeMismatch(e) => SizeMismatch::new_err((e.dest, e.src)),
+        GraphError::Format(e) => format_to_py(&e),
+    }
+}
+
+/// Converts a format error into `ImageError(message, errno)`.
+pub fn format_to_py(err: &FormatError) -> PyErr {
+    ImageError::new_err((err.to_string(), err.errno()))
+}
+
+/// Registers the exception classes on the module.
+pub fn register(m: &Bound<'_, PyModule>) -> PyResult<()> {
+    let py = m.py();
+    m.add("CoreError", py.get_type::<CoreError>())?;
+    m.add("NodeNotFound", py.get_type::<NodeNotFound>())?;
+    m.add("NameInUse", py.get_type::<NameInUse>())?;
+    m.add("NodeInUse", py.get_type::<NodeInUse>())?;
+    m.add("NoMedium", py.get_type::<NoMedium>())?;
+    m.add("BitmapNotFound", py.get_type::<BitmapNotFound>())?;
+    m.add("BitmapExists", py.get_type::<BitmapExists>())?;
+    m.add("SizeMismatch", py.get_type::<SizeMismatch>())?;
+    m.add("ImageError", py.get_type::<ImageError>())?;
+    Ok(())
+}

@@ -1,0 +1,352 @@
+//! `Graph`: the node graph, its bitmaps and guest I/O, addressed by node and bitmap names.
+
+use crate::errors::to_py;
+use blockcore::bitmap::{Bits, DirtyBitmap};
+use blockcore::format::BitmapStoreError;
+use blockcore::graph::{self, Driver, GraphError, Node, WriteKind};
+use blockcore::units::Granularity;
+use pyo3::exceptions::PyValueError;
+use pyo3::prelude::*;
+use pyo3::types::PyBytes;
+use std::sync::{Mutex, MutexGuard};
+
+fn granularity(bytes: u64) -> PyResult<Granularity> {
+    Granularity::new(bytes).ok_or_else(|| {
+        PyValueError::new_err(format!(
+            "granularity {bytes} is not a power of two in 512..=2^31"
+        ))
+    })
+}
+
+/// A read-only view of one node, as of the call that made it.
+#[pyclass(frozen, get_all, module = "reference._core")]
+pub struct NodeInfo {
+    name: String,
+    driver: String,
+    read_only: bool,
+    children: Vec<(String, String)>,
+    length: u64,
+    cluster_size: Option<u64>,
+    filename: Option<String>,
+}
+
+impl NodeInfo {
+    fn of(node: &Node) -> Result<Self, GraphError> {
+        Ok(Self {
+            name: node.name.clone(),
+            driver: node.driver.name().to_string(),
+            read_only: node.read_only,
+            children: node
+                .children
+                .iter()
+                .map(|c| (c.role.clone(), c.node.clone()))
+                .collect(),
+            length: node.length()?,
+            cluster_size: node.cluster_size(),
+            filename: match &node.driver {
+                Driver::File { filename } => Some(filename.clone()),
+                _ => node.filename().map(str::to_string),
+            },
+        })
+    }
+}
+
+/// A read-only view of one dirty bitmap, as of the call that made it.
+#[pyclass(frozen, get_all, module = "reference._core")]
+pub struct BitmapInfo {
+    name: Option<String>,
+    enabled: bool,
+    busy: bool,
+    readonly: bool,
+    inconsistent: bool,
+    persistent: bool,
+    skip_store: bool,
+    granularity: u64,
+    count: u64,
+}
+
+impl BitmapInfo {
+    fn of(bm: &DirtyBitmap) -> Self {
+        Self {
+            name: bm.name.clone(),
+            enabled: bm.state.enabled,
+            busy: bm.state.busy,
+            readonly: bm.state.readonly,
+            inconsistent: bm.state.inconsistent,
+            persistent: bm.state.persistent,
+            skip_store: bm.state.skip_store,
+            granularity: bm.bits.granularity().bytes(),
+            count: bm.bits.count(),
+        }
+    }
+}
+
+/// A saved copy of a bitmap's bits, for undo (`bitmap_copy_bits` / `bitmap_restore_bits`).
+#[pyclass(frozen, module = "reference._core")]
+pub struct BitsCopy(Bits);
+
+/// A bitmap detached from its node with `bitmap_take`, to be put back with `bitmap_put`.
+#[pyclass(module = "reference._core")]
+pub struct DetachedBitmap(Option<DirtyBitmap>);
+
+/// The node graph.
+#[pyclass(module = "reference._core")]
+pub struct Graph(Mutex<graph::Graph>);
+
+impl Graph {
+    /// The graph, locked. A panic inside the core cannot leave it half-updated in a way the
+    /// lock could protect against, so a poisoned lock is simply taken over.
+    fn g(&self) -> MutexGuard<'_, graph::Graph> {
+        self.0.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    fn with_bitmap<T>(
+        &self,
+        node: &str,
+        name: &str,
+        f: impl FnOnce(&mut DirtyBitmap) -> T,
+    ) -> PyResult<T> {
+        let mut g = self.g();
+        let bm = g.bitmap_mut(node, name).map_err(to_py)?;
+        Ok(f(bm))
+    }
+}
+
+#[pymethods]
+impl Graph {
+    #[new]
+    fn new() -> Self {
+        Self(Mutex::new(graph::Graph::new()))
+    }
+
+    // ---- nodes and backends ----
+
+    fn add_file(&self, name: &str, filename: &str, read_only: bool) -> PyResult<()> {
+        self.g().add_file(name, filename, read_only).map_err(to_py)
+    }
+
+    fn add_null(&self, name: &str, size: u64, read_only: bool) -> PyResult<()> {
+        self.g().add_null(name, size, read_only).map_err(to_py)
+    }
+
+    fn add_format(&self, name: &str, driver: &str, file: &str, read_only: bool) -> PyResult<()> {
+        self.g()
+            .add_format(name, driver, file, read_only)
+            .map_err(to_py)
+    }
+
+    #[pyo3(signature = (name, root=None))]
+    fn add_backend(&self, name: &str, root: Option<&str>) -> PyResult<()> {
+        self.g().add_backend(name, root).map_err(to_py)
+    }
+
+    fn remove_node(&self, name: &str) -> PyResult<()> {
+        self.g().remove_node(name).map_err(to_py)
+    }
+
+    fn close_node(&self, name: &str) -> PyResult<()> {
+        self.g().close_node(name).map_err(to_py)
+    }
+
+    /// Closes every node; returns `(node, message)` for each that failed.
+    fn close_all(&self) -> Vec<(String, String)> {
+        self.g()
+            .close_all()
+            .into_iter()
+            .map(|(n, e)| (n, e.to_string()))
+            .collect()
+    }
+
+    fn nodes(&self) -> PyResult<Vec<NodeInfo>> {
+        self.g()
+            .nodes()
+            .map(NodeInfo::of)
+            .collect::<Result<_, _>>()
+            .map_err(to_py)
+    }
+
+    fn node(&self, name: &str) -> PyResult<Option<NodeInfo>> {
+        self.g()
+            .node(name)
+            .map(NodeInfo::of)
+            .transpose()
+            .map_err(to_py)
+    }
+
+    fn backends(&self) -> Vec<(String, Option<String>)> {
+        self.g()
+            .backends()
+            .iter()
+            .map(|b| (b.name.clone(), b.root.clone()))
+            .collect()
+    }
+
+    fn parents(&self, name: &str) -> Vec<(String, String)> {
+        self.g().parents(name)
+    }
+
+    // ---- bitmaps ----
+
+    fn bitmaps(&self, node: &str) -> PyResult<Vec<BitmapInfo>> {
+        Ok(self
+            .g()
+            .get(node)
+            .map_err(to_py)?
+            .bitmaps
+            .iter()
+            .map(BitmapInfo::of)
+            .collect())
+    }
+
+    fn bitmap(&self, node: &str, name: &str) -> PyResult<BitmapInfo> {
+        self.g()
+            .bitmap(node, name)
+            .map(BitmapInfo::of)
+            .map_err(to_py)
+    }
+
+    fn bitmap_add(
+        &self,
+        node: &str,
+        name: &str,
+        granularity_bytes: u64,
+        enabled: bool,
+        persistent: bool,
+    ) -> PyResult<()> {
+        let g = granularity(granularity_bytes)?;
+        self.g()
+            .bitmap_add(node, name, g, enabled, persistent)
+            .map_err(to_py)
+    }
+
+    #[pyo3(signature = (node, name, *, enabled=None, busy=None, skip_store=None))]
+    fn bitmap_set(
+        &self,
+        node: &str,
+        name: &str,
+        enabled: Option<bool>,
+        busy: Option<bool>,
+        skip_store: Option<bool>,
+    ) -> PyResult<()> {
+        self.with_bitmap(node, name, |bm| {
+            let state = &mut bm.state;
+            if let Some(v) = enabled {
+                state.enabled = v;
+            }
+            if let Some(v) = busy {
+                state.busy = v;
+            }
+            if let Some(v) = skip_store {
+                state.skip_store = v;
+            }
+        })
+    }
+
+    fn bitmap_clear(&self, node: &str, name: &str) -> PyResult<()> {
+        self.with_bitmap(node, name, |bm| bm.bits.clear())
+    }
+
+    fn bitmap_copy_bits(&self, node: &str, name: &str) -> PyResult<BitsCopy> {
+        Ok(BitsCopy(
+            self.g().bitmap(node, name).map_err(to_py)?.bits.clone(),
+        ))
+    }
+
+    fn bitmap_restore_bits(&self, node: &str, name: &str, copy: &BitsCopy) -> PyResult<()> {
+        self.with_bitmap(node, name, |bm| bm.bits.restore_from(&copy.0))
+    }
+
+    fn bitmap_merge(
+        &self,
+        node: &str,
+        target: &str,
+        src_node: &str,
+        src_name: &str,
+    ) -> PyResult<()> {
+        self.g()
+            .bitmap_merge(node, target, src_node, src_name)
+            .map_err(to_py)
+    }
+
+    fn bitmap_sha256(&self, node: &str, name: &str) -> PyResult<String> {
+        Ok(self
+            .g()
+            .bitmap(node, name)
+            .map_err(to_py)?
+            .bits
+            .sha256_hex())
+    }
+
+    fn bitmap_take(&self, node: &str, name: &str) -> PyResult<(usize, DetachedBitmap)> {
+        let (pos, bm) = self.g().bitmap_take(node, name).map_err(to_py)?;
+        Ok((pos, DetachedBitmap(Some(bm))))
+    }
+
+    fn bitmap_put(&self, node: &str, pos: usize, bitmap: &mut DetachedBitmap) -> PyResult<()> {
+        let bm = bitmap
+            .0
+            .take()
+            .ok_or_else(|| PyValueError::new_err("bitmap was already put back"))?;
+        self.g().bitmap_put(node, pos, bm).map_err(to_py)
+    }
+
+    /// `None` if a persistent bitmap could be stored; else `(supported, reason)` where
+    /// `supported` is false when the node's format stores no bitmaps at all.
+    fn can_store_bitmap(
+        &self,
+        node: &str,
+        name: &str,
+        granularity_bytes: u64,
+    ) -> PyResult<Option<(bool, String)>> {
+        let gran = granularity(granularity_bytes)?;
+        let g = self.g();
+        let n = g.get(node).map_err(to_py)?;
+        let Some(fmt) = n.format() else {
+            return Ok(Some((false, BitmapStoreError::NotSupported.to_string())));
+        };
+        Ok(match fmt.can_store_bitmap(name, gran) {
+            Ok(()) => None,
+            Err(e @ BitmapStoreError::NotSupported) => Some((false, e.to_string())),
+            Err(e) => Some((true, e.to_string())),
+        })
+    }
+
+    fn remove_stored_bitmap(&self, node: &str, name: &str) -> PyResult<()> {
+        self.g().remove_stored_bitmap(node, name).map_err(to_py)
+    }
+
+    // ---- guest I/O ----
+
+    fn read<'py>(
+        &self,
+        py: Python<'py>,
+        node: &str,
+        offset: u64,
+        length: u64,
+    ) -> PyResult<Bound<'py, PyBytes>> {
+        let data = self.g().read(node, offset, length).map_err(to_py)?;
+        Ok(PyBytes::new(py, &data))
+    }
+
+    fn write(&self, node: &str, offset: u64, data: &[u8]) -> PyResult<()> {
+        self.g()
+            .write(node, offset, WriteKind::Data, data, data.len() as u64)
+            .map_err(to_py)
+    }
+
+    fn write_zeroes(&self, node: &str, offset: u64, length: u64) -> PyResult<()> {
+        self.g()
+            .write(node, offset, WriteKind::Zeroes, &[], length)
+            .map_err(to_py)
+    }
+
+    fn discard(&self, node: &str, offset: u64, length: u64) -> PyResult<()> {
+        self.g()
+            .write(node, offset, WriteKind::Discard, &[], length)
+            .map_err(to_py)
+    }
+
+    fn flush(&self, node: &str) -> PyResult<()> {
+        self.g().flush(node).map_err(to_py)
+    }
+}

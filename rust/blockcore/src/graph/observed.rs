@@ -1,0 +1,66 @@
+//! A store wrapper that logs the byte ranges written through it, so the graph can mark the
+//! dirty bitmaps of a protocol node with the writes its format parent caused.
+
+use crate::storage::Storage;
+use crate::units::ByteRange;
+use std::io;
+use std::sync::{Arc, Mutex};
+
+/// A [`Storage`] that remembers which ranges were written since the last [`take_writes`].
+///
+/// [`take_writes`]: ObservedStorage::take_writes
+#[derive(Debug)]
+pub struct ObservedStorage {
+    inner: Arc<dyn Storage>,
+    writes: Mutex<Vec<ByteRange>>,
+}
+
+impl ObservedStorage {
+    /// Wraps `inner`.
+    pub fn new(inner: Arc<dyn Storage>) -> Self {
+        Self {
+            inner,
+            writes: Mutex::new(Vec::new()),
+        }
+    }
+
+    /// The ranges written since the last call, in order.
+    pub fn take_writes(&self) -> Vec<ByteRange> {
+        std::mem::take(&mut *self.writes.lock().unwrap_or_else(|e| e.into_inner()))
+    }
+
+    fn log(&self, range: ByteRange) {
+        self.writes
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .push(range);
+    }
+}
+
+impl Storage for ObservedStorage {
+    fn read_at(&self, buf: &mut [u8], offset: u64) -> io::Result<()> {
+        self.inner.read_at(buf, offset)
+    }
+    fn write_at(&self, data: &[u8], offset: u64) -> io::Result<()> {
+        self.inner.write_at(data, offset)?;
+        self.log(ByteRange::new(offset, data.len() as u64));
+        Ok(())
+    }
+    fn len(&self) -> io::Result<u64> {
+        self.inner.len()
+    }
+    fn set_len(&self, len: u64) -> io::Result<()> {
+        self.inner.set_len(len)
+    }
+    fn flush(&self) -> io::Result<()> {
+        self.inner.flush()
+    }
+    fn write_zeroes(&self, offset: u64, len: u64) -> io::Result<()> {
+        self.inner.write_zeroes(offset, len)?;
+        self.log(ByteRange::new(offset, len));
+        Ok(())
+    }
+    fn filename(&self) -> Option<&str> {
+        self.inner.filename()
+    }
+}
