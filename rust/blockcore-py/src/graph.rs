@@ -28,11 +28,37 @@ pub struct NodeInfo {
     length: u64,
     cluster_size: Option<u64>,
     filename: Option<String>,
+    dirty: bool,
+    qcow2: Option<Qcow2Info>,
+}
+
+/// qcow2 facts of a node (`ImageInfoSpecificQCow2`).
+#[pyclass(frozen, get_all, module = "reference._core")]
+#[derive(Clone)]
+pub struct Qcow2Info {
+    compat: String,
+    compression_type: String,
+    lazy_refcounts: bool,
+    refcount_bits: u32,
+    corrupt: bool,
+    extended_l2: bool,
+    bitmaps: Vec<(String, u64, Vec<String>)>,
 }
 
 impl NodeInfo {
     fn of(node: &Node) -> Result<Self, GraphError> {
+        let facts = node.format().map(|f| f.facts()).unwrap_or_default();
         Ok(Self {
+            dirty: facts.dirty,
+            qcow2: facts.qcow2.map(|q| Qcow2Info {
+                compat: q.compat,
+                compression_type: q.compression_type,
+                lazy_refcounts: q.lazy_refcounts,
+                refcount_bits: q.refcount_bits,
+                corrupt: q.corrupt,
+                extended_l2: q.extended_l2,
+                bitmaps: q.bitmaps,
+            }),
             name: node.name.clone(),
             driver: node.driver.name().to_string(),
             read_only: node.read_only,

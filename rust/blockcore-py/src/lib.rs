@@ -13,6 +13,7 @@ fn _core(m: &Bound<'_, PyModule>) -> PyResult<()> {
     errors::register(m)?;
     m.add_class::<graph::Graph>()?;
     m.add_class::<graph::NodeInfo>()?;
+    m.add_class::<graph::Qcow2Info>()?;
     m.add_class::<graph::BitmapInfo>()?;
     m.add_class::<graph::BitsCopy>()?;
     m.add_class::<graph::DetachedBitmap>()?;

@@ -45,7 +45,7 @@ impl FormatError {
     pub fn errno(&self) -> i32 {
         match self {
             FormatError::Io(e) => e.raw_os_error().unwrap_or(5),
-            FormatError::ReadOnly => 1,        // EPERM
+            FormatError::ReadOnly => 1,          // EPERM
             FormatError::OutOfRange { .. } => 5, // EIO
             FormatError::Corrupt(_) => 5,
             FormatError::Unsupported(_) => 95, // ENOTSUP
@@ -74,6 +74,35 @@ pub struct LoadedBitmap {
     pub bitmap: DirtyBitmap,
 }
 
+/// What `qemu-img info` / `query-block` report about an image beyond its size.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct ImageFacts {
+    /// The format's dirty flag (qcow2: incompatible feature bit 0).
+    pub dirty: bool,
+    /// qcow2-specific facts, for a qcow2 image.
+    pub qcow2: Option<Qcow2Facts>,
+}
+
+/// The qcow2 part of QEMU's `ImageInfoSpecificQCow2`.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Qcow2Facts {
+    /// `"0.10"` (version 2) or `"1.1"` (version 3).
+    pub compat: String,
+    /// `"zlib"` or `"zstd"`.
+    pub compression_type: String,
+    /// Compatible feature bit 0.
+    pub lazy_refcounts: bool,
+    /// Width of a refcount entry in bits.
+    pub refcount_bits: u32,
+    /// Incompatible feature bit 1.
+    pub corrupt: bool,
+    /// Incompatible feature bit 4.
+    pub extended_l2: bool,
+    /// The bitmap directory as stored: `(name, granularity, flags)`, flags as QEMU names them
+    /// (`in-use`, `auto`), in directory order.
+    pub bitmaps: Vec<(String, u64, Vec<String>)>,
+}
+
 /// An open image of some format.
 pub trait FormatDriver: Send + std::fmt::Debug {
     /// The format's QEMU driver name (`raw`, `qcow2`).
@@ -94,12 +123,20 @@ pub trait FormatDriver: Send + std::fmt::Debug {
     fn discard(&mut self, offset: u64, len: u64) -> Result<(), FormatError>;
     /// Makes everything written so far durable, metadata included.
     fn flush(&mut self) -> Result<(), FormatError>;
+    /// Facts for query output (dirty flag, format-specific information).
+    fn facts(&self) -> ImageFacts {
+        ImageFacts::default()
+    }
     /// Persistent bitmaps loaded at open, handed over once (later calls return nothing).
     fn take_loaded_bitmaps(&mut self) -> Vec<LoadedBitmap> {
         Vec::new()
     }
     /// Whether a persistent bitmap `name` with `granularity` could be stored here.
-    fn can_store_bitmap(&self, name: &str, granularity: Granularity) -> Result<(), BitmapStoreError> {
+    fn can_store_bitmap(
+        &self,
+        name: &str,
+        granularity: Granularity,
+    ) -> Result<(), BitmapStoreError> {
         let _ = (name, granularity);
         Err(BitmapStoreError::NotSupported)
     }

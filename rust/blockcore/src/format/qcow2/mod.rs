@@ -174,6 +174,35 @@ impl FormatDriver for Qcow2 {
         "qcow2"
     }
 
+    fn facts(&self) -> crate::format::ImageFacts {
+        let h = &self.header;
+        crate::format::ImageFacts {
+            dirty: h.incompatible_features & header::INCOMPAT_DIRTY != 0,
+            qcow2: Some(crate::format::Qcow2Facts {
+                compat: if h.version >= 3 { "1.1" } else { "0.10" }.to_string(),
+                compression_type: if h.compression_type == 1 { "zstd" } else { "zlib" }.to_string(),
+                lazy_refcounts: h.compatible_features & 1 != 0, // lazy refcounts: compatible bit 0
+                refcount_bits: 1 << h.refcount_order,
+                corrupt: h.incompatible_features & header::INCOMPAT_CORRUPT != 0,
+                extended_l2: h.incompatible_features & header::INCOMPAT_EXTL2 != 0,
+                bitmaps: self
+                    .directory
+                    .iter()
+                    .map(|e| {
+                        let mut flags = Vec::new();
+                        if e.flags & 1 != 0 {
+                            flags.push("in-use".to_string());
+                        }
+                        if e.flags & 2 != 0 {
+                            flags.push("auto".to_string());
+                        }
+                        (e.name.clone(), 1u64 << e.granularity_bits, flags)
+                    })
+                    .collect(),
+            }),
+        }
+    }
+
     fn virtual_size(&self) -> u64 {
         self.header.size
     }

@@ -1,0 +1,52 @@
+"""The shape every transaction action has (QEMU's ``TransactionActionDrv``).
+
+``prepare`` does the action's work at once and remembers what undoing it takes; ``abort`` undoes
+it (it also runs for the action that failed, so it must cope with a half-done prepare);
+``commit`` finalizes what cannot be undone later; ``clean`` releases what prepare held, in both
+outcomes. The engine decides the order of each phase (``reference.engine``).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, ClassVar
+
+from reference.block import BlockLayer
+from reference.compat import VersionProfile
+
+
+@dataclass
+class Context:
+    """What an action may touch: the block layer and the emulated version's profile."""
+
+    layer: BlockLayer
+    profile: VersionProfile
+    #: The transaction's ``completion-mode``.
+    completion_mode: str = "individual"
+    #: Events emitted while the transaction runs (appended in emission order).
+    events: list[dict[str, Any]] = field(default_factory=list)
+
+
+class Action:
+    """Base of the transaction actions; subclasses set ``kind`` and override the hooks."""
+
+    #: The ``TransactionActionKind`` this class implements.
+    kind: ClassVar[str]
+    #: Whether the action can join a grouped job transaction (only the backups can).
+    supports_grouped: ClassVar[bool] = False
+
+    def __init__(self, ctx: Context, data: dict[str, Any]) -> None:
+        self.ctx = ctx
+        self.data = data
+
+    def prepare(self) -> None:
+        """Do the work now; raise QMPError to fail the transaction."""
+
+    def commit(self) -> None:
+        """Make the work final (the transaction succeeded)."""
+
+    def abort(self) -> None:
+        """Undo whatever ``prepare`` did (the transaction failed)."""
+
+    def clean(self) -> None:
+        """Release what ``prepare`` held, after commit or abort."""

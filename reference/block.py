@@ -1,0 +1,324 @@
+"""The block layer as QMP sees it: node naming and ownership, QEMU's lookups and their messages,
+opening nodes from ``BlockdevOptions``, and the query output (``BlockDeviceInfo``, ``BlockInfo``).
+
+The graph itself (nodes, children, bitmaps, I/O) lives in the core (``_core.Graph``); this module
+adds what QEMU's ``block.c``/``blockdev.c`` decide above it: which names are valid, which node a
+name means, who owns a node, and how each is reported.
+"""
+
+from __future__ import annotations
+
+import os
+import random
+import re
+from dataclasses import dataclass, field
+from typing import Any
+
+from reference import _core
+from reference.compat import VersionProfile
+from reference.errors import QMPError
+
+#: ``null-co``'s default size (1 GiB), as QEMU's null driver.
+NULL_CO_DEFAULT_SIZE = 1 << 30
+#: QEMU's id_wellformed(): a letter, then letters, digits, '-', '.', '_'.
+_WELLFORMED_ID = re.compile(r"[A-Za-z][A-Za-z0-9_.\-]*")
+_QCOW2_MAGIC = b"QFI\xfb"
+
+
+def is_wellformed_id(name: str) -> bool:
+    """Whether ``name`` is a valid QEMU id (node-name, job id)."""
+    return _WELLFORMED_ID.fullmatch(name) is not None
+
+
+def strerror(errno: int) -> str:
+    """The C library's message for ``errno`` (what QEMU prints after ``: ``)."""
+    return os.strerror(errno)
+
+
+@dataclass
+class BlockLayer:
+    """Nodes, backends and the facts QEMU keeps beside the graph."""
+
+    profile: VersionProfile
+    graph: _core.Graph = field(default_factory=_core.Graph)
+    #: Nodes created by blockdev-add (the monitor holds a reference to them).
+    monitor_owned: set[str] = field(default_factory=set)
+    #: Children opened implicitly for a parent (inline ``file: {...}``, ``-drive``): closed with it.
+    implicit: set[str] = field(default_factory=set)
+    #: Nodes opened with ``discard: unmap``; on the others a discard request does nothing at all
+    #: (QEMU returns before the request is even tracked, so no bitmap is dirtied either).
+    unmap: set[str] = field(default_factory=set)
+    #: ``json:{...}`` pseudo file names of nodes whose options QEMU cannot express as a plain name.
+    json_filenames: dict[str, str] = field(default_factory=dict)
+    _counter: int = 0
+    _rand: random.Random = field(default_factory=lambda: random.Random(0))
+
+    # ---- names ----------------------------------------------------------------------------
+
+    def auto_node_name(self) -> str:
+        """QEMU's generated node name: ``#block``, a global counter, two random digits."""
+        name = f"#block{self._counter}{self._rand.randrange(100):02d}"
+        self._counter += 1
+        return name
+
+    def name_in_use(self, name: str) -> bool:
+        """Whether ``name`` is taken by a node or a device."""
+        return self.graph.node(name) is not None or any(
+            b == name for b, _ in self.graph.backends()
+        )
+
+    def _check_new_node_name(self, name: str) -> None:
+        if not is_wellformed_id(name):
+            raise QMPError(f"Invalid node-name: '{name}'")
+        if any(b == name for b, _ in self.graph.backends()):
+            raise QMPError(f"node-name={name} is conflicting with a device id")
+        if self.graph.node(name) is not None:
+            raise QMPError(f"Duplicate nodes with node-name='{name}'")
+
+    # ---- lookups (QEMU's messages) -----------------------------------------------------------
+
+    def backend_root(self, device: str) -> str | None:
+        """Root node of device ``device``; QMPError if it has no medium; None if no such device."""
+        for name, root in self.graph.backends():
+            if name == device:
+                if root is None:
+                    raise QMPError(f"Device '{device}' has no medium")
+                return root
+        return None
+
+    def device_or_node(self, device: str | None, node: str | None = None) -> str:
+        """``bdrv_lookup_bs``: a device named ``device`` first, then a node named ``node``."""
+        if device is not None:
+            root = self.backend_root(device)
+            if root is not None:
+                return root
+        if node is not None and self.graph.node(node) is not None:
+            return node
+        raise QMPError(f"Cannot find device='{device or ''}' nor node-name='{node or ''}'")
+
+    def lookup(self, name: str) -> str:
+        """A device-or-node name as the backup, snapshot and bitmap-add commands resolve it."""
+        return self.device_or_node(name, name)
+
+    def bitmap_node(self, name: str) -> str:
+        """The node of a bitmap command other than add: devices too, but ``Node 'X' not found``."""
+        try:
+            return self.lookup(name)
+        except QMPError:
+            raise QMPError(f"Node '{name}' not found") from None
+
+    # ---- opening nodes -------------------------------------------------------------------------
+
+    def open_blockdev(self, options: dict[str, Any], *, root: bool) -> str:
+        """Opens the node tree described by ``BlockdevOptions``; returns the top node's name."""
+        driver = options["driver"]
+        name = options.get("node-name")
+        read_only = bool(options.get("read-only", False))
+        if name is None and root:
+            raise QMPError("'node-name' must be specified for the root node")
+        if driver in ("raw", "qcow2"):
+            file_ref = options["file"]
+            if isinstance(file_ref, str):
+                file_node = self.lookup(file_ref)
+                created_child = False
+            else:
+                child_opts = dict(file_ref)
+                child_opts.setdefault("read-only", read_only)
+                file_node = self.open_blockdev(child_opts, root=False)
+                created_child = True
+            try:
+                name = self._claim_name(name)
+                self._open_format(name, driver, file_node, read_only)
+            except BaseException:
+                if created_child:
+                    self.close_implicit(file_node)
+                raise
+            if created_child:
+                self.implicit.add(file_node)
+            if options.get("discard") in ("unmap", "on"):
+                self.unmap.add(name)
+            return name
+        name = self._claim_name(name)
+        if driver == "file":
+            filename = options["filename"]
+            try:
+                self.graph.add_file(name, filename, read_only)
+            except _core.ImageError as e:
+                _, errno = e.args
+                raise QMPError(f"Could not open '{filename}': {strerror(errno)}") from None
+        elif driver == "null-co":
+            self.graph.add_null(name, int(options.get("size", NULL_CO_DEFAULT_SIZE)), read_only)
+            if "size" in options:
+                self.json_filenames[name] = (
+                    f'json:{{"driver": "null-co", "size": {int(options["size"])}}}'
+                )
+        else:
+            raise QMPError(f"Driver '{driver}' is not supported by this reference implementation")
+        if options.get("discard") in ("unmap", "on"):
+            self.unmap.add(name)
+        return name
+
+    def _claim_name(self, name: str | None) -> str:
+        if name is None:
+            return self.auto_node_name()
+        self._check_new_node_name(name)
+        return name
+
+    def _open_format(self, name: str, driver: str, file_node: str, read_only: bool) -> None:
+        try:
+            self.graph.add_format(name, driver, file_node, read_only)
+        except _core.ImageError as e:
+            message, errno = e.args
+            raise QMPError(str(message) if errno != 2 else strerror(errno)) from None
+
+    def close_implicit(self, name: str) -> None:
+        """Closes ``name`` and, recursively, the implicit children nobody else uses."""
+        info = self.graph.node(name)
+        if info is None:
+            return
+        self.graph.remove_node(name)
+        self.implicit.discard(name)
+        self.unmap.discard(name)
+        self.json_filenames.pop(name, None)
+        for _, child in info.children:
+            if child in self.implicit and not self.graph.parents(child):
+                self.close_implicit(child)
+
+    def probe_format(self, filename: str) -> str:
+        """Format probing of ``-drive`` without ``format=``: qcow2 by magic, else raw."""
+        try:
+            with open(filename, "rb") as f:
+                return "qcow2" if f.read(4) == _QCOW2_MAGIC else "raw"
+        except OSError:
+            return "raw"
+
+    # ---- query output ------------------------------------------------------------------------
+
+    def filename(self, info: _core.NodeInfo) -> str:
+        """The node's file name: its own, its ``file`` child's, or ``null-co://``."""
+        if info.name in self.json_filenames:
+            return self.json_filenames[info.name]
+        if info.driver == "null-co":
+            return "null-co://"
+        if info.filename is not None:
+            return info.filename
+        for role, child in info.children:
+            child_info = self.graph.node(child)
+            if role == "file" and child_info is not None:
+                return self.filename(child_info)
+        return ""
+
+    def image_info(self, info: _core.NodeInfo) -> dict[str, Any]:
+        """``ImageInfo`` of a node, keys in QEMU's order."""
+        filename = self.filename(info)
+        image: dict[str, Any] = {"virtual-size": info.length, "filename": filename}
+        if info.cluster_size is not None:
+            image["cluster-size"] = info.cluster_size
+        image["format"] = info.driver
+        image["actual-size"] = _actual_size(filename) if info.driver != "null-co" else 0
+        specific = self._format_specific(info)
+        if specific is not None:
+            image["format-specific"] = specific
+        if info.driver != "null-co":
+            image["dirty-flag"] = info.dirty
+        return image
+
+    def _format_specific(self, info: _core.NodeInfo) -> dict[str, Any] | None:
+        if info.qcow2 is not None:
+            q = info.qcow2
+            data: dict[str, Any] = {"compat": q.compat, "compression-type": q.compression_type}
+            if q.compat != "0.10":
+                data["lazy-refcounts"] = q.lazy_refcounts
+                if q.bitmaps:
+                    data["bitmaps"] = [
+                        {"flags": flags, "name": name, "granularity": gran}
+                        for name, gran, flags in q.bitmaps
+                    ]
+                data["refcount-bits"] = q.refcount_bits
+                data["corrupt"] = q.corrupt
+                data["extended-l2"] = q.extended_l2
+            else:
+                data["refcount-bits"] = q.refcount_bits
+            return {"type": "qcow2", "data": data}
+        if info.driver == "file" and self.profile.file_format_specific:
+            return {"type": "file", "data": {}}
+        return None
+
+    def dirty_bitmaps(self, node: str) -> list[dict[str, Any]]:
+        """``BlockDirtyInfo`` list of a node, newest first."""
+        out = []
+        for bm in self.graph.bitmaps(node):
+            entry: dict[str, Any] = {}
+            if bm.name is not None:
+                entry["name"] = bm.name
+            entry.update(
+                recording=bm.enabled,
+                persistent=bm.persistent,
+                busy=bm.busy,
+                granularity=bm.granularity,
+                count=bm.count,
+            )
+            if bm.inconsistent:
+                entry["inconsistent"] = True
+            out.append(entry)
+        return out
+
+    def device_info(self, info: _core.NodeInfo) -> dict[str, Any]:
+        """``BlockDeviceInfo`` of a node, keys in QEMU's order."""
+        top_file = self.filename(info)
+        d: dict[str, Any] = {"iops_rd": 0, "detect_zeroes": "off"}
+        if self.profile.reports_active:
+            d["active"] = True
+        d.update(
+            {
+                "image": self.image_info(info),
+                "iops_wr": 0,
+                "ro": info.read_only,
+                "node-name": info.name,
+                "backing_file_depth": 0,
+                "drv": info.driver,
+                "iops": 0,
+                "bps_wr": 0,
+                "write_threshold": 0,
+            }
+        )
+        bitmaps = self.dirty_bitmaps(info.name)
+        if bitmaps:
+            d["dirty-bitmaps"] = bitmaps
+        d.update(
+            {
+                "encrypted": False,
+                "bps": 0,
+                "bps_rd": 0,
+                "cache": {"no-flush": False, "direct": False, "writeback": True},
+                "file": top_file,
+            }
+        )
+        return d
+
+    def named_nodes(self) -> list[dict[str, Any]]:
+        """``query-named-block-nodes``: every node, newest first."""
+        return [self.device_info(n) for n in self.graph.nodes()]
+
+    def block_info(self) -> list[dict[str, Any]]:
+        """``query-block``: every device in creation order."""
+        out = []
+        for device, root in self.graph.backends():
+            entry: dict[str, Any] = {"device": device, "locked": False, "removable": True}
+            if root is not None:
+                node = self.graph.node(root)
+                assert node is not None, "a backend's root node always exists"
+                entry["inserted"] = self.device_info(node)
+            entry["type"] = "unknown"
+            out.append(entry)
+        return out
+
+
+def _actual_size(filename: str | None) -> int:
+    """Bytes allocated on the host (``st_blocks * 512``), as ``actual-size``."""
+    if filename is None:
+        return 0
+    try:
+        return os.stat(filename).st_blocks * 512
+    except OSError:
+        return 0

@@ -1,0 +1,57 @@
+"""Node management and block queries: blockdev-add, blockdev-del, query-block,
+query-named-block-nodes."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+from reference import _core
+from reference.commands import command
+from reference.errors import QMPError
+
+if TYPE_CHECKING:
+    from reference.machine import Machine
+
+
+@command("blockdev-add")
+def blockdev_add(machine: Machine, args: dict[str, Any]) -> dict[str, Any]:
+    """Opens a node tree; the root becomes owned by the monitor."""
+    name = machine.layer.open_blockdev(args, root=True)
+    machine.layer.monitor_owned.add(name)
+    return {}
+
+
+@command("blockdev-del")
+def blockdev_del(machine: Machine, args: dict[str, Any]) -> dict[str, Any]:
+    """Closes a monitor-owned node nobody uses (QEMU's check order: find, device, owner, users)."""
+    layer = machine.layer
+    name = args["node-name"]
+    if layer.graph.node(name) is None:
+        raise QMPError(f"Failed to find node with node-name='{name}'")
+    parents = layer.graph.parents(name)
+    backends = {b for b, _ in layer.graph.backends()}
+    if any(p in backends for p, _ in parents):
+        raise QMPError(f"Node {name} is in use")
+    if name not in layer.monitor_owned:
+        raise QMPError(f"Node {name} is not owned by the monitor")
+    if parents:
+        raise QMPError(f"Block device {name} is in use")
+    try:
+        layer.close_implicit(name)
+    except _core.ImageError as e:
+        message, _ = e.args
+        raise QMPError(str(message)) from None
+    layer.monitor_owned.discard(name)
+    return {}
+
+
+@command("query-named-block-nodes")
+def query_named_block_nodes(machine: Machine, args: dict[str, Any]) -> list[dict[str, Any]]:
+    """Every node, newest first (``flat`` only matters once backing chains exist)."""
+    return machine.layer.named_nodes()
+
+
+@command("query-block")
+def query_block(machine: Machine, args: dict[str, Any]) -> list[dict[str, Any]]:
+    """Every device."""
+    return machine.layer.block_info()

@@ -1,0 +1,89 @@
+"""Version profiles: every behaviour that differs between the QEMU versions we emulate.
+
+The engine never compares version numbers itself; it asks the profile a named question. Each
+field says what differs and since when (SEMANTICS.md §1.3, §1.4, §6; confirmed by running both
+binaries). Adding a version means adding one profile here.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from enum import Enum
+
+
+class Order(Enum):
+    """In which order a transaction phase visits its actions."""
+
+    LIST = "list"  # first action first
+    REVERSE = "reverse"  # last action first
+
+
+class GroupedCheck(Enum):
+    """Where ``completion-mode: grouped`` is refused for actions that cannot join a job txn."""
+
+    IN_PREPARE = "in-prepare"  # ≤ 8.0: inside each action's prepare; earlier actions roll back
+    UP_FRONT = "up-front"  # ≥ 8.1: before anything runs, `abort` included
+
+
+@dataclass(frozen=True)
+class VersionProfile:
+    """What one emulated QEMU version does differently."""
+
+    #: ``major.minor`` as given on the command line (``--emulate``).
+    name: str
+    #: The version triple reported by the greeting and ``query-version``.
+    version: tuple[int, int, int]
+    #: ``package`` string of ``query-version``.
+    package: str
+    #: Commit and clean order of a transaction (abort is always reverse).
+    commit_order: Order
+    clean_order: Order
+    #: Where the grouped completion-mode check happens, and the word it uses.
+    grouped_check: GroupedCheck
+    grouped_word: str
+    #: ``BlockDeviceInfo.active`` (new in 10.0).
+    reports_active: bool
+    #: ``format-specific`` of ``file`` nodes (``{"type": "file", "data": {}}``, 10.0).
+    file_format_specific: bool
+
+    @property
+    def version_info(self) -> dict[str, object]:
+        """``VersionInfo`` as QEMU returns it."""
+        major, minor, micro = self.version
+        return {"qemu": {"micro": micro, "minor": minor, "major": major}, "package": self.package}
+
+
+PROFILES: dict[str, VersionProfile] = {
+    "7.2": VersionProfile(
+        name="7.2",
+        version=(7, 2, 22),
+        package="qmp-reference (emulating Debian 1:7.2+dfsg-7+deb12u18)",
+        commit_order=Order.LIST,
+        clean_order=Order.LIST,
+        grouped_check=GroupedCheck.IN_PREPARE,
+        grouped_word="Transaction",
+        reports_active=False,
+        file_format_specific=False,
+    ),
+    "10.0": VersionProfile(
+        name="10.0",
+        version=(10, 0, 2),
+        package="qmp-reference (emulating Debian 1:10.0.2+ds-2+deb13u1~bpo12+1)",
+        commit_order=Order.REVERSE,
+        clean_order=Order.REVERSE,
+        grouped_check=GroupedCheck.UP_FRONT,
+        grouped_word="transaction",
+        reports_active=True,
+        file_format_specific=True,
+    ),
+}
+
+
+def profile(version: str) -> VersionProfile:
+    """The profile for ``version`` (``"7.2"`` or ``"10.0"``); ValueError names the choices."""
+    try:
+        return PROFILES[version]
+    except KeyError:
+        raise ValueError(
+            f"unsupported QEMU version {version!r}; choose one of {', '.join(PROFILES)}"
+        ) from None

@@ -1,0 +1,66 @@
+"""The transaction engine (SEMANTICS.md §1.2-1.4).
+
+1. ``completion-mode: grouped`` is refused for actions that cannot join a job transaction: up
+   front for every action (≥ 8.1), or inside each such action's prepare (≤ 8.0), per profile.
+2. Prepare runs in list order; each action applies its effect at once, so later actions see it.
+3. The first failure stops the loop. Every started action, the failing one included, is aborted
+   newest first; then cleaned. The transaction's error is the failing action's error.
+4. On success every action is committed, then cleaned, in the profile's order.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+from reference.actions import ACTIONS, GROUPED_KINDS, Action, Context
+from reference.compat import GroupedCheck, Order
+from reference.errors import QMPError
+
+
+def _ordered(actions: Sequence[Action], order: Order) -> Sequence[Action]:
+    return actions if order is Order.LIST else list(reversed(actions))
+
+
+def _grouped_error(kind: str, word: str) -> QMPError:
+    return QMPError(f"Action '{kind}' does not support {word} property completion-mode = grouped")
+
+
+def run(ctx: Context, actions: list[dict[str, Any]], properties: dict[str, Any] | None) -> None:
+    """Runs one transaction; raises the failing action's QMPError after rolling back."""
+    profile = ctx.profile
+    ctx.completion_mode = (properties or {}).get("completion-mode", "individual")
+    grouped = ctx.completion_mode == "grouped"
+    if grouped and profile.grouped_check is GroupedCheck.UP_FRONT:
+        for action in actions:
+            if action["type"] not in GROUPED_KINDS:
+                raise _grouped_error(action["type"], profile.grouped_word)
+
+    started: list[Action] = []
+    try:
+        for spec in actions:
+            kind = spec["type"]
+            cls = ACTIONS.get(kind)
+            if cls is None:
+                raise QMPError(f"Action '{kind}' is not implemented by this reference")
+            action = cls(ctx, spec["data"])
+            started.append(action)
+            if (
+                grouped
+                and profile.grouped_check is GroupedCheck.IN_PREPARE
+                and not cls.supports_grouped
+                and kind != "abort"
+            ):
+                raise _grouped_error(kind, profile.grouped_word)
+            action.prepare()
+    except QMPError:
+        for action in reversed(started):
+            action.abort()
+        for action in _ordered(started, profile.clean_order):
+            action.clean()
+        raise
+
+    for action in _ordered(started, profile.commit_order):
+        action.commit()
+    for action in _ordered(started, profile.clean_order):
+        action.clean()

@@ -1,0 +1,140 @@
+"""The in-process reference endpoint: ``Machine(version).execute(command, arguments)``.
+
+No sockets: tests, fuzzers and other tools use this directly as a fake QEMU; the QMP server in
+``reference.server`` puts a socket in front of it. A Machine emulates one QEMU version (a
+profile from ``reference.compat``) and never raises for a QMP-level problem: every reply is
+``{"return": ...}`` or ``{"error": {"class": ..., "desc": ...}}``.
+
+Example::
+
+    m = Machine("10.0")
+    m.execute("blockdev-add", {"driver": "null-co", "node-name": "n0"})
+    m.execute("block-dirty-bitmap-add", {"node": "n0", "name": "b0"})
+    m.execute("transaction", {"actions": [{"type": "abort", "data": {}}]})
+    # -> {"error": {"class": "GenericError", "desc": "Transaction aborted using Abort action"}}
+"""
+
+from __future__ import annotations
+
+import time
+import traceback
+from typing import Any
+
+from reference.block import BlockLayer
+from reference.commands import COMMANDS, load_all
+from reference.compat import VersionProfile, profile
+from reference.errors import COMMAND_NOT_FOUND, GENERIC, QMPError
+
+load_all()
+
+
+class Machine:
+    """One emulated QEMU: its block layer, its events, its command dispatch."""
+
+    def __init__(self, version: str = "10.0", *, echo_qemu_io: bool = False) -> None:
+        self.profile: VersionProfile = profile(version)
+        self.version = version
+        self.layer = BlockLayer(self.profile)
+        #: Print qemu-io output to stdout, as QEMU does (the launcher sets this).
+        self.echo_qemu_io = echo_qemu_io
+        #: Set by ``quit``: a server must close after sending the reply.
+        self.quit_requested = False
+        self._events: list[dict[str, Any]] = []
+        self._closed = False
+        self._schema = _load_schema(version)
+
+    # ---- the QMP face ------------------------------------------------------------------------
+
+    def greeting(self) -> dict[str, Any]:
+        """The QMP greeting of the emulated version."""
+        return {"QMP": {"version": self.profile.version_info, "capabilities": ["oob"]}}
+
+    def execute(self, command: str, arguments: dict[str, Any] | None = None) -> dict[str, Any]:
+        """Runs one command; returns the full reply (never raises for QMP errors)."""
+        handler = COMMANDS.get(command)
+        if handler is None:
+            return QMPError(f"The command {command} has not been found", COMMAND_NOT_FOUND).reply()
+        args = {} if arguments is None else arguments
+        try:
+            if self._schema is not None:
+                self._schema.check_arguments(command, args)
+            return {"return": handler(self, args)}
+        except QMPError as e:
+            return e.reply()
+        except Exception as e:  # noqa: BLE001 - a bug of ours must not kill the endpoint
+            if _is_qapi_error(e):
+                return QMPError(e.desc, e.error_class).reply()  # type: ignore[attr-defined]
+            detail = "".join(traceback.format_exception_only(e)).strip()
+            return QMPError(f"internal error in the reference ({detail})", GENERIC).reply()
+
+    def take_events(self) -> list[dict[str, Any]]:
+        """Pending events, oldest first, with QEMU's envelope; the queue is emptied."""
+        events, self._events = self._events, []
+        return events
+
+    def emit(self, event: str, data: dict[str, Any]) -> None:
+        """Queues an event stamped with the wall clock, as QEMU stamps them."""
+        now = time.time()
+        seconds = int(now)
+        self._events.append(
+            {
+                "timestamp": {"seconds": seconds, "microseconds": int((now - seconds) * 1e6)},
+                "event": event,
+                "data": data,
+            }
+        )
+
+    # ---- command line --------------------------------------------------------------------------
+
+    def add_blockdev(self, options: dict[str, Any]) -> None:
+        """``-blockdev``: like blockdev-add; raises QMPError on failure."""
+        reply = self.execute("blockdev-add", options)
+        if "error" in reply:
+            raise QMPError(reply["error"]["desc"], reply["error"]["class"])
+
+    def add_drive(self, options: dict[str, str]) -> None:
+        """``-drive if=none,id=X[,file=F][,format=FMT][,node-name=N][,readonly=on]``."""
+        layer = self.layer
+        opts = dict(options)
+        device = opts.pop("id", None)
+        if device is None:
+            raise QMPError("drive without id is not supported by this reference")
+        iface = opts.pop("if", "none")
+        if iface != "none":
+            raise QMPError(f"interface '{iface}' is not supported by this reference (use if=none)")
+        read_only = opts.pop("readonly", "off") in ("on", "true", "yes")
+        filename = opts.pop("file", None)
+        if filename is None:
+            layer.graph.add_backend(device, None)
+            return
+        fmt = opts.pop("format", None) or layer.probe_format(filename)
+        blockdev: dict[str, Any] = {
+            "driver": fmt,
+            "read-only": read_only,
+            "file": {"driver": "file", "filename": filename},
+        }
+        if "node-name" in opts:
+            blockdev["node-name"] = opts.pop("node-name")
+        root = layer.open_blockdev(blockdev, root=False)
+        layer.graph.add_backend(device, root)
+
+    # ---- lifetime --------------------------------------------------------------------------------
+
+    def close(self) -> None:
+        """Closes every image (stores persistent bitmaps). Idempotent."""
+        if not self._closed:
+            self._closed = True
+            self.layer.graph.close_all()
+
+
+def _load_schema(version: str) -> Any:
+    """The QAPI schema checker for ``version``, if the schema layer is present."""
+    try:
+        from reference.qapi import load_schema
+    except ImportError:
+        return None
+    return load_schema(version=version)
+
+
+def _is_qapi_error(e: Exception) -> bool:
+    return type(e).__name__ == "QAPIError" and hasattr(e, "desc")
