@@ -113,6 +113,11 @@ def set_enabled(layer: BlockLayer, node: str, name: str, enabled: bool) -> tuple
     return node_name, bm.enabled
 
 
+def toggle_target(layer: BlockLayer, node: str, name: str) -> tuple[str, _core.BitmapInfo]:
+    """The lookup half of enable/disable, for actions that must remember what they found."""
+    return lookup(layer, node, name)
+
+
 def prepare_clear(layer: BlockLayer, node: str, name: str) -> tuple[str, _core.BitsCopy]:
     """``block-dirty-bitmap-clear``; returns ``(node, copy of the bits before)``."""
     node_name, bm = lookup(layer, node, name)

@@ -45,6 +45,11 @@ class VersionProfile:
     reports_active: bool
     #: ``format-specific`` of ``file`` nodes (``{"type": "file", "data": {}}``, 10.0).
     file_format_specific: bool
+    #: QEMU defect (7.2 and 10.0): a transactional enable/disable whose bitmap was found but
+    #: failed a state check (busy, inconsistent) aborts with its "previous state" never recorded,
+    #: i.e. as if the bitmap had been disabled, so a failed ``block-dirty-bitmap-enable`` leaves
+    #: the bitmap *disabled*. Found by the differential test ``failing_several_kinds``.
+    toggle_abort_uses_unrecorded_state: bool = True
 
     @property
     def version_info(self) -> dict[str, object]:

@@ -15,9 +15,13 @@ class Toggle(Action):
     _previous: tuple[str, bool] | None = None
 
     def prepare(self) -> None:
-        self._previous = bitmaps.set_enabled(
-            self.ctx.layer, self.data["node"], self.data["name"], self.target_state
-        )
+        node, bm = bitmaps.toggle_target(self.ctx.layer, self.data["node"], self.data["name"])
+        if self.ctx.profile.toggle_abort_uses_unrecorded_state:
+            # QEMU has found the bitmap; its undo state says "was disabled" until recorded below.
+            self._previous = (node, False)
+        bitmaps.check(bm, bitmaps.Check.ALLOW_RO)
+        self._previous = (node, bm.enabled)
+        self.ctx.layer.graph.bitmap_set(node, self.data["name"], enabled=self.target_state)
 
     def abort(self) -> None:
         if self._previous is not None:

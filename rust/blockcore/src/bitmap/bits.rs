@@ -40,6 +40,17 @@ impl Bits {
         }
     }
 
+    /// Grows or shrinks the bitmap to cover `len` bytes; new bits are clear, bits past the new end
+    /// are dropped (QEMU truncates a node's bitmaps whenever the node's length changes).
+    pub fn resize(&mut self, len: u64) {
+        let nbits = len.div_ceil(self.granularity.bytes());
+        let nwords = usize::try_from(nbits.div_ceil(64)).expect("bitmap too large for memory");
+        self.words.resize(nwords, 0);
+        self.len = len;
+        self.nbits = nbits;
+        self.mask_tail();
+    }
+
     /// Disk length in bytes the bitmap covers.
     pub fn len(&self) -> u64 {
         self.len
@@ -177,7 +188,10 @@ impl Bits {
 
     /// The dirty areas as maximal byte ranges, in ascending order, clamped to the disk length.
     pub fn dirty_runs(&self) -> DirtyRuns<'_> {
-        DirtyRuns { bits: self, next: 0 }
+        DirtyRuns {
+            bits: self,
+            next: 0,
+        }
     }
 
     /// Index of the first set bit at or after `from`, if any. Skips clean words whole.

@@ -133,3 +133,16 @@ fn disabled_bitmap_does_not_record_writes() {
     bm.record_write(ByteRange::new(0, 1));
     assert_eq!(bm.bits.count(), 65536);
 }
+
+#[test]
+fn resize_grows_with_clear_bits_and_shrink_drops_tail() {
+    let mut bits = Bits::new(4096, g(512));
+    bits.set_range(ByteRange::new(0, 4096));
+    bits.resize(1 << 20);
+    assert_eq!(bits.count_bits(), 8);
+    bits.set_range(ByteRange::new(65536, 512));
+    assert_eq!(bits.count_bits(), 9);
+    bits.resize(1024);
+    assert_eq!(bits.count_bits(), 2);
+    assert_eq!(bits.len(), 1024);
+}

@@ -583,6 +583,14 @@ impl Graph {
         let Ok(t) = self.get_mut(&target) else { return };
         if let DataPath::Protocol(s) = &t.data {
             let writes = s.take_writes();
+            // A write past the end grows the file, and QEMU grows the node's bitmaps with it.
+            if let Ok(len) = s.len() {
+                for bm in &mut t.bitmaps {
+                    if bm.bits.len() != len {
+                        bm.bits.resize(len);
+                    }
+                }
+            }
             if !is_self {
                 for r in writes {
                     t.record_write(r);

@@ -18,10 +18,7 @@ impl FileStorage {
     /// Opens an existing file; `read_only` opens it without write access.
     pub fn open(path: impl AsRef<Path>, read_only: bool) -> io::Result<Self> {
         let path = path.as_ref();
-        let file = OpenOptions::new()
-            .read(true)
-            .write(!read_only)
-            .open(path)?;
+        let file = OpenOptions::new().read(true).write(!read_only).open(path)?;
         Ok(Self {
             file,
             filename: path.to_string_lossy().into_owned(),

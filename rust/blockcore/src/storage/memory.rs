@@ -31,7 +31,9 @@ impl Storage for MemStorage {
     fn read_at(&self, buf: &mut [u8], offset: u64) -> io::Result<()> {
         let data = self.lock();
         buf.fill(0);
-        let start = usize::try_from(offset).unwrap_or(usize::MAX).min(data.len());
+        let start = usize::try_from(offset)
+            .unwrap_or(usize::MAX)
+            .min(data.len());
         let end = start.saturating_add(buf.len()).min(data.len());
         buf[..end - start].copy_from_slice(&data[start..end]);
         Ok(())

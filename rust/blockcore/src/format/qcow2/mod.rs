@@ -180,7 +180,12 @@ impl FormatDriver for Qcow2 {
             dirty: h.incompatible_features & header::INCOMPAT_DIRTY != 0,
             qcow2: Some(crate::format::Qcow2Facts {
                 compat: if h.version >= 3 { "1.1" } else { "0.10" }.to_string(),
-                compression_type: if h.compression_type == 1 { "zstd" } else { "zlib" }.to_string(),
+                compression_type: if h.compression_type == 1 {
+                    "zstd"
+                } else {
+                    "zlib"
+                }
+                .to_string(),
                 lazy_refcounts: h.compatible_features & 1 != 0, // lazy refcounts: compatible bit 0
                 refcount_bits: 1 << h.refcount_order,
                 corrupt: h.incompatible_features & header::INCOMPAT_CORRUPT != 0,
