@@ -115,6 +115,9 @@ class Scenario:
     drives: tuple[Mapping[str, Any], ...]
     blockdevs: tuple[Mapping[str, Any], ...]
     steps: tuple[Step, ...]
+    #: Block-layer features the scenario exercises beyond bitmaps (``blockdev-backup``,
+    #: ``backing-chains``, ...): an endpoint that declares it lacks one is not compared on it.
+    requires: frozenset[str] = frozenset()
     raw: Mapping[str, Any] = field(repr=False, compare=False, default_factory=dict)
 
     @property
@@ -181,7 +184,15 @@ def load_scenario(path: Path) -> Scenario:
     where = str(path)
     if not isinstance(raw, dict):
         raise ScenarioError(f"{where}: not a mapping")
-    extra = set(raw) - {"description", "versions", "setup", "drives", "blockdevs", "steps"}
+    extra = set(raw) - {
+        "description",
+        "versions",
+        "requires",
+        "setup",
+        "drives",
+        "blockdevs",
+        "steps",
+    }
     if extra:
         raise ScenarioError(f"{where}: unknown keys {sorted(extra)}")
     if not isinstance(raw.get("description"), str):
@@ -206,6 +217,7 @@ def load_scenario(path: Path) -> Scenario:
         setup=tuple(setup),
         drives=tuple(raw.get("drives") or ()),
         blockdevs=tuple(raw.get("blockdevs") or ()),
+        requires=frozenset(raw.get("requires") or ()),
         steps=tuple(_parse_step(i, step, where) for i, step in enumerate(steps)),
         raw=raw,
     )

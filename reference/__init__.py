@@ -7,4 +7,10 @@
 from reference.errors import QMPError
 from reference.machine import Machine
 
-__all__ = ["Machine", "QMPError"]
+#: Block-layer features beyond dirty bitmaps that this reference implements. Scenarios name
+#: what they need (``requires:``); the differential tests compare only what is implemented and
+#: say so when they skip. The jobs issue adds ``blockdev-backup``/``drive-backup``, the
+#: snapshots issue ``blockdev-snapshot*``, ``backing-chains`` and ``image-locking``.
+FEATURES: frozenset[str] = frozenset({"bitmaps", "persistent-bitmaps", "transaction"})
+
+__all__ = ["FEATURES", "Machine", "QMPError"]

@@ -24,6 +24,7 @@ from reference.block import BlockLayer
 from reference.commands import COMMANDS, load_all
 from reference.compat import VersionProfile, profile
 from reference.errors import COMMAND_NOT_FOUND, GENERIC, QMPError
+from reference.qapi import QAPIError, UnknownCommand, load_schema
 
 load_all()
 
@@ -41,7 +42,7 @@ class Machine:
         self.quit_requested = False
         self._events: list[dict[str, Any]] = []
         self._closed = False
-        self._schema = _load_schema(version)
+        self._schema = load_schema(version=version)
 
     # ---- the QMP face ------------------------------------------------------------------------
 
@@ -52,18 +53,20 @@ class Machine:
     def execute(self, command: str, arguments: dict[str, Any] | None = None) -> dict[str, Any]:
         """Runs one command; returns the full reply (never raises for QMP errors)."""
         handler = COMMANDS.get(command)
+        not_found = QMPError(f"The command {command} has not been found", COMMAND_NOT_FOUND)
         if handler is None:
-            return QMPError(f"The command {command} has not been found", COMMAND_NOT_FOUND).reply()
+            return not_found.reply()
         args = {} if arguments is None else arguments
         try:
-            if self._schema is not None:
-                self._schema.check_arguments(command, args)
+            self._schema.check_arguments(command, args)
             return {"return": handler(self, args)}
+        except UnknownCommand:
+            return not_found.reply()
+        except QAPIError as e:
+            return QMPError(e.desc, e.error_class).reply()
         except QMPError as e:
             return e.reply()
-        except Exception as e:  # noqa: BLE001 - a bug of ours must not kill the endpoint
-            if _is_qapi_error(e):
-                return QMPError(e.desc, e.error_class).reply()  # type: ignore[attr-defined]
+        except Exception as e:  # a bug of ours must answer an error, not kill the endpoint
             detail = "".join(traceback.format_exception_only(e)).strip()
             return QMPError(f"internal error in the reference ({detail})", GENERIC).reply()
 
@@ -125,16 +128,3 @@ class Machine:
         if not self._closed:
             self._closed = True
             self.layer.graph.close_all()
-
-
-def _load_schema(version: str) -> Any:
-    """The QAPI schema checker for ``version``, if the schema layer is present."""
-    try:
-        from reference.qapi import load_schema
-    except ImportError:
-        return None
-    return load_schema(version=version)
-
-
-def _is_qapi_error(e: Exception) -> bool:
-    return type(e).__name__ == "QAPIError" and hasattr(e, "desc")
