@@ -3,6 +3,27 @@
 Checked against the built module by ``python -m mypy.stubtest reference._core``.
 """
 
+from typing import final
+
+__all__ = [
+    "Bitmap",
+    "BitmapExists",
+    "BitmapInfo",
+    "BitmapNotFound",
+    "BitsCopy",
+    "CoreError",
+    "DetachedBitmap",
+    "Graph",
+    "ImageError",
+    "NameInUse",
+    "NoMedium",
+    "NodeInUse",
+    "NodeInfo",
+    "NodeNotFound",
+    "Qcow2Info",
+    "SizeMismatch",
+]
+
 class CoreError(Exception): ...
 class NodeNotFound(CoreError): ...
 class NameInUse(CoreError): ...
@@ -13,6 +34,7 @@ class BitmapExists(CoreError): ...
 class SizeMismatch(CoreError): ...
 class ImageError(CoreError): ...
 
+@final
 class Qcow2Info:
     @property
     def compat(self) -> str: ...
@@ -29,6 +51,7 @@ class Qcow2Info:
     @property
     def bitmaps(self) -> list[tuple[str, int, list[str]]]: ...
 
+@final
 class NodeInfo:
     @property
     def name(self) -> str: ...
@@ -49,6 +72,7 @@ class NodeInfo:
     @property
     def qcow2(self) -> Qcow2Info | None: ...
 
+@final
 class BitmapInfo:
     @property
     def name(self) -> str | None: ...
@@ -69,9 +93,12 @@ class BitmapInfo:
     @property
     def count(self) -> int: ...
 
+@final
 class BitsCopy: ...
+@final
 class DetachedBitmap: ...
 
+@final
 class Bitmap:
     def __new__(cls, length: int, granularity: int) -> Bitmap: ...
     def set(self, offset: int, length: int) -> None: ...
@@ -82,6 +109,7 @@ class Bitmap:
     def merge(self, other: Bitmap) -> None: ...
     def sha256(self) -> str: ...
 
+@final
 class Graph:
     def __new__(cls) -> Graph: ...
     def add_file(self, name: str, filename: str, read_only: bool) -> None: ...

@@ -37,7 +37,9 @@ def check(bm: _core.BitmapInfo, how: Check) -> None:
     """Refuses an operation on ``bm`` as QEMU's ``bdrv_dirty_bitmap_check`` does."""
     name = bm.name
     if bm.busy:
-        raise QMPError(f"Bitmap '{name}' is currently in use by another operation and cannot be used")
+        raise QMPError(
+            f"Bitmap '{name}' is currently in use by another operation and cannot be used"
+        )
     if how is not Check.ALLOW_RO and bm.readonly:
         raise QMPError(f"Bitmap '{name}' is readonly and cannot be modified")
     if how is not Check.REMOVE and bm.inconsistent:
@@ -73,6 +75,7 @@ def add(
     node: str,
     name: str,
     granularity: int | None,
+    *,
     persistent: bool,
     disabled: bool,
 ) -> str:

@@ -63,9 +63,7 @@ class BlockLayer:
 
     def name_in_use(self, name: str) -> bool:
         """Whether ``name`` is taken by a node or a device."""
-        return self.graph.node(name) is not None or any(
-            b == name for b, _ in self.graph.backends()
-        )
+        return self.graph.node(name) is not None or any(b == name for b, _ in self.graph.backends())
 
     def _check_new_node_name(self, name: str) -> None:
         if not is_wellformed_id(name):

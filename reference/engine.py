@@ -32,9 +32,9 @@ def run(ctx: Context, actions: list[dict[str, Any]], properties: dict[str, Any] 
     ctx.completion_mode = (properties or {}).get("completion-mode", "individual")
     grouped = ctx.completion_mode == "grouped"
     if grouped and profile.grouped_check is GroupedCheck.UP_FRONT:
-        for action in actions:
-            if action["type"] not in GROUPED_KINDS:
-                raise _grouped_error(action["type"], profile.grouped_word)
+        for spec in actions:
+            if spec["type"] not in GROUPED_KINDS:
+                raise _grouped_error(spec["type"], profile.grouped_word)
 
     started: list[Action] = []
     try:

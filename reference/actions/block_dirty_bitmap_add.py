@@ -19,8 +19,8 @@ class BlockDirtyBitmapAdd(Action):
             d["node"],
             d["name"],
             d.get("granularity"),
-            d.get("persistent", False),
-            d.get("disabled", False),
+            persistent=d.get("persistent", False),
+            disabled=d.get("disabled", False),
         )
 
     def abort(self) -> None:

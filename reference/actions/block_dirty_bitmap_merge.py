@@ -1,4 +1,5 @@
-"""``block-dirty-bitmap-merge``: merge now keeping the target's old bits; restore on abort (§2.6)."""
+"""``block-dirty-bitmap-merge``: merge now, keeping the target's old bits; restore them on abort
+(SEMANTICS.md §2.6)."""
 
 from __future__ import annotations
 

@@ -31,4 +31,5 @@ def command(name: str) -> Callable[[Handler], Handler]:
 
 def load_all() -> None:
     """Imports every subject module so that all handlers are registered."""
-    from reference.commands import bitmaps, block, core, hmp, transaction  # noqa: F401
+    # Imported here, not at the top: the subject modules import ``command`` from this module.
+    from reference.commands import bitmaps, block, core, hmp, transaction  # noqa: F401, PLC0415

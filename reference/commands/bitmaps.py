@@ -23,8 +23,8 @@ def add(machine: Machine, args: dict[str, Any]) -> dict[str, Any]:
         args["node"],
         args["name"],
         args.get("granularity"),
-        args.get("persistent", False),
-        args.get("disabled", False),
+        persistent=args.get("persistent", False),
+        disabled=args.get("disabled", False),
     )
     return {}
 

@@ -21,7 +21,14 @@ if TYPE_CHECKING:
     from reference.machine import Machine
 
 _SUFFIXES = {"b": 1, "k": 1 << 10, "m": 1 << 20, "g": 1 << 30, "t": 1 << 40, "p": 1 << 50}
-_UNITS = [(1 << 60, "EiB"), (1 << 50, "PiB"), (1 << 40, "TiB"), (1 << 30, "GiB"), (1 << 20, "MiB"), (1 << 10, "KiB")]
+_UNITS = [
+    (1 << 60, "EiB"),
+    (1 << 50, "PiB"),
+    (1 << 40, "TiB"),
+    (1 << 30, "GiB"),
+    (1 << 20, "MiB"),
+    (1 << 10, "KiB"),
+]
 
 
 def cvtnum(text: str) -> int:
@@ -34,14 +41,15 @@ def cvtnum(text: str) -> int:
 
 def cvtstr(value: float) -> str:
     """qemu-io's size rendering: ``64 KiB``, ``1.500 KiB``, ``5 bytes``."""
-    for unit, suffix in _UNITS:
+    suffix = "bytes"
+    for unit, name in _UNITS:
         if value >= unit:
-            value /= unit
+            value, suffix = value / unit, name
             break
-    else:
-        suffix = "bytes"
     text = f"{value:f}"
-    return text.split(".000")[0] + f" {suffix}" if ".000" in text else f"{text[:-3]} {suffix}"
+    if ".000" in text:
+        return f"{text.split('.000', maxsplit=1)[0]} {suffix}"
+    return f"{text[:-3]} {suffix}"
 
 
 def _report(verb: str, offset: int, count: int) -> str:

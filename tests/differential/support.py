@@ -102,7 +102,7 @@ def assert_reference_matches_qemu(
     scenario: Scenario, version: str, transcripts: TranscriptCache
 ) -> None:
     reference = reference_target(version)
-    from reference import FEATURES
+    from reference import FEATURES  # noqa: PLC0415 - importable only once reference_target passed
 
     missing = sorted(scenario.requires - FEATURES)
     if missing:

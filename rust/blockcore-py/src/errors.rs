@@ -15,15 +15,30 @@ create_exception!(
     PyException,
     "Base of every error raised by the core."
 );
-create_exception!(_core, NodeNotFound, CoreError, "No node of that name.");
+create_exception!(
+    reference._core,
+    NodeNotFound,
+    CoreError,
+    "No node of that name."
+);
 create_exception!(
     _core,
     NameInUse,
     CoreError,
     "A node or device of that name exists."
 );
-create_exception!(_core, NodeInUse, CoreError, "The node still has parents.");
-create_exception!(_core, NoMedium, CoreError, "The node has no data path.");
+create_exception!(
+    reference._core,
+    NodeInUse,
+    CoreError,
+    "The node still has parents."
+);
+create_exception!(
+    reference._core,
+    NoMedium,
+    CoreError,
+    "The node has no data path."
+);
 create_exception!(
     _core,
     BitmapNotFound,

@@ -19,7 +19,9 @@ impl Granularity {
 
     /// A granularity of `bytes`, or `None` unless it is a power of two in 512..=2^31.
     pub fn new(bytes: u64) -> Option<Self> {
-        if bytes.is_power_of_two() && bytes >= 1 << Self::MIN_BITS && bytes <= 1 << Self::MAX_BITS {
+        if bytes.is_power_of_two()
+            && ((1 << Self::MIN_BITS)..=(1 << Self::MAX_BITS)).contains(&bytes)
+        {
             Some(Self(bytes as u32))
         } else {
             None
