@@ -95,6 +95,7 @@ class BitmapInfo:
 
 @final
 class BitsCopy: ...
+
 @final
 class DetachedBitmap: ...
 

@@ -47,7 +47,10 @@ def check(bm: _core.BitmapInfo, how: Check) -> None:
 
 
 def lookup(layer: BlockLayer, node: str, name: str) -> tuple[str, _core.BitmapInfo]:
-    """``block_dirty_bitmap_lookup``: ``Node 'X' not found``, then ``Dirty bitmap 'Y' not found``."""
+    """``block_dirty_bitmap_lookup``: ``Node 'X' not found``, then ``Dirty bitmap 'Y' not found``.
+
+    The node may also be named by a device.
+    """
     node_name = layer.bitmap_node(node)
     try:
         return node_name, layer.graph.bitmap(node_name, name)

@@ -8,7 +8,8 @@ cd "$(dirname "$0")/.."
 step() { printf '\n==> %s\n' "$*"; }
 step "rustfmt";  cargo fmt --all -- --check
 step "clippy";   cargo clippy --workspace --all-targets --quiet -- -D warnings
-step "ruff";     python3 -m ruff check . && python3 -m ruff format --check .
+step "ruff";     python3 -m ruff check .
+step "ruff format"; python3 -m ruff format --check .
 step "mypy";     python3 -m mypy
 step "stubtest"; python3 -m mypy.stubtest reference._core
 step "cargo test"; cargo test --workspace --quiet
