@@ -21,7 +21,6 @@ SIGTERM or SIGINT (then ``SHUTDOWN`` with reason ``host-signal``, as QEMU).
 from __future__ import annotations
 
 import asyncio
-import os
 import re
 import signal
 import sys
@@ -30,6 +29,7 @@ from typing import Any, Final, NoReturn
 
 from reference.server import ConfigError, Listener, QMPServer
 from reference.server.qjson import JSONParseError, from_json
+from reference.server.server import program_name
 
 __all__ = ["Options", "keyval_parse", "main", "parse_args"]
 
@@ -60,6 +60,8 @@ class Options:
     devices: list[tuple[str, str, dict[str, Any]]] = field(default_factory=list)
     show_version: bool = False
     show_help: bool = False
+    #: ``-M``/``-machine`` type; only ``none`` exists here.
+    machine: str = "none"
 
 
 # ---- key=value syntaxes -------------------------------------------------------------------------
@@ -254,9 +256,13 @@ def parse_args(argv: list[str]) -> Options:
         except JSONParseError as exc:
             raise ConfigError(f"{where}: {exc.desc}") from None
         except ConfigError as exc:
-            if str(exc).startswith("unsupported machine type"):
-                raise
             raise ConfigError(f"{where}: {exc}") from None
+    if options.machine != "none":
+        # QEMU 7.2 does not name the type; 10.0 quotes it.
+        named = f': "{options.machine}"' if options.version != "7.2" else ""
+        raise ConfigError(
+            f"unsupported machine type{named}\nUse -machine help to list supported machines"
+        )
     for name, value in qmp_specs:
         try:
             options.listeners.append(_monitor(name, value, chardevs, global_pretty))
@@ -278,12 +284,7 @@ def _apply(
             raise ConfigError(f"unsupported version, choose one of {', '.join(VERSIONS)}")
         options.version = value
     elif name in ("-M", "-machine"):
-        machine = keyval_parse(value, "type").get("type")
-        if machine != "none":
-            raise ConfigError(
-                f'unsupported machine type: "{machine}"\n'
-                "Use -machine help to list supported machines"
-            )
+        options.machine = str(keyval_parse(value, "type").get("type", "none"))
     elif name in _NONE_ONLY and value != "none":
         raise ConfigError("only 'none' is supported by the reference")
     elif name == "-chardev":
@@ -386,18 +387,14 @@ def _scalar(builtin: str, value: str, name: str) -> Any:
 # ---- running ------------------------------------------------------------------------------------
 
 
-def _prog() -> str:
-    return os.path.basename(sys.argv[0]) if sys.argv and sys.argv[0] else "qmp-reference"
-
-
 def _fail(message: str) -> NoReturn:
-    print(f"{_prog()}: {message}", file=sys.stderr)
+    print(f"{program_name()}: {message}", file=sys.stderr)
     raise SystemExit(1)
 
 
 def _usage() -> str:
     return (
-        f"usage: {_prog()} [options]\n\n"
+        f"usage: {program_name()} [options]\n\n"
         "QEMU-compatible options understood by the reference endpoint:\n"
         "  -qmp unix:PATH,server=on[,wait=off] | tcp:HOST:PORT,server=on[,...] | stdio\n"
         "  -qmp-pretty\n"
@@ -462,7 +459,7 @@ async def _serve(machine: Any, listeners: list[Listener]) -> int:
     for signum in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
 
         def on_signal(signum: int = signum) -> None:
-            print(f"{_prog()}: terminating on signal {signum}", file=sys.stderr, flush=True)
+            print(f"{program_name()}: terminating on signal {signum}", file=sys.stderr, flush=True)
             server.stop("host-signal")
 
         loop.add_signal_handler(signum, on_signal)

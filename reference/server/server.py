@@ -39,7 +39,7 @@ from .events import EventHub, make_event
 from .protocol import Decoder, encode
 from .session import Engine, Session
 
-__all__ = ["Listener", "QMPServer", "Runstate"]
+__all__ = ["Listener", "QMPServer", "Runstate", "program_name"]
 
 logger = logging.getLogger(__name__)
 
@@ -182,7 +182,8 @@ class QMPServer:
         if listener.wait:
             where = listener.origin or listener.describe()
             print(
-                f"{_prog()}: {where}: info: QEMU waiting for connection on: {listener.describe()}",
+                f"{program_name()}: {where}: info: QEMU waiting for connection on: "
+                f"{listener.describe()}",
                 file=sys.stderr,
                 flush=True,
             )
@@ -319,5 +320,10 @@ def _bind(listener: Listener) -> socket.socket:
     return sock
 
 
-def _prog() -> str:
-    return os.path.basename(sys.argv[0]) if sys.argv and sys.argv[0] else "qmp-reference"
+def program_name() -> str:
+    """The prefix of messages, as QEMU's ``error_report()``: argv[0]'s basename.
+
+    Run as ``python -m reference.cli`` that basename is a file name; say ``qmp-reference`` then.
+    """
+    name = os.path.basename(sys.argv[0]) if sys.argv and sys.argv[0] else ""
+    return "qmp-reference" if not name or name.endswith(".py") else name
