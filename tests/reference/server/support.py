@@ -189,10 +189,24 @@ class Wire:
             out += data
         return bytes(out)
 
+    def read_lines(self, count: int, limit: float = 120.0) -> bytes:
+        """Exactly until ``count`` CRLF-terminated lines arrived (compact output only)."""
+        out = bytearray()
+        deadline = time.monotonic() + limit
+        while out.count(b"\r\n") < count and time.monotonic() < deadline:
+            self.sock.settimeout(max(0.01, deadline - time.monotonic()))
+            data = self.sock.recv(1 << 20)
+            if not data:
+                break
+            out += data
+        return bytes(out)
+
     def greeting(self) -> bytes:
-        """The greeting (waits for a full line)."""
+        """The greeting (waits for the whole message, compact or pretty)."""
         data = b""
-        while not data.endswith(b"\r\n"):
+        while not (data.startswith(b'{"') and data.endswith(b"}\r\n")) and not data.endswith(
+            b"\r\n}\r\n"
+        ):
             self.sock.settimeout(10)
             chunk = self.sock.recv(65536)
             if not chunk:
