@@ -145,6 +145,10 @@ class QMPServer:
 
     async def _shutdown(self) -> None:
         self.runstate = Runstate.STOPPING
+        # As qemu_cleanup(): images are closed before the monitors' connections go away.
+        close = getattr(self.engine, "close", None)
+        if callable(close):
+            close()
         for writer in list(self._writers):
             with contextlib.suppress(Exception):
                 await asyncio.wait_for(writer.drain(), 5)
@@ -160,9 +164,6 @@ class QMPServer:
             if listener.kind == "unix":
                 with contextlib.suppress(FileNotFoundError):
                     os.unlink(listener.path)
-        close = getattr(self.engine, "close", None)
-        if callable(close):
-            close()
         self.runstate = Runstate.STOPPED
 
     def _spawn(self, work: Awaitable[None]) -> None:
