@@ -55,7 +55,7 @@ class VersionProfile:
     def version_info(self) -> dict[str, object]:
         """``VersionInfo`` as QEMU returns it."""
         major, minor, micro = self.version
-        return {"qemu": {"micro": micro, "minor": minor, "major": major}, "package": self.package}
+        return {"qemu": {"major": major, "minor": minor, "micro": micro}, "package": self.package}
 
 
 PROFILES: dict[str, VersionProfile] = {
