@@ -33,16 +33,13 @@ from conformance.scenario import (
 )
 
 
-def cases(*areas: str) -> list[object]:
-    """``pytest.param(scenario, version)`` for every scenario of ``areas`` and its versions."""
-    params: list[object] = []
-    for area in areas:
-        for scenario in load_scenarios(area):
-            params.extend(
-                pytest.param(scenario, version, id=f"{scenario.id}@{version}")
-                for version in scenario.versions
-            )
-    return params
+def cases() -> list[object]:
+    """``pytest.param(scenario, version)`` for every scenario of every area and its versions."""
+    return [
+        pytest.param(scenario, version, id=f"{scenario.id}@{version}")
+        for scenario in load_scenarios()
+        for version in scenario.versions
+    ]
 
 
 def qemu_target(version: str) -> Target:

@@ -1,4 +1,4 @@
-"""Differential tests for the scenarios of: persistence.
+"""Differential tests over every curated scenario (``conformance/scenarios/<area>/``).
 
 Every scenario runs on every version it applies to: QEMU must meet the scenario's expectations
 and be stable across runs; the reference must produce QEMU's transcript.
@@ -18,12 +18,12 @@ from .support import (
     cases,
 )
 
-CASES = cases("persistence")
+CASES = cases()
 
 
 @pytest.mark.qemu
 @pytest.mark.parametrize(("scenario", "version"), CASES)
-def test_persistence_qemu_meets_expectations(
+def test_qemu_meets_expectations(
     scenario: Scenario, version: str, transcripts: TranscriptCache
 ) -> None:
     assert_qemu_meets_expectations(scenario, version, transcripts)
@@ -31,15 +31,13 @@ def test_persistence_qemu_meets_expectations(
 
 @pytest.mark.qemu
 @pytest.mark.parametrize(("scenario", "version"), CASES)
-def test_persistence_qemu_is_stable(
-    scenario: Scenario, version: str, transcripts: TranscriptCache
-) -> None:
+def test_qemu_is_stable(scenario: Scenario, version: str, transcripts: TranscriptCache) -> None:
     assert_qemu_is_stable(scenario, version, transcripts)
 
 
 @pytest.mark.qemu
 @pytest.mark.parametrize(("scenario", "version"), CASES)
-def test_persistence_reference_matches_qemu(
+def test_reference_matches_qemu(
     scenario: Scenario, version: str, transcripts: TranscriptCache
 ) -> None:
     assert_reference_matches_qemu(scenario, version, transcripts)
