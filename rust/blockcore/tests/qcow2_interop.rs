@@ -256,10 +256,9 @@ fn zeroes_and_discard_match_qemu_io_and_check_clean() {
     }
 }
 
-/// SHA-256 of persistent bitmaps as real QEMU computes them (`x-debug-block-dirty-bitmap-sha256`
-/// after a read-only `blockdev-add`), in the order of `names`; `None` without the emulator.
-fn qemu_sha256(path: &Path, names: &[&str]) -> Option<Vec<String>> {
-    let mut child = Command::new("qemu-system-x86_64")
+/// Starts real QEMU with no guest and QMP on stdio (stdin and stdout piped, stderr dropped).
+fn spawn_qemu() -> std::io::Result<std::process::Child> {
+    Command::new("qemu-system-x86_64")
         .args([
             "-M",
             "none",
@@ -273,7 +272,12 @@ fn qemu_sha256(path: &Path, names: &[&str]) -> Option<Vec<String>> {
         .stdout(Stdio::piped())
         .stderr(Stdio::null())
         .spawn()
-        .ok()?;
+}
+
+/// SHA-256 of persistent bitmaps as real QEMU computes them (`x-debug-block-dirty-bitmap-sha256`
+/// after a read-only `blockdev-add`), in the order of `names`; `None` without the emulator.
+fn qemu_sha256(path: &Path, names: &[&str]) -> Option<Vec<String>> {
+    let mut child = spawn_qemu().ok()?;
     let mut input = String::from("{\"execute\":\"qmp_capabilities\"}\n");
     input += &format!(
         "{{\"execute\":\"blockdev-add\",\"arguments\":{{\"driver\":\"qcow2\",\"node-name\":\"disk0\",\"read-only\":true,\"file\":{{\"driver\":\"file\",\"filename\":\"{}\"}}}}}}\n",
@@ -486,21 +490,7 @@ fn in_use_left_set_by_killed_qemu_loads_inconsistent() {
     let img = dir.path().join("qkill.qcow2");
     create_with_qemu(&img, 64 * MIB, "");
     qemu_img(&["bitmap", "--add", s(&img), "b1"]);
-    let Ok(mut child) = Command::new("qemu-system-x86_64")
-        .args([
-            "-M",
-            "none",
-            "-nodefaults",
-            "-display",
-            "none",
-            "-qmp",
-            "stdio",
-        ])
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn()
-    else {
+    let Ok(mut child) = spawn_qemu() else {
         eprintln!("skipping: qemu-system-x86_64 not available");
         return;
     };
