@@ -92,10 +92,11 @@ def add(
         granularity = default_granularity(info)
     elif granularity < MIN_GRANULARITY or granularity & (granularity - 1):
         raise QMPError("Granularity must be power of 2 and at least 512")
-    existing = {b.name for b in layer.graph.bitmaps(node_name)}
+    # QEMU checks the name against existing bitmaps before the persistence checks as well as
+    # at creation; with nothing failing in between, one check gives the same first error.
+    if any(b.name == name for b in layer.graph.bitmaps(node_name)):
+        raise QMPError(f"Bitmap already exists: {name}")
     if persistent:
-        if name in existing:
-            raise QMPError(f"Bitmap already exists: {name}")
         refusal = layer.graph.can_store_bitmap(node_name, name, granularity)
         if refusal is not None:
             supported, reason = refusal
@@ -103,8 +104,6 @@ def add(
             if not supported:
                 raise QMPError(f"Can't store persistent bitmaps to {where}: {reason}")
             raise QMPError(f"Can't make bitmap '{name}' persistent in '{where}': {reason}")
-    if name in existing:
-        raise QMPError(f"Bitmap already exists: {name}")
     if len(name.encode()) > MAX_NAME_BYTES:
         raise QMPError(f"Bitmap name too long: {name}")
     layer.graph.bitmap_add(node_name, name, granularity, not disabled, persistent)
@@ -117,11 +116,6 @@ def set_enabled(layer: BlockLayer, node: str, name: str, enabled: bool) -> tuple
     check(bm, Check.ALLOW_RO)
     layer.graph.bitmap_set(node_name, name, enabled=enabled)
     return node_name, bm.enabled
-
-
-def toggle_target(layer: BlockLayer, node: str, name: str) -> tuple[str, _core.BitmapInfo]:
-    """The lookup half of enable/disable, for actions that must remember what they found."""
-    return lookup(layer, node, name)
 
 
 def prepare_clear(layer: BlockLayer, node: str, name: str) -> tuple[str, _core.BitsCopy]:

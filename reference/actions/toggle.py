@@ -15,7 +15,7 @@ class Toggle(Action):
     _previous: tuple[str, bool] | None = None
 
     def prepare(self) -> None:
-        node, bm = bitmaps.toggle_target(self.ctx.layer, self.data["node"], self.data["name"])
+        node, bm = bitmaps.lookup(self.ctx.layer, self.data["node"], self.data["name"])
         if self.ctx.profile.toggle_abort_uses_unrecorded_state:
             # QEMU has found the bitmap; its undo state says "was disabled" until recorded below.
             self._previous = (node, False)
