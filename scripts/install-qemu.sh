@@ -19,10 +19,8 @@ if ! have_backports; then
     echo "install-qemu: adding the bookworm-backports suite"
     echo "deb http://deb.debian.org/debian bookworm-backports main" \
         | $SUDO tee /etc/apt/sources.list.d/bookworm-backports.list >/dev/null
-    updated=""
 fi
 
-need_update() { [ -z "${updated+x}" ] || [ -n "$updated" ]; }
 apt_update_once() {
     if [ "${updated:-no}" != yes ]; then
         $SUDO apt-get update -qq
