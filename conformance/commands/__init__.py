@@ -1,0 +1,1 @@
+"""One module per ``qmp-conformance`` subcommand, each with ``add_arguments`` and ``main``."""
