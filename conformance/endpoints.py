@@ -59,6 +59,14 @@ QEMU_7_2_ARGS = ("-L", "/opt/qemu-7.2/usr/share/qemu")
 COMMAND_TIMEOUT = 30.0
 #: Seconds to wait for a launched process to open its QMP socket.
 START_TIMEOUT = 15.0
+#: Seconds a ``settle`` may take, and the polling interval of real-time endpoints.
+SETTLE_TIMEOUT = 30.0
+SETTLE_POLL = 0.01
+#: Virtual nanoseconds the in-process reference advances its clock per ``settle`` poll, and
+#: the most it lets pass in one settle (a job QEMU finishes in milliseconds of wall-clock time
+#: finishes here too; a rate-limited one stays where it is, as on QEMU).
+REFERENCE_SETTLE_STEP_NS = 1_000_000
+REFERENCE_SETTLE_LIMIT_NS = 10_000_000_000
 
 
 class EndpointError(Exception):
@@ -149,6 +157,21 @@ class Endpoint(ABC):
 
     def wait_for_exit(self, timeout: float = 10.0) -> None:  # noqa: B027 - optional hook
         """After ``quit``: wait until the endpoint has really finished (files closed)."""
+
+    def settle(self, done: Callable[[], bool], timeout: float = SETTLE_TIMEOUT) -> bool:
+        """Let time pass until ``done()`` holds (e.g. a block job reached a state).
+
+        Returns whether it held within ``timeout`` seconds. A real-time endpoint (a process or
+        socket) just polls; an endpoint with a deterministic clock (the in-process reference)
+        overrides this to advance its clock instead, so both stop at the same point of a job's
+        life. ``done`` may itself run query commands on the endpoint.
+        """
+        deadline = time.monotonic() + timeout
+        while not done():
+            if time.monotonic() > deadline:
+                return False
+            time.sleep(SETTLE_POLL)
+        return True
 
     def _close_endpoint(self) -> None:  # noqa: B027 - optional hook
         """Release the endpoint's own resources (process, connection)."""
@@ -514,8 +537,9 @@ class ReferenceEndpoint(Endpoint):
     """The reference engine in this process, through ``reference.machine.Machine`` only.
 
     Machine's public interface, as used here: ``Machine(version)``, ``greeting()``,
-    ``execute(command, arguments)`` (full reply), ``take_events()``, ``close()``, and for
-    command-line style options ``add_drive(options)`` / ``add_blockdev(options)``.
+    ``execute(command, arguments)`` (full reply), ``take_events()``, ``close()``, for
+    command-line style options ``add_drive(options)`` / ``add_blockdev(options)``, and for
+    block jobs ``advance(ns)`` (move the deterministic clock; jobs progress, events queue).
     """
 
     def __init__(
@@ -560,6 +584,17 @@ class ReferenceEndpoint(Endpoint):
 
     def take_events(self) -> list[JSONObject]:
         return [dict(event) for event in self._machine.take_events()]
+
+    def settle(self, done: Callable[[], bool], timeout: float = SETTLE_TIMEOUT) -> bool:
+        """Advance the Machine's deterministic clock (``advance(ns)``) until ``done()``."""
+        advance = getattr(self._machine, "advance", None)
+        elapsed = 0
+        while not done():
+            if advance is None or elapsed >= REFERENCE_SETTLE_LIMIT_NS:
+                return False
+            advance(REFERENCE_SETTLE_STEP_NS)
+            elapsed += REFERENCE_SETTLE_STEP_NS
+        return True
 
     def _close_endpoint(self) -> None:
         machine = getattr(self, "_machine", None)

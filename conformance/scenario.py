@@ -21,6 +21,27 @@ A scenario is a YAML file under ``conformance/scenarios/<area>/NAME.yaml``::
       - run: "qemu-img info -U --output=json {dir}/a.qcow2"   # host tool, output recorded
         json: true
 
+Block jobs (backup) run in the background, so what a step sees depends on time. Two keys make
+job scenarios deterministic on every endpoint:
+
+* ``wait: {jobs: {JOB_ID: STATUS, ...}}`` — as its own step, or as a key of an
+  ``execute``/``io`` step (applied after the reply): let time pass until ``query-jobs`` shows
+  every listed job in that ``status`` (``null``: the job is gone; a mapping instead of a
+  status: every key must match the job's ``query-jobs`` entry, e.g.
+  ``{status: running, current-progress: 65536}``), then record every event
+  received up to that point. Real QEMU is polled in real time; the in-process reference
+  advances its deterministic clock (:meth:`Endpoint.settle`). The entry records
+  ``settled: false`` when the state was not reached within the endpoint's limit (a failure).
+  Any step after which a job could still change state needs a ``wait``, or the job must be
+  held still (``speed: 1`` keeps a backup at its first chunk; ``job-pause``; an error with
+  ``on-*-error: stop``).
+* ``event_order: per-job`` — QEMU orders the events of *different* jobs by timing in places
+  (a grouped txn's sibling cancellation); this keeps each job's own sequence and the order of
+  the jobs' first appearance, and drops the interleaving.
+
+``expect`` of a ``run`` step may give ``returncode`` (``qemu-img compare`` answers 0 for
+identical, 1 for different images); without it any non-zero exit fails unless ``may_fail``.
+
 Step keys common to all kinds: ``versions`` (run the step only there), ``expect``.
 ``expect`` of an ``execute``/``io`` step: ``return`` (exact, normalized), ``error`` with
 ``class`` and/or ``desc`` (a string, or a mapping version → string), ``events`` (list of event
@@ -62,7 +83,8 @@ from conformance.observe import Normalizer, observe
 
 SCENARIO_ROOT = Path(__file__).parent / "scenarios"
 KNOWN_VERSIONS = ("7.2", "10.0")
-STEP_KINDS = ("execute", "io", "observe", "run")
+STEP_KINDS = ("execute", "io", "observe", "run", "wait")
+EVENT_ORDERS = ("per-job",)
 #: Seconds a setup or ``run`` command may take.
 TOOL_TIMEOUT = 60.0
 
@@ -84,6 +106,9 @@ class Step:
     qemu_crashes: tuple[str, ...] = ()
     json_output: bool = False
     may_fail: bool = False
+    #: ``{"jobs": {id: status | None}}``: settle until query-jobs shows this (see module doc).
+    wait: Mapping[str, Any] | None = None
+    event_order: str | None = None
 
     def applies_to(self, version: str) -> bool:
         """Whether the step runs on endpoints of ``version``."""
@@ -145,10 +170,22 @@ def _parse_step(index: int, raw: Any, where: str) -> Step:
     if not isinstance(raw, dict):
         raise ScenarioError(f"{where} step {index}: not a mapping")
     kinds = [k for k in STEP_KINDS if k in raw]
+    if len(kinds) == 2 and "wait" in kinds:  # ``wait`` as an option of an execute/io step
+        kinds.remove("wait")
     if len(kinds) != 1:
         raise ScenarioError(f"{where} step {index}: needs exactly one of {STEP_KINDS}")
     kind = kinds[0]
-    allowed = {kind, "arguments", "expect", "versions", "qemu_crashes", "json", "may_fail"}
+    allowed = {
+        kind,
+        "arguments",
+        "expect",
+        "versions",
+        "qemu_crashes",
+        "json",
+        "may_fail",
+        "wait",
+        "event_order",
+    }
     extra = set(raw) - allowed
     if extra:
         raise ScenarioError(f"{where} step {index}: unknown keys {sorted(extra)}")
@@ -157,11 +194,19 @@ def _parse_step(index: int, raw: Any, where: str) -> Step:
         raise ScenarioError(f"{where} step {index}: io needs node and cmd")
     if kind == "observe" and not (isinstance(body, list) and body):
         raise ScenarioError(f"{where} step {index}: observe needs a list of node names")
+    wait = body if kind == "wait" else raw.get("wait")
+    if wait is not None:
+        if kind not in ("wait", "execute", "io"):
+            raise ScenarioError(f"{where} step {index}: only execute/io steps may wait")
+        _check_wait(wait, f"{where} step {index}")
+    event_order = raw.get("event_order")
+    if event_order is not None and event_order not in EVENT_ORDERS:
+        raise ScenarioError(f"{where} step {index}: event_order must be one of {EVENT_ORDERS}")
     expect = raw.get("expect")
     if expect is not None and not isinstance(expect, dict):
         raise ScenarioError(f"{where} step {index}: expect must be a mapping")
     if expect is not None:
-        unknown = set(expect) - {"return", "error", "events", "bitmaps"}
+        unknown = set(expect) - {"return", "error", "events", "bitmaps", "returncode"}
         if unknown:
             raise ScenarioError(f"{where} step {index}: unknown expect keys {sorted(unknown)}")
     versions = raw.get("versions")
@@ -175,7 +220,17 @@ def _parse_step(index: int, raw: Any, where: str) -> Step:
         qemu_crashes=_crash_versions(raw.get("qemu_crashes", False), f"{where} step {index}"),
         json_output=bool(raw.get("json", False)),
         may_fail=bool(raw.get("may_fail", False)),
+        wait=wait,
+        event_order=event_order,
     )
+
+
+def _check_wait(wait: Any, where: str) -> None:
+    if not isinstance(wait, dict) or set(wait) != {"jobs"} or not isinstance(wait["jobs"], dict):
+        raise ScenarioError(f"{where}: wait must be {{jobs: {{JOB_ID: STATUS | null}}}}")
+    for job, status in wait["jobs"].items():
+        if not isinstance(job, str) or not (status is None or isinstance(status, (str, dict))):
+            raise ScenarioError(f"{where}: wait: bad job condition {job!r}: {status!r}")
 
 
 def load_scenario(path: Path) -> Scenario:
@@ -305,6 +360,11 @@ def _run_step(endpoint: Endpoint, step: Step, normalizer: Normalizer) -> JSONObj
         if result.returncode != 0:
             entry["stderr"] = normalizer.text(result.stderr.strip())
         return entry
+    if step.kind == "wait":
+        entry["wait"] = step.body
+        entry["settled"] = settle_jobs(endpoint, step.body)
+        entry["events"] = _order_events(step, normalizer.events(endpoint.take_events()))
+        return entry
     if step.kind == "observe":
         entry["observe"] = list(step.body)
         entry["state"] = observe(endpoint, step.body, normalizer)
@@ -328,8 +388,56 @@ def _run_step(endpoint: Endpoint, step: Step, normalizer: Normalizer) -> JSONObj
     entry["reply"] = normalizer.reply(reply)
     if command == "quit":
         endpoint.wait_for_exit()
-    entry["events"] = normalizer.events(endpoint.take_events())
+    if step.wait is not None:
+        entry["settled"] = settle_jobs(endpoint, step.wait)
+    entry["events"] = _order_events(step, normalizer.events(endpoint.take_events()))
     return entry
+
+
+def query_jobs(endpoint: Endpoint) -> dict[str, JSONObject]:
+    """Job id → ``query-jobs`` entry (empty if the endpoint has no such command)."""
+    reply = endpoint.execute("query-jobs")
+    return {job["id"]: job for job in reply.get("return", [])}
+
+
+def job_matches(job: JSONObject | None, want: str | Mapping[str, Any] | None) -> bool:
+    """Whether a ``query-jobs`` entry (``None``: no such job) is as a wait condition says."""
+    if want is None or job is None:
+        return want is None and job is None
+    if isinstance(want, str):
+        return bool(job.get("status") == want)
+    return all(job.get(key) == value for key, value in want.items())
+
+
+def settle_jobs(endpoint: Endpoint, wait: Mapping[str, Any]) -> bool:
+    """Let ``endpoint``'s time pass until its jobs are as ``wait`` says; whether they got so."""
+    wanted: Mapping[str, str | Mapping[str, Any] | None] = wait["jobs"]
+
+    def done() -> bool:
+        jobs = query_jobs(endpoint)
+        return all(job_matches(jobs.get(job), want) for job, want in wanted.items())
+
+    return endpoint.settle(done)
+
+
+def event_job(event: Mapping[str, Any]) -> str | None:
+    """The job an event is about (``id`` or, for ``BLOCK_JOB_*``, ``device``), if any."""
+    data = event.get("data") or {}
+    if "JOB" not in str(event.get("event", "")):
+        return None
+    job = data.get("id", data.get("device"))
+    return job if isinstance(job, str) else None
+
+
+def _order_events(step: Step, events: list[JSONObject]) -> list[JSONObject]:
+    if step.event_order != "per-job":
+        return events
+    order: list[str | None] = []
+    for event in events:
+        job = event_job(event)
+        if job not in order:
+            order.append(job)
+    return sorted(events, key=lambda event: order.index(event_job(event)))
 
 
 @dataclass
@@ -459,9 +567,17 @@ def check_expectations(scenario: Scenario, transcript: Transcript, *, qemu: bool
 
 def _check_step(step: Step, entry: JSONObject, version: str) -> Iterator[str]:
     if step.kind == "run":
-        if entry["returncode"] != 0 and not step.may_fail:
+        want_code = (step.expect or {}).get("returncode")
+        if want_code is not None and entry["returncode"] != want_code:
+            yield (
+                f"host command exit status {entry['returncode']}, expected {want_code}: "
+                f"{entry.get('stdout')} {entry.get('stderr', '')}"
+            )
+        elif want_code is None and entry["returncode"] != 0 and not step.may_fail:
             yield f"host command failed ({entry['returncode']}): {entry.get('stderr')}"
         return
+    if entry.get("settled") is False:
+        yield f"jobs did not reach {step.wait} in time"
     expect = step.expect
     if not expect:
         return
