@@ -282,8 +282,8 @@ class Graph:
         name: str,
         image: str,
         read_only: bool,
-        inject_error: Sequence[Mapping[str, str | int | bool]] = (),
-        set_state: Sequence[Mapping[str, str | int]] = (),
+        inject_error: Sequence[Mapping[str, str | int | bool]] = ...,
+        set_state: Sequence[Mapping[str, str | int]] = ...,
     ) -> None:
         """Adds a ``blkdebug`` node over protocol node ``image`` (child role ``image``).
 

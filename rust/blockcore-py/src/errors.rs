@@ -5,8 +5,9 @@
 
 use blockcore::format::FormatError;
 use blockcore::graph::GraphError;
+use blockcore::job::JobError as CoreJobError;
 use pyo3::create_exception;
-use pyo3::exceptions::PyException;
+use pyo3::exceptions::{PyException, PyValueError};
 use pyo3::prelude::*;
 
 create_exception!(
@@ -64,6 +65,48 @@ create_exception!(
     "An I/O or image-format error; args: (message, errno)."
 );
 
+create_exception!(
+    _core,
+    JobError,
+    CoreError,
+    "Base of the job-layer errors; args[0] is the job id."
+);
+create_exception!(_core, JobNotFound, JobError, "No job with that id.");
+create_exception!(_core, JobIdInUse, JobError, "A job with that id exists.");
+create_exception!(
+    _core,
+    JobVerbError,
+    JobError,
+    "The verb is not allowed in the job's state; args: (job_id, status, verb)."
+);
+create_exception!(
+    _core,
+    JobAlreadyPaused,
+    JobError,
+    "User pause of a job the user already paused."
+);
+create_exception!(
+    _core,
+    JobNotPaused,
+    JobError,
+    "User resume of a job the user did not pause."
+);
+
+/// Converts a job error into the matching Python exception.
+pub fn job_to_py(err: CoreJobError) -> PyErr {
+    match err {
+        CoreJobError::NotFound(id) => JobNotFound::new_err((id,)),
+        CoreJobError::IdInUse(id) => JobIdInUse::new_err((id,)),
+        CoreJobError::Verb { id, status, verb } => {
+            JobVerbError::new_err((id, status.name().to_string(), verb.to_string()))
+        }
+        CoreJobError::AlreadyPaused(id) => JobAlreadyPaused::new_err((id,)),
+        CoreJobError::NotPaused(id) => JobNotPaused::new_err((id,)),
+        CoreJobError::Invalid(msg) => PyValueError::new_err(msg),
+        CoreJobError::Graph(e) => to_py(e),
+    }
+}
+
 /// Converts a graph error into the matching Python exception.
 pub fn to_py(err: GraphError) -> PyErr {
     match err {
@@ -95,5 +138,11 @@ pub fn register(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add("BitmapExists", py.get_type::<BitmapExists>())?;
     m.add("SizeMismatch", py.get_type::<SizeMismatch>())?;
     m.add("ImageError", py.get_type::<ImageError>())?;
+    m.add("JobError", py.get_type::<JobError>())?;
+    m.add("JobNotFound", py.get_type::<JobNotFound>())?;
+    m.add("JobIdInUse", py.get_type::<JobIdInUse>())?;
+    m.add("JobVerbError", py.get_type::<JobVerbError>())?;
+    m.add("JobAlreadyPaused", py.get_type::<JobAlreadyPaused>())?;
+    m.add("JobNotPaused", py.get_type::<JobNotPaused>())?;
     Ok(())
 }

@@ -1,13 +1,15 @@
 //! `Graph`: the node graph, its bitmaps and guest I/O, addressed by node and bitmap names.
 
-use crate::errors::to_py;
+use crate::errors::{job_to_py, to_py};
+use crate::jobs::{self, JobEvent, JobInfo};
 use blockcore::bitmap::{Bits, DirtyBitmap};
 use blockcore::format::BitmapStoreError;
 use blockcore::graph::{self, Driver, GraphError, Node, WriteKind};
+use blockcore::job::backup::BackupParams;
 use blockcore::units::Granularity;
 use pyo3::exceptions::PyValueError;
 use pyo3::prelude::*;
-use pyo3::types::PyBytes;
+use pyo3::types::{PyBytes, PyMapping};
 use std::sync::{Mutex, MutexGuard};
 
 fn granularity(bytes: u64) -> PyResult<Granularity> {
@@ -89,6 +91,7 @@ pub struct BitmapInfo {
     skip_store: bool,
     granularity: u64,
     count: u64,
+    frozen: bool,
 }
 
 impl BitmapInfo {
@@ -103,6 +106,7 @@ impl BitmapInfo {
             skip_store: bm.state.skip_store,
             granularity: bm.bits.granularity().bytes(),
             count: bm.bits.count(),
+            frozen: bm.state.frozen,
         }
     }
 }
@@ -374,5 +378,187 @@ impl Graph {
 
     fn flush(&self, node: &str) -> PyResult<()> {
         self.g().flush(node).map_err(to_py)
+    }
+
+    #[pyo3(signature = (name, image, read_only, inject_error=Vec::new(), set_state=Vec::new()))]
+    fn add_blkdebug(
+        &self,
+        name: &str,
+        image: &str,
+        read_only: bool,
+        inject_error: Vec<Bound<'_, PyMapping>>,
+        set_state: Vec<Bound<'_, PyMapping>>,
+    ) -> PyResult<()> {
+        let inject = jobs::inject_rules(inject_error)?;
+        let states = jobs::state_rules(set_state)?;
+        self.g()
+            .add_blkdebug(name, image, read_only, inject, states)
+            .map_err(to_py)
+    }
+
+    // ---- clock and jobs ----
+
+    fn now_ns(&self) -> u64 {
+        self.g().now_ns()
+    }
+
+    fn advance(&self, py: Python<'_>, ns: i64) -> PyResult<Vec<JobEvent>> {
+        let ns = u64::try_from(ns).map_err(|_| PyValueError::new_err("ns must be >= 0"))?;
+        Ok(jobs::events(py.allow_threads(|| self.g().advance(ns))))
+    }
+
+    fn run_jobs(&self, py: Python<'_>, max_steps: usize) -> Vec<JobEvent> {
+        jobs::events(py.allow_threads(|| self.g().run_jobs(max_steps)))
+    }
+
+    fn next_due_ns(&self) -> Option<u64> {
+        self.g().next_due_ns()
+    }
+
+    fn run_until_idle(&self, py: Python<'_>, max_ns: u64) -> Vec<JobEvent> {
+        jobs::events(py.allow_threads(|| self.g().run_until_idle(max_ns)))
+    }
+
+    fn txn_new(&self) -> u64 {
+        self.g().txn_new()
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    #[pyo3(signature = (
+        job_id, source, target, *, sync, filter_node_name, bitmap=None, bitmap_mode=None,
+        speed=0, compress=false, on_source_error="report", on_target_error="report",
+        auto_finalize=true, auto_dismiss=true, txn=None, max_chunk=0
+    ))]
+    fn backup_create(
+        &self,
+        job_id: &str,
+        source: &str,
+        target: &str,
+        sync: &str,
+        filter_node_name: &str,
+        bitmap: Option<String>,
+        bitmap_mode: Option<&str>,
+        speed: i64,
+        compress: bool,
+        on_source_error: &str,
+        on_target_error: &str,
+        auto_finalize: bool,
+        auto_dismiss: bool,
+        txn: Option<u64>,
+        max_chunk: i64,
+    ) -> PyResult<Vec<JobEvent>> {
+        let mut p = BackupParams::new(
+            job_id,
+            source,
+            target,
+            jobs::sync_mode(sync)?,
+            filter_node_name,
+        );
+        p.bitmap = bitmap;
+        p.bitmap_mode = jobs::bitmap_mode(bitmap_mode)?;
+        p.speed = u64::try_from(speed).map_err(|_| PyValueError::new_err("negative speed"))?;
+        p.compress = compress;
+        p.on_source_error = jobs::on_error(on_source_error)?;
+        p.on_target_error = jobs::on_error(on_target_error)?;
+        p.auto_finalize = auto_finalize;
+        p.auto_dismiss = auto_dismiss;
+        p.txn = txn;
+        p.max_chunk =
+            u64::try_from(max_chunk).map_err(|_| PyValueError::new_err("negative max_chunk"))?;
+        self.g()
+            .backup_create(p)
+            .map(jobs::events)
+            .map_err(job_to_py)
+    }
+
+    fn job_start(&self, job_id: &str) -> PyResult<Vec<JobEvent>> {
+        self.g()
+            .job_start(job_id)
+            .map(jobs::events)
+            .map_err(job_to_py)
+    }
+
+    fn job_discard(&self, job_id: &str) -> PyResult<Vec<JobEvent>> {
+        self.g()
+            .job_discard(job_id)
+            .map(jobs::events)
+            .map_err(job_to_py)
+    }
+
+    fn job_pause(&self, job_id: &str) -> PyResult<Vec<JobEvent>> {
+        self.g()
+            .job_pause(job_id)
+            .map(jobs::events)
+            .map_err(job_to_py)
+    }
+
+    fn job_resume(&self, job_id: &str) -> PyResult<Vec<JobEvent>> {
+        self.g()
+            .job_resume(job_id)
+            .map(jobs::events)
+            .map_err(job_to_py)
+    }
+
+    fn job_cancel(&self, job_id: &str, force: bool) -> PyResult<Vec<JobEvent>> {
+        self.g()
+            .job_cancel(job_id, force)
+            .map(jobs::events)
+            .map_err(job_to_py)
+    }
+
+    fn job_complete(&self, job_id: &str) -> PyResult<Vec<JobEvent>> {
+        self.g()
+            .job_complete(job_id)
+            .map(jobs::events)
+            .map_err(job_to_py)
+    }
+
+    fn job_finalize(&self, job_id: &str) -> PyResult<Vec<JobEvent>> {
+        self.g()
+            .job_finalize(job_id)
+            .map(jobs::events)
+            .map_err(job_to_py)
+    }
+
+    fn job_dismiss(&self, job_id: &str) -> PyResult<Vec<JobEvent>> {
+        self.g()
+            .job_dismiss(job_id)
+            .map(jobs::events)
+            .map_err(job_to_py)
+    }
+
+    fn job_set_speed(&self, job_id: &str, speed: i64) -> PyResult<Vec<JobEvent>> {
+        self.g()
+            .job_set_speed(job_id, speed)
+            .map(jobs::events)
+            .map_err(job_to_py)
+    }
+
+    #[pyo3(signature = (node))]
+    fn drained_begin(&self, node: Option<&str>) -> PyResult<Vec<JobEvent>> {
+        self.g()
+            .drained_begin(node)
+            .map(jobs::events)
+            .map_err(job_to_py)
+    }
+
+    #[pyo3(signature = (node))]
+    fn drained_end(&self, node: Option<&str>) -> PyResult<Vec<JobEvent>> {
+        self.g()
+            .drained_end(node)
+            .map(jobs::events)
+            .map_err(job_to_py)
+    }
+
+    fn jobs(&self) -> Vec<JobInfo> {
+        let g = self.g();
+        let now = g.now_ns();
+        g.jobs().iter().rev().map(|j| JobInfo::of(j, now)).collect()
+    }
+
+    fn job(&self, job_id: &str) -> Option<JobInfo> {
+        let g = self.g();
+        let now = g.now_ns();
+        g.job(job_id).map(|j| JobInfo::of(j, now))
     }
 }

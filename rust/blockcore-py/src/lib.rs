@@ -5,6 +5,7 @@
 mod bits;
 mod errors;
 mod graph;
+mod jobs;
 
 use pyo3::prelude::*;
 
@@ -18,5 +19,7 @@ fn _core(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_class::<graph::BitsCopy>()?;
     m.add_class::<graph::DetachedBitmap>()?;
     m.add_class::<bits::Bitmap>()?;
+    m.add_class::<jobs::JobEvent>()?;
+    m.add_class::<jobs::JobInfo>()?;
     Ok(())
 }

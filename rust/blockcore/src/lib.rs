@@ -9,5 +9,6 @@
 pub mod bitmap;
 pub mod format;
 pub mod graph;
+pub mod job;
 pub mod storage;
 pub mod units;

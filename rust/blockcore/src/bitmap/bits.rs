@@ -199,6 +199,16 @@ impl Bits {
         self.next_bit(from, true)
     }
 
+    /// Index of the first clear bit at or after `from`, if any.
+    pub fn next_clear_bit(&self, from: u64) -> Option<u64> {
+        self.next_bit(from, false)
+    }
+
+    /// Dirty bytes, clamped to the disk length (unlike [`Bits::count`]).
+    pub fn dirty_bytes(&self) -> u64 {
+        self.dirty_runs().map(|r| r.len).sum()
+    }
+
     fn next_bit(&self, from: u64, set: bool) -> Option<u64> {
         if from >= self.nbits {
             return None;

@@ -26,6 +26,8 @@ pub struct BitmapState {
     pub persistent: bool,
     /// A pending transactional remove: do not store it into the image.
     pub skip_store: bool,
+    /// Has a successor (a backup job's): the successor records writes in its place.
+    pub frozen: bool,
 }
 
 /// A dirty bitmap attached to a node.
@@ -37,6 +39,8 @@ pub struct DirtyBitmap {
     pub bits: Bits,
     /// The state flags.
     pub state: BitmapState,
+    /// For anonymous bitmaps owned by a job (successor, copy bitmap): the owner's tag.
+    pub owner: Option<u64>,
 }
 
 impl DirtyBitmap {
@@ -49,12 +53,14 @@ impl DirtyBitmap {
                 enabled: true,
                 ..BitmapState::default()
             },
+            owner: None,
         }
     }
 
-    /// Records a guest write of `range` if the bitmap is enabled (QEMU marks enabled bitmaps only).
+    /// Records a guest write of `range` if the bitmap is enabled and not frozen (QEMU marks
+    /// enabled bitmaps only; a frozen one's successor records instead).
     pub fn record_write(&mut self, range: ByteRange) {
-        if self.state.enabled {
+        if self.state.enabled && !self.state.frozen {
             self.bits.set_range(range);
         }
     }

@@ -123,6 +123,13 @@ pub trait FormatDriver: Send + std::fmt::Debug {
     fn discard(&mut self, offset: u64, len: u64) -> Result<(), FormatError>;
     /// Makes everything written so far durable, metadata included.
     fn flush(&mut self) -> Result<(), FormatError>;
+    /// Whether the guest cluster holding `offset` is allocated in this layer (data or zero
+    /// clusters; what QEMU's `bdrv_is_allocated` says for a top layer). Formats without
+    /// allocation tracking answer true.
+    fn is_allocated(&mut self, offset: u64) -> Result<bool, FormatError> {
+        let _ = offset;
+        Ok(true)
+    }
     /// Facts for query output (dirty flag, format-specific information).
     fn facts(&self) -> ImageFacts {
         ImageFacts::default()

@@ -57,10 +57,12 @@ impl FormatDriver for Raw {
     }
     fn read(&mut self, offset: u64, buf: &mut [u8]) -> Result<(), FormatError> {
         self.check(offset, buf.len() as u64)?;
+        self.storage.debug_event("read_aio");
         Ok(self.storage.read_at(buf, offset)?)
     }
     fn write(&mut self, offset: u64, data: &[u8]) -> Result<(), FormatError> {
         self.check_write(offset, data.len() as u64)?;
+        self.storage.debug_event("write_aio");
         Ok(self.storage.write_at(data, offset)?)
     }
     fn write_zeroes(&mut self, offset: u64, len: u64) -> Result<(), FormatError> {
@@ -71,7 +73,8 @@ impl FormatDriver for Raw {
         self.write_zeroes(offset, len)
     }
     fn flush(&mut self) -> Result<(), FormatError> {
-        Ok(self.storage.flush()?)
+        self.storage.debug_event("flush_to_disk");
+        Ok(self.storage.flush_request()?)
     }
 }
 

@@ -14,7 +14,8 @@ mod observed;
 
 use crate::bitmap::{Bits, DirtyBitmap, SizeMismatch};
 use crate::format::{self, FormatDriver, FormatError, LoadedBitmap};
-use crate::storage::{FileStorage, Storage};
+use crate::job::JobSet;
+use crate::storage::{BlkdebugStorage, FileStorage, InjectRule, StateRule, Storage};
 use crate::units::{ByteRange, Granularity};
 use observed::ObservedStorage;
 use std::sync::Arc;
@@ -66,6 +67,10 @@ pub enum Driver {
         /// QEMU's driver name.
         name: String,
     },
+    /// QEMU's `blkdebug` over an `image` child: passes requests through, failing some.
+    Blkdebug,
+    /// A backup job's `copy-before-write` filter over its `file` child (the job's source).
+    CopyBeforeWrite,
 }
 
 impl Driver {
@@ -75,6 +80,8 @@ impl Driver {
             Driver::File { .. } => "file",
             Driver::NullCo { .. } => "null-co",
             Driver::Format { name } => name,
+            Driver::Blkdebug => "blkdebug",
+            Driver::CopyBeforeWrite => "copy-before-write",
         }
     }
 }
@@ -88,9 +95,13 @@ pub struct Child {
     pub node: String,
 }
 
-enum DataPath {
+pub(crate) enum DataPath {
     Protocol(Arc<ObservedStorage>),
     Format(Box<dyn FormatDriver>),
+    /// A filter passing everything to its `file` child; `len` is the child's length.
+    Filter {
+        len: u64,
+    },
     Null,
 }
 
@@ -99,6 +110,7 @@ impl std::fmt::Debug for DataPath {
         f.write_str(match self {
             DataPath::Protocol(_) => "Protocol",
             DataPath::Format(_) => "Format",
+            DataPath::Filter { .. } => "Filter",
             DataPath::Null => "Null",
         })
     }
@@ -117,7 +129,7 @@ pub struct Node {
     pub children: Vec<Child>,
     /// Dirty bitmaps, newest first (QEMU pushes new bitmaps on the head of the list).
     pub bitmaps: Vec<DirtyBitmap>,
-    data: DataPath,
+    pub(crate) data: DataPath,
 }
 
 impl Node {
@@ -126,6 +138,7 @@ impl Node {
         Ok(match &self.data {
             DataPath::Protocol(s) => s.len().map_err(FormatError::from)?,
             DataPath::Format(f) => f.virtual_size(),
+            DataPath::Filter { len } => *len,
             DataPath::Null => match self.driver {
                 Driver::NullCo { size } => size,
                 _ => 0,
@@ -174,6 +187,14 @@ impl Node {
             .find(|b| b.name.as_deref() == Some(name))
     }
 
+    /// The node name of the child with role `role`.
+    pub fn child(&self, role: &str) -> Option<&str> {
+        self.children
+            .iter()
+            .find(|c| c.role == role)
+            .map(|c| c.node.as_str())
+    }
+
     fn record_write(&mut self, range: ByteRange) {
         for bm in &mut self.bitmaps {
             bm.record_write(range);
@@ -193,8 +214,10 @@ pub struct Backend {
 /// The node graph.
 #[derive(Debug, Default)]
 pub struct Graph {
-    nodes: Vec<Node>,
-    backends: Vec<Backend>,
+    pub(crate) nodes: Vec<Node>,
+    pub(crate) backends: Vec<Backend>,
+    /// Jobs, the deterministic clock and drained sections.
+    pub(crate) jobs: JobSet,
 }
 
 /// The kind of a guest request.
@@ -347,6 +370,35 @@ impl Graph {
             data: DataPath::Format(fmt),
         });
         self.drain_store_writes(name);
+        Ok(())
+    }
+
+    /// Adds a `blkdebug` node `name` over the protocol node `image` with error-injection rules.
+    pub fn add_blkdebug(
+        &mut self,
+        name: &str,
+        image: &str,
+        read_only: bool,
+        inject: Vec<InjectRule>,
+        set_state: Vec<StateRule>,
+    ) -> Result<(), GraphError> {
+        self.check_free(name)?;
+        let store: Arc<dyn Storage> = match &self.get(image)?.data {
+            DataPath::Protocol(s) => s.clone(),
+            _ => return Err(GraphError::NoMedium(image.into())),
+        };
+        let dbg: Arc<dyn Storage> = Arc::new(BlkdebugStorage::new(store, inject, set_state));
+        self.nodes.push(Node {
+            name: name.into(),
+            driver: Driver::Blkdebug,
+            read_only,
+            children: vec![Child {
+                role: "image".into(),
+                node: image.into(),
+            }],
+            bitmaps: Vec::new(),
+            data: DataPath::Protocol(Arc::new(ObservedStorage::new(dbg))),
+        });
         Ok(())
     }
 
@@ -503,6 +555,11 @@ impl Graph {
             }
             .into());
         }
+        if let DataPath::Filter { .. } = n.data {
+            let child = n.child("file").map(str::to_string);
+            let child = child.ok_or_else(|| GraphError::NoMedium(node.into()))?;
+            return self.read(&child, offset, len);
+        }
         let mut buf = vec![
             0u8;
             usize::try_from(len).map_err(|_| FormatError::OutOfRange {
@@ -514,7 +571,7 @@ impl Graph {
         match &mut n.data {
             DataPath::Protocol(s) => s.read_at(&mut buf, offset).map_err(FormatError::from)?,
             DataPath::Format(f) => f.read(offset, &mut buf)?,
-            DataPath::Null => {}
+            DataPath::Filter { .. } | DataPath::Null => {}
         }
         Ok(buf)
     }
@@ -542,6 +599,14 @@ impl Graph {
         if n.read_only {
             return Err(FormatError::ReadOnly.into());
         }
+        if let DataPath::Filter { .. } = n.data {
+            let child = n.child("file").map(str::to_string);
+            let child = child.ok_or_else(|| GraphError::NoMedium(node.into()))?;
+            return self.write(&child, offset, kind, data, len);
+        }
+        // Copy-before-write: a backup job whose source this is saves the old data first.
+        self.copy_before_write(node, offset, len)?;
+        let n = self.get_mut(node)?;
         match (&mut n.data, kind) {
             (DataPath::Protocol(s), WriteKind::Data) => {
                 s.write_at(data, offset).map_err(FormatError::from)?
@@ -550,7 +615,7 @@ impl Graph {
             (DataPath::Format(f), WriteKind::Data) => f.write(offset, data)?,
             (DataPath::Format(f), WriteKind::Zeroes) => f.write_zeroes(offset, len)?,
             (DataPath::Format(f), WriteKind::Discard) => f.discard(offset, len)?,
-            (DataPath::Null, _) => {}
+            (DataPath::Filter { .. }, _) | (DataPath::Null, _) => {}
         }
         n.record_write(ByteRange::new(offset, len));
         self.drain_store_writes(node);
@@ -560,10 +625,15 @@ impl Graph {
     /// Flushes `node`.
     pub fn flush(&mut self, node: &str) -> Result<(), GraphError> {
         let n = self.get_mut(node)?;
+        if let DataPath::Filter { .. } = n.data {
+            let child = n.child("file").map(str::to_string);
+            let child = child.ok_or_else(|| GraphError::NoMedium(node.into()))?;
+            return self.flush(&child);
+        }
         match &mut n.data {
-            DataPath::Protocol(s) => s.flush().map_err(FormatError::from)?,
+            DataPath::Protocol(s) => s.flush_request().map_err(FormatError::from)?,
             DataPath::Format(f) => f.flush()?,
-            DataPath::Null => {}
+            DataPath::Filter { .. } | DataPath::Null => {}
         }
         self.drain_store_writes(node);
         Ok(())
@@ -573,14 +643,24 @@ impl Graph {
     /// node is itself a protocol node its own writes were recorded directly, so the log is dropped.
     fn drain_store_writes(&mut self, node: &str) {
         let Some(n) = self.node(node) else { return };
-        let file = n
-            .children
-            .iter()
-            .find(|c| c.role == "file")
-            .map(|c| c.node.clone());
-        let target = file.unwrap_or_else(|| node.to_string());
-        let is_self = target == node;
-        let Ok(t) = self.get_mut(&target) else { return };
+        let file = n.child("file").map(str::to_string);
+        let mut target = file.unwrap_or_else(|| node.to_string());
+        let mut is_self = target == node;
+        // A blkdebug store passes writes on to its `image` child's store, which logs them too.
+        loop {
+            self.drain_one_store(&target, is_self);
+            match self.node(&target).and_then(|t| t.child("image")) {
+                Some(image) => {
+                    target = image.to_string();
+                    is_self = false;
+                }
+                None => break,
+            }
+        }
+    }
+
+    fn drain_one_store(&mut self, target: &str, is_self: bool) {
+        let Ok(t) = self.get_mut(target) else { return };
         if let DataPath::Protocol(s) = &t.data {
             let writes = s.take_writes();
             // A write past the end grows the file, and QEMU grows the node's bitmaps with it.

@@ -63,4 +63,10 @@ impl Storage for ObservedStorage {
     fn filename(&self) -> Option<&str> {
         self.inner.filename()
     }
+    fn debug_event(&self, event: &str) {
+        self.inner.debug_event(event)
+    }
+    fn flush_request(&self) -> io::Result<()> {
+        self.inner.flush_request()
+    }
 }

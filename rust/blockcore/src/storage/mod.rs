@@ -5,9 +5,11 @@
 //! formats. Methods take `&self` so that a format driver and the graph's protocol node can share
 //! one store (`Arc<dyn Storage>`), as the qcow2 node and its `file` child share one file in QEMU.
 
+mod blkdebug;
 mod file;
 mod memory;
 
+pub use blkdebug::{BlkdebugStorage, InjectRule, IoType, StateRule};
 pub use file::FileStorage;
 pub use memory::MemStorage;
 
@@ -45,5 +47,15 @@ pub trait Storage: Send + Sync + Debug {
     /// The file name, for stores that have one (used in query output and error messages).
     fn filename(&self) -> Option<&str> {
         None
+    }
+    /// Signals a debug event (QEMU's `BLKDBG_EVENT`, e.g. `read_aio` before a format driver
+    /// reads guest data) to the store. Only `blkdebug` reacts; wrappers forward it.
+    fn debug_event(&self, event: &str) {
+        let _ = event;
+    }
+    /// Flushes to disk; the same as [`Storage::flush`] but lets an error-injecting store see a
+    /// flush request (its `iotype` `flush`).
+    fn flush_request(&self) -> io::Result<()> {
+        self.flush()
     }
 }

@@ -253,7 +253,9 @@ impl Qcow2 {
                 inconsistent: in_use,
                 persistent: true,
                 skip_store: false,
+                frozen: false,
             },
+            owner: None,
         })
     }
 

@@ -76,6 +76,7 @@ impl Qcow2 {
             let chunk = &mut buf[done..done + len];
             match kind {
                 ClusterKind::Normal { host, .. } => {
+                    storage.debug_event("read_aio");
                     storage.read_at(chunk, host.0 + geo.in_cluster(GuestOffset(pos)))?
                 }
                 ClusterKind::ZeroPlain | ClusterKind::ZeroAlloc { .. } => chunk.fill(0),
@@ -185,6 +186,7 @@ impl Qcow2 {
             let chunk = &data[(pos - offset) as usize..(run_end - offset) as usize];
             match first {
                 Treatment::InPlace(host) => {
+                    storage.debug_event("write_aio");
                     storage.write_at(chunk, host + geo.in_cluster(GuestOffset(pos)))?;
                 }
                 Treatment::Allocate => self.write_allocating(l2, idx, n, pos, chunk)?,
@@ -214,6 +216,7 @@ impl Qcow2 {
         let new = self.refcounts.alloc(storage.as_ref(), n as u64)?;
         let host = geo.host_offset(new).0;
         if head == 0 && tail == 0 {
+            storage.debug_event("write_aio");
             storage.write_at(chunk, host)?;
         } else {
             let mut buf = vec![0u8; total as usize];
@@ -228,6 +231,7 @@ impl Qcow2 {
                 self.cow_fill_at(last, src, &mut buf[at..])?;
             }
             buf[head as usize..head as usize + chunk.len()].copy_from_slice(chunk);
+            storage.debug_event("write_aio");
             storage.write_at(&buf, host)?;
         }
         {
@@ -253,7 +257,10 @@ impl Qcow2 {
     fn cow_fill_at(&mut self, e: u64, at: u64, buf: &mut [u8]) -> Result<(), FormatError> {
         let within = self.geo.in_cluster(GuestOffset(at));
         match ClusterKind::decode(e, self.geo) {
-            ClusterKind::Normal { host, .. } => self.storage.read_at(buf, host.0 + within)?,
+            ClusterKind::Normal { host, .. } => {
+                self.storage.debug_event("cow_read");
+                self.storage.read_at(buf, host.0 + within)?
+            }
             ClusterKind::ZeroPlain | ClusterKind::ZeroAlloc { .. } => buf.fill(0),
             ClusterKind::Unallocated => self.read_unallocated(at, buf)?,
             ClusterKind::Compressed { .. } => {

@@ -241,7 +241,16 @@ impl FormatDriver for Qcow2 {
     }
 
     fn flush(&mut self) -> Result<(), FormatError> {
-        Ok(self.storage.flush()?)
+        self.storage.debug_event("flush_to_disk");
+        Ok(self.storage.flush_request()?)
+    }
+
+    fn is_allocated(&mut self, offset: u64) -> Result<bool, FormatError> {
+        let storage = self.storage.clone();
+        let kind = self
+            .mapping
+            .lookup(storage.as_ref(), units::GuestOffset(offset))?;
+        Ok(!matches!(kind, mapping::ClusterKind::Unallocated))
     }
 
     fn take_loaded_bitmaps(&mut self) -> Vec<LoadedBitmap> {

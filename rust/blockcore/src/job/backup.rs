@@ -1,0 +1,739 @@
+//! The backup job: copies the source to the target cluster by cluster, with a copy-before-write
+//! filter that saves a cluster's old contents to the target before a guest write changes it,
+//! so the target ends up as the exact image of the source when the job started.
+//!
+//! The job's copy bitmap (an anonymous, disabled bitmap on the source at the job's cluster size)
+//! says which clusters still have to be copied: all of them for `full`, `top` (unallocated ones
+//! dropped when the job starts) and `none` (copied only before a guest write), the clusters
+//! dirty in the sync bitmap for `bitmap`. The sync bitmap gets an anonymous successor that
+//! records guest writes during the job; at finalization the successor replaces the bitmap
+//! ("abdicate") or is merged back ("reclaim") as `bitmap-mode` says.
+
+use super::{strerror, EventValue, Events, IoStatus, Job, JobError, JobEvent, RateLimit};
+use crate::bitmap::{Bits, DirtyBitmap};
+use crate::graph::{Child, DataPath, Driver, Graph, GraphError, Node, WriteKind};
+use crate::units::{ByteRange, Granularity};
+
+/// QEMU's `MirrorSyncMode` as the job sees it (`incremental` is `bitmap` + `on-success`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SyncMode {
+    /// Every cluster.
+    Full,
+    /// Clusters allocated in the top layer.
+    Top,
+    /// Only copy-before-write.
+    None,
+    /// Clusters dirty in the sync bitmap.
+    Bitmap,
+}
+
+impl SyncMode {
+    /// Parses QEMU's name (`incremental` is not accepted here).
+    pub fn parse(name: &str) -> Option<Self> {
+        Some(match name {
+            "full" => SyncMode::Full,
+            "top" => SyncMode::Top,
+            "none" => SyncMode::None,
+            "bitmap" => SyncMode::Bitmap,
+            _ => return None,
+        })
+    }
+
+    /// QEMU's name.
+    pub fn name(self) -> &'static str {
+        match self {
+            SyncMode::Full => "full",
+            SyncMode::Top => "top",
+            SyncMode::None => "none",
+            SyncMode::Bitmap => "bitmap",
+        }
+    }
+}
+
+/// QEMU's `BitmapSyncMode`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum BitmapMode {
+    /// Bitmap := successor on success.
+    OnSuccess,
+    /// Bitmap keeps its bits (plus the successor's).
+    Never,
+    /// Bitmap := successor (plus the clusters not copied, on failure).
+    Always,
+}
+
+impl BitmapMode {
+    /// Parses QEMU's name.
+    pub fn parse(name: &str) -> Option<Self> {
+        Some(match name {
+            "on-success" => BitmapMode::OnSuccess,
+            "never" => BitmapMode::Never,
+            "always" => BitmapMode::Always,
+            _ => return None,
+        })
+    }
+
+    /// QEMU's name.
+    pub fn name(self) -> &'static str {
+        match self {
+            BitmapMode::OnSuccess => "on-success",
+            BitmapMode::Never => "never",
+            BitmapMode::Always => "always",
+        }
+    }
+}
+
+/// QEMU's `BlockdevOnError`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum OnError {
+    /// Fail the job.
+    Report,
+    /// Retry.
+    Ignore,
+    /// Stop on ENOSPC, else report.
+    Enospc,
+    /// Stop (pause the job).
+    Stop,
+    /// As `enospc` for block jobs.
+    Auto,
+}
+
+impl OnError {
+    /// Parses QEMU's name.
+    pub fn parse(name: &str) -> Option<Self> {
+        Some(match name {
+            "report" => OnError::Report,
+            "ignore" => OnError::Ignore,
+            "enospc" => OnError::Enospc,
+            "stop" => OnError::Stop,
+            "auto" => OnError::Auto,
+            _ => return None,
+        })
+    }
+}
+
+const ENOSPC: i32 = 28;
+const EIO: i32 = 5;
+/// The default (and minimum) backup cluster size.
+pub const BACKUP_CLUSTER_SIZE: u64 = 64 * 1024;
+/// The largest chunk one step copies.
+pub const MAX_CHUNK: u64 = 1024 * 1024;
+/// Delay before an ignored error's chunk is retried.
+pub const RETRY_NS: u64 = 1_000_000;
+
+/// Backup specifics of a job.
+#[derive(Debug, Clone)]
+pub struct Backup {
+    /// The source node.
+    pub source: String,
+    /// The target node.
+    pub target: String,
+    /// The copy-before-write filter, while the job holds it.
+    pub filter: Option<String>,
+    /// The sync mode.
+    pub sync: SyncMode,
+    /// The sync bitmap's name (on the source).
+    pub bitmap: Option<String>,
+    /// Its mode.
+    pub bitmap_mode: Option<BitmapMode>,
+    /// Compress target writes.
+    pub compress: bool,
+    /// Policy for read errors.
+    pub on_source_error: OnError,
+    /// Policy for write errors.
+    pub on_target_error: OnError,
+    /// The job's cluster size.
+    pub cluster_size: u64,
+    /// Largest chunk per request (0: no limit but [`MAX_CHUNK`]).
+    pub max_chunk: u64,
+    /// Source length.
+    pub len: u64,
+    successor_tag: u64,
+    copy_tag: u64,
+}
+
+impl Backup {
+    /// Nodes the job uses (for drained sections).
+    pub fn nodes(&self) -> Vec<String> {
+        let mut v = vec![self.source.clone(), self.target.clone()];
+        v.extend(self.filter.clone());
+        v
+    }
+
+    /// Whether the job copies in the background (not `none`).
+    pub fn has_background_work(&self) -> bool {
+        self.sync != SyncMode::None
+    }
+}
+
+/// Arguments of [`Graph::backup_create`].
+#[derive(Debug, Clone)]
+pub struct BackupParams {
+    /// Job id.
+    pub job_id: String,
+    /// Source node.
+    pub source: String,
+    /// Target node.
+    pub target: String,
+    /// Sync mode.
+    pub sync: SyncMode,
+    /// Name of the copy-before-write filter node.
+    pub filter_node_name: String,
+    /// Sync bitmap.
+    pub bitmap: Option<String>,
+    /// Its mode.
+    pub bitmap_mode: Option<BitmapMode>,
+    /// Speed limit (bytes/s, 0 = none).
+    pub speed: u64,
+    /// Compress.
+    pub compress: bool,
+    /// Read error policy.
+    pub on_source_error: OnError,
+    /// Write error policy.
+    pub on_target_error: OnError,
+    /// Auto-finalize.
+    pub auto_finalize: bool,
+    /// Auto-dismiss.
+    pub auto_dismiss: bool,
+    /// Job transaction (None: its own).
+    pub txn: Option<u64>,
+    /// Largest chunk (0: no limit).
+    pub max_chunk: u64,
+}
+
+impl BackupParams {
+    /// Parameters with QEMU's defaults.
+    pub fn new(job_id: &str, source: &str, target: &str, sync: SyncMode, filter: &str) -> Self {
+        Self {
+            job_id: job_id.into(),
+            source: source.into(),
+            target: target.into(),
+            sync,
+            filter_node_name: filter.into(),
+            bitmap: None,
+            bitmap_mode: None,
+            speed: 0,
+            compress: false,
+            on_source_error: OnError::Report,
+            on_target_error: OnError::Report,
+            auto_finalize: true,
+            auto_dismiss: true,
+            txn: None,
+            max_chunk: 0,
+        }
+    }
+}
+
+fn errno_of(e: &GraphError) -> i32 {
+    match e {
+        GraphError::Format(f) => f.errno(),
+        _ => EIO,
+    }
+}
+
+impl Graph {
+    fn owned_bitmap_mut(&mut self, node: &str, tag: u64) -> Option<&mut DirtyBitmap> {
+        self.get_mut(node)
+            .ok()?
+            .bitmaps
+            .iter_mut()
+            .find(|b| b.owner == Some(tag))
+    }
+
+    fn owned_bitmap(&self, node: &str, tag: u64) -> Option<&DirtyBitmap> {
+        self.node(node)?
+            .bitmaps
+            .iter()
+            .find(|b| b.owner == Some(tag))
+    }
+
+    /// The job's copy bitmap (clusters still to copy).
+    pub fn backup_copy_bits(&self, job: &Job) -> Option<&Bits> {
+        self.owned_bitmap(&job.backup.source, job.backup.copy_tag)
+            .map(|b| &b.bits)
+    }
+
+    /// Creates a backup job (see the module docs); returns `[created]`.
+    pub fn backup_create(&mut self, p: BackupParams) -> Result<Vec<JobEvent>, JobError> {
+        if self.job(&p.job_id).is_some() {
+            return Err(JobError::IdInUse(p.job_id));
+        }
+        if p.source == p.target {
+            return Err(JobError::Invalid(
+                "Source and target cannot be the same".into(),
+            ));
+        }
+        if let Some(t) = p.txn {
+            if !self.jobs.txns.contains_key(&t) {
+                return Err(JobError::Invalid(format!("no job transaction {t}")));
+            }
+        }
+        let len = self.get(&p.source)?.length()?;
+        let target_cluster = self.get(&p.target)?.cluster_size().unwrap_or(0);
+        if self.node(&p.filter_node_name).is_some() || self.backend(&p.filter_node_name).is_some() {
+            return Err(GraphError::NameInUse(p.filter_node_name).into());
+        }
+        match (&p.bitmap, p.bitmap_mode) {
+            (Some(_), Some(_)) | (None, None) => {}
+            _ => {
+                return Err(JobError::Invalid(
+                    "a bitmap and its bitmap mode go together".into(),
+                ))
+            }
+        }
+        if p.sync == SyncMode::Bitmap && p.bitmap.is_none() {
+            return Err(JobError::Invalid(
+                "sync mode 'bitmap' needs a bitmap".into(),
+            ));
+        }
+        if let Some(name) = &p.bitmap {
+            self.bitmap(&p.source, name)?;
+        }
+        let cluster_size = target_cluster.max(BACKUP_CLUSTER_SIZE);
+        let gran = Granularity::new(cluster_size)
+            .ok_or_else(|| JobError::Invalid(format!("bad cluster size {cluster_size}")))?;
+        let successor_tag = self.jobs.next_tag;
+        let copy_tag = successor_tag + 1;
+        self.jobs.next_tag += 2;
+
+        // The successor of the sync bitmap.
+        if let Some(name) = &p.bitmap {
+            let n = self.get_mut(&p.source)?;
+            let parent = n
+                .bitmap_mut(name)
+                .ok_or_else(|| GraphError::BitmapNotFound(name.clone()))?;
+            let mut succ = DirtyBitmap::new(None, parent.bits.len(), parent.bits.granularity());
+            succ.state.enabled = parent.state.enabled;
+            succ.owner = Some(successor_tag);
+            parent.state.busy = true;
+            parent.state.frozen = true;
+            n.bitmaps.insert(0, succ);
+        }
+
+        // The copy-before-write filter replaces the source under its parents.
+        let filter = p.filter_node_name.clone();
+        for n in &mut self.nodes {
+            for c in &mut n.children {
+                if c.node == p.source {
+                    c.node = filter.clone();
+                }
+            }
+        }
+        for b in &mut self.backends {
+            if b.root.as_deref() == Some(p.source.as_str()) {
+                b.root = Some(filter.clone());
+            }
+        }
+        self.nodes.push(Node {
+            name: filter.clone(),
+            driver: Driver::CopyBeforeWrite,
+            read_only: false,
+            children: vec![
+                Child {
+                    role: "file".into(),
+                    node: p.source.clone(),
+                },
+                Child {
+                    role: "target".into(),
+                    node: p.target.clone(),
+                },
+            ],
+            bitmaps: Vec::new(),
+            data: DataPath::Filter { len },
+        });
+
+        // Its copy bitmap: every cluster until the job starts.
+        let mut copy = DirtyBitmap::new(None, len, gran);
+        copy.state.enabled = false;
+        copy.owner = Some(copy_tag);
+        copy.bits.set_range(ByteRange::new(0, len));
+        self.get_mut(&p.source)?.bitmaps.insert(0, copy);
+
+        let job = Job {
+            id: p.job_id.clone(),
+            status: super::JobStatus::Undefined,
+            txn: 0,
+            auto_finalize: p.auto_finalize,
+            auto_dismiss: p.auto_dismiss,
+            user_paused: false,
+            pause_count: 0,
+            started: false,
+            cancelled: false,
+            ret: None,
+            error: None,
+            io_status: IoStatus::Ok,
+            speed: p.speed,
+            current_progress: 0,
+            total_progress: 0,
+            backup: Backup {
+                source: p.source,
+                target: p.target,
+                filter: Some(filter),
+                sync: p.sync,
+                bitmap: p.bitmap,
+                bitmap_mode: p.bitmap_mode,
+                compress: p.compress,
+                on_source_error: p.on_source_error,
+                on_target_error: p.on_target_error,
+                cluster_size,
+                max_chunk: p.max_chunk,
+                len,
+                successor_tag,
+                copy_tag,
+            },
+            due_ns: 0,
+            rate: RateLimit::default(),
+            start_seq: 0,
+            exit_pending: false,
+        };
+        let mut ev = Events::new(self.jobs.now);
+        self.register_job(job, p.txn, &mut ev)?;
+        Ok(ev.list)
+    }
+
+    /// Job start: the copy bitmap as the sync mode says, and the progress total.
+    pub(crate) fn backup_begin(&mut self, i: usize) -> Result<(), JobError> {
+        let b = self.jobs.jobs[i].backup.clone();
+        let mut copy = match self.owned_bitmap(&b.source, b.copy_tag) {
+            Some(c) => c.bits.clone(),
+            None => return Ok(()),
+        };
+        match b.sync {
+            SyncMode::Full | SyncMode::None => {}
+            SyncMode::Bitmap => {
+                copy.clear();
+                if let Some(name) = &b.bitmap {
+                    for r in self.bitmap(&b.source, name)?.bits.dirty_runs() {
+                        copy.set_range(r);
+                    }
+                }
+            }
+            SyncMode::Top => {
+                let src_cluster = self
+                    .get(&b.source)?
+                    .cluster_size()
+                    .unwrap_or(b.cluster_size);
+                let step = src_cluster.min(b.cluster_size).max(1);
+                let mut off = 0;
+                while off < b.len {
+                    let end = (off + b.cluster_size).min(b.len);
+                    let mut allocated = false;
+                    let mut o = off;
+                    while o < end && !allocated {
+                        allocated = self.is_allocated(&b.source, o)?;
+                        o += step;
+                    }
+                    if !allocated {
+                        copy.reset_range(ByteRange::new(off, end - off));
+                    }
+                    off = end;
+                }
+            }
+        }
+        let total = copy.dirty_bytes();
+        if let Some(c) = self.owned_bitmap_mut(&b.source, b.copy_tag) {
+            c.bits = copy;
+        }
+        let j = &mut self.jobs.jobs[i];
+        j.total_progress = j.current_progress + total;
+        Ok(())
+    }
+
+    /// Whether the cluster at `offset` of `node` is allocated in its top layer.
+    pub fn is_allocated(&mut self, node: &str, offset: u64) -> Result<bool, GraphError> {
+        let n = self.get_mut(node)?;
+        match &mut n.data {
+            DataPath::Format(f) => Ok(f.is_allocated(offset)?),
+            _ => Ok(true),
+        }
+    }
+
+    /// The next run of clusters to copy, from the start: `(offset, end)`, at most `limit` bytes.
+    fn next_run(bits: &Bits, cluster: u64, len: u64, limit: u64) -> Option<(u64, u64)> {
+        let first = bits.next_set_bit(0)?;
+        let n_max = (limit / cluster).max(1);
+        let last = bits
+            .next_clear_bit(first)
+            .unwrap_or(len.div_ceil(cluster))
+            .min(first + n_max);
+        Some((first * cluster, (last * cluster).min(len)))
+    }
+
+    /// Copies `[off, end)` from the job's source to its target, as data or zeroes. Errors say
+    /// whether the read failed (true) or the write.
+    fn backup_copy(&mut self, b: &Backup, off: u64, end: u64) -> Result<(), (bool, i32)> {
+        let len = end - off;
+        let mut zero = true;
+        let mut o = off;
+        while o < end && zero {
+            zero = !self
+                .is_allocated(&b.source, o)
+                .map_err(|e| (true, errno_of(&e)))?;
+            o += b.cluster_size.min(64 * 1024);
+        }
+        if zero && self.get(&b.source).is_ok_and(|n| n.format().is_some()) {
+            return self
+                .write(&b.target, off, WriteKind::Zeroes, &[], len)
+                .map_err(|e| (false, errno_of(&e)));
+        }
+        let data = self
+            .read(&b.source, off, len)
+            .map_err(|e| (true, errno_of(&e)))?;
+        self.write(&b.target, off, WriteKind::Data, &data, len)
+            .map_err(|e| (false, errno_of(&e)))
+    }
+
+    /// One step of backup job `i`: copy the next run, or exit when none is left.
+    pub(crate) fn backup_step(&mut self, i: usize, ev: &mut Events) {
+        let b = self.jobs.jobs[i].backup.clone();
+        let limit = if b.max_chunk > 0 {
+            b.max_chunk.min(MAX_CHUNK)
+        } else {
+            MAX_CHUNK
+        };
+        let run = self
+            .owned_bitmap(&b.source, b.copy_tag)
+            .and_then(|c| Self::next_run(&c.bits, b.cluster_size, b.len, limit));
+        let Some((off, end)) = run else {
+            self.exit(i);
+            return;
+        };
+        match self.backup_copy(&b, off, end) {
+            Ok(()) => {
+                if let Some(c) = self.owned_bitmap_mut(&b.source, b.copy_tag) {
+                    c.bits.reset_range(ByteRange::new(off, end - off));
+                }
+                let now = self.jobs.now;
+                let j = &mut self.jobs.jobs[i];
+                j.current_progress += end - off;
+                let delay = j.rate.account(now, j.speed, end - off);
+                j.due_ns = now + delay;
+            }
+            Err((is_read, errno)) => self.backup_io_error(i, is_read, errno, ev),
+        }
+    }
+
+    fn backup_io_error(&mut self, i: usize, is_read: bool, errno: i32, ev: &mut Events) {
+        let j = &self.jobs.jobs[i];
+        let policy = if is_read {
+            j.backup.on_source_error
+        } else {
+            j.backup.on_target_error
+        };
+        let action = match policy {
+            OnError::Report => "report",
+            OnError::Ignore => "ignore",
+            OnError::Stop => "stop",
+            OnError::Enospc | OnError::Auto => {
+                if errno == ENOSPC {
+                    "stop"
+                } else {
+                    "report"
+                }
+            }
+        };
+        if !j.id.is_empty() {
+            ev.push(
+                "BLOCK_JOB_ERROR",
+                vec![
+                    ("device", EventValue::Str(j.id.clone())),
+                    (
+                        "operation",
+                        EventValue::Str(if is_read { "read" } else { "write" }.into()),
+                    ),
+                    ("action", EventValue::Str(action.into())),
+                ],
+            );
+        }
+        let now = self.jobs.now;
+        match action {
+            "report" => {
+                let j = &mut self.jobs.jobs[i];
+                j.ret = Some(errno);
+                j.error = Some(strerror(errno));
+                self.exit(i);
+            }
+            "ignore" => self.jobs.jobs[i].due_ns = now + RETRY_NS,
+            _ => {
+                let j = &mut self.jobs.jobs[i];
+                j.user_paused = true;
+                if j.io_status == IoStatus::Ok {
+                    j.io_status = if errno == ENOSPC {
+                        IoStatus::NoSpace
+                    } else {
+                        IoStatus::Failed
+                    };
+                }
+                self.pause_internal(i, ev);
+            }
+        }
+    }
+
+    /// Copy-before-write: before a write of `[offset, offset + len)` to `node`, every backup job
+    /// with `node` as source copies the clusters of that range it has not copied yet.
+    pub(crate) fn copy_before_write(
+        &mut self,
+        node: &str,
+        offset: u64,
+        len: u64,
+    ) -> Result<(), GraphError> {
+        if len == 0 || self.jobs.jobs.is_empty() {
+            return Ok(());
+        }
+        let ids: Vec<String> = self
+            .jobs
+            .jobs
+            .iter()
+            .filter(|j| j.backup.source == node && j.backup.filter.is_some())
+            .map(|j| j.id.clone())
+            .collect();
+        for id in ids {
+            let Ok(i) = self.job_index(&id) else { continue };
+            let b = self.jobs.jobs[i].backup.clone();
+            let cs = b.cluster_size;
+            let start = offset / cs * cs;
+            let end = (offset + len).div_ceil(cs).saturating_mul(cs).min(b.len);
+            let mut pos = start;
+            while pos < end {
+                let dirty = self
+                    .owned_bitmap(&b.source, b.copy_tag)
+                    .is_some_and(|c| c.bits.get(pos));
+                let next = (pos + cs).min(b.len);
+                if dirty {
+                    // Extend over the following dirty clusters of the range.
+                    let mut run_end = next;
+                    while run_end < end
+                        && self
+                            .owned_bitmap(&b.source, b.copy_tag)
+                            .is_some_and(|c| c.bits.get(run_end))
+                    {
+                        run_end = (run_end + cs).min(b.len);
+                    }
+                    self.backup_copy(&b, pos, run_end).map_err(|(_, errno)| {
+                        GraphError::Format(crate::format::FormatError::Io(
+                            std::io::Error::from_raw_os_error(errno),
+                        ))
+                    })?;
+                    if let Some(c) = self.owned_bitmap_mut(&b.source, b.copy_tag) {
+                        c.bits.reset_range(ByteRange::new(pos, run_end - pos));
+                    }
+                    if let Ok(i) = self.job_index(&id) {
+                        self.jobs.jobs[i].current_progress += run_end - pos;
+                    }
+                    pos = run_end;
+                } else {
+                    pos = next;
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Finalization of the sync bitmap: abdicate (successor replaces it) or reclaim (successor
+    /// merged back) as the mode and outcome say; with `always` on failure the clusters the job
+    /// did not copy are added.
+    pub(crate) fn backup_finish_bitmap(&mut self, i: usize, ok: bool) {
+        let b = self.jobs.jobs[i].backup.clone();
+        let (Some(name), Some(mode)) = (b.bitmap.clone(), b.bitmap_mode) else {
+            return;
+        };
+        let sync = (ok || mode == BitmapMode::Always) && mode != BitmapMode::Never;
+        if !sync {
+            self.backup_reclaim_bitmap(i);
+        } else {
+            let Ok(n) = self.get_mut(&b.source) else {
+                return;
+            };
+            let Some(pp) = n
+                .bitmaps
+                .iter()
+                .position(|x| x.name.as_deref() == Some(name.as_str()) && x.state.frozen)
+            else {
+                return;
+            };
+            let parent = n.bitmaps.remove(pp);
+            if let Some(succ) = n
+                .bitmaps
+                .iter_mut()
+                .find(|x| x.owner == Some(b.successor_tag))
+            {
+                succ.name = parent.name;
+                succ.owner = None;
+                succ.state.persistent = parent.state.persistent;
+                succ.state.readonly = parent.state.readonly;
+                succ.state.skip_store = parent.state.skip_store;
+                succ.state.busy = false;
+                succ.state.frozen = false;
+            }
+        }
+        if !ok && mode == BitmapMode::Always {
+            let runs: Vec<ByteRange> = self
+                .owned_bitmap(&b.source, b.copy_tag)
+                .map(|c| c.bits.dirty_runs().collect())
+                .unwrap_or_default();
+            if let Ok(bm) = self.bitmap_mut(&b.source, &name) {
+                for r in runs {
+                    bm.bits.set_range(r);
+                }
+            }
+        }
+    }
+
+    /// Merges the successor back into the sync bitmap, which is no longer busy.
+    pub(crate) fn backup_reclaim_bitmap(&mut self, i: usize) {
+        let b = self.jobs.jobs[i].backup.clone();
+        let Some(name) = b.bitmap.clone() else { return };
+        let Ok(n) = self.get_mut(&b.source) else {
+            return;
+        };
+        let succ = n
+            .bitmaps
+            .iter()
+            .position(|x| x.owner == Some(b.successor_tag))
+            .map(|p| n.bitmaps.remove(p));
+        if let Some(parent) = n
+            .bitmaps
+            .iter_mut()
+            .find(|x| x.name.as_deref() == Some(name.as_str()) && x.state.frozen)
+        {
+            if let Some(s) = succ {
+                // Same length and granularity by construction.
+                let _ = parent.bits.merge_from(&s.bits);
+            }
+            parent.state.busy = false;
+            parent.state.frozen = false;
+        }
+    }
+
+    /// The driver's clean: the copy bitmap goes and the filter is dropped (a drained section of
+    /// the source).
+    pub(crate) fn backup_clean(&mut self, i: usize, ev: &mut Events) {
+        let b = self.jobs.jobs[i].backup.clone();
+        let Some(filter) = b.filter.clone() else {
+            return;
+        };
+        let id = self.jobs.jobs[i].id.clone();
+        let drained = self.drained_begin(Some(&b.source)).unwrap_or_default();
+        ev.list.extend(drained);
+        if let Ok(n) = self.get_mut(&b.source) {
+            n.bitmaps.retain(|x| x.owner != Some(b.copy_tag));
+        }
+        self.nodes.retain(|n| n.name != filter);
+        for n in &mut self.nodes {
+            for c in &mut n.children {
+                if c.node == filter {
+                    c.node = b.source.clone();
+                }
+            }
+        }
+        for bk in &mut self.backends {
+            if bk.root.as_deref() == Some(filter.as_str()) {
+                bk.root = Some(b.source.clone());
+            }
+        }
+        if let Ok(k) = self.job_index(&id) {
+            self.jobs.jobs[k].backup.filter = None;
+        }
+        let resumed = self.drained_end(Some(&b.source)).unwrap_or_default();
+        ev.list.extend(resumed);
+    }
+}
