@@ -366,8 +366,10 @@ class Graph:
         busy and stops recording, still shown as recording if the successor records); a
         copy-before-write filter node ``filter_node_name`` (driver ``copy-before-write``,
         children ``file`` -> source, ``target`` -> target) replaces ``source`` under all its
-        parents (backends and nodes), and the job's anonymous, disabled copy bitmap (granularity
-        = job cluster size) is pushed on the front of ``source``'s bitmaps; then the job. The
+        parents (backends and nodes). The filter carries three anonymous, disabled bitmaps at
+        the job cluster size, as QEMU 10.0 shows them (newest first): all set (snapshot
+        access), the clusters saved by copy-before-write (starts empty), the clusters still to
+        copy (all set until the job starts, then per sync mode); then the job. The
         job starts held (pause_count 1) plus one per active drained section touching it.
         ``txn`` None = a job transaction of its own (individual completion). ``speed`` >= 0.
         Raises JobIdInUse, NodeNotFound, NameInUse (filter name), BitmapNotFound, ValueError

@@ -149,6 +149,7 @@ pub struct Backup {
     pub len: u64,
     successor_tag: u64,
     copy_tag: u64,
+    done_tag: u64,
 }
 
 impl Backup {
@@ -248,8 +249,16 @@ impl Graph {
 
     /// The job's copy bitmap (clusters still to copy).
     pub fn backup_copy_bits(&self, job: &Job) -> Option<&Bits> {
-        self.owned_bitmap(&job.backup.source, job.backup.copy_tag)
-            .map(|b| &b.bits)
+        self.copy_bitmap(&job.backup).map(|b| &b.bits)
+    }
+
+    fn copy_bitmap(&self, b: &Backup) -> Option<&DirtyBitmap> {
+        self.owned_bitmap(b.filter.as_deref()?, b.copy_tag)
+    }
+
+    fn copy_bitmap_mut(&mut self, b: &Backup) -> Option<&mut DirtyBitmap> {
+        let f = b.filter.clone()?;
+        self.owned_bitmap_mut(&f, b.copy_tag)
     }
 
     /// Creates a backup job (see the module docs); returns `[created]`.
@@ -293,7 +302,9 @@ impl Graph {
             .ok_or_else(|| JobError::Invalid(format!("bad cluster size {cluster_size}")))?;
         let successor_tag = self.jobs.next_tag;
         let copy_tag = successor_tag + 1;
-        self.jobs.next_tag += 2;
+        let done_tag = successor_tag + 2;
+        let access_tag = successor_tag + 3;
+        self.jobs.next_tag += 4;
 
         // The successor of the sync bitmap.
         if let Some(name) = &p.bitmap {
@@ -341,12 +352,24 @@ impl Graph {
             data: DataPath::Filter { len },
         });
 
-        // Its copy bitmap: every cluster until the job starts.
-        let mut copy = DirtyBitmap::new(None, len, gran);
-        copy.state.enabled = false;
-        copy.owner = Some(copy_tag);
-        copy.bits.set_range(ByteRange::new(0, len));
-        self.get_mut(&p.source)?.bitmaps.insert(0, copy);
+        // The filter's anonymous, disabled bitmaps at the job's cluster size, as QEMU lists
+        // them newest first: the snapshot-access bitmap (all set), the done bitmap (clusters
+        // saved by copy-before-write) and the copy bitmap (every cluster until the job starts).
+        let filter_bitmap = |tag: u64, full: bool| {
+            let mut b = DirtyBitmap::new(None, len, gran);
+            b.state.enabled = false;
+            b.owner = Some(tag);
+            if full {
+                b.bits.set_range(ByteRange::new(0, len));
+            }
+            b
+        };
+        let f = self.get_mut(&filter)?;
+        f.bitmaps = vec![
+            filter_bitmap(access_tag, true),
+            filter_bitmap(done_tag, false),
+            filter_bitmap(copy_tag, true),
+        ];
 
         let job = Job {
             id: p.job_id.clone(),
@@ -379,6 +402,7 @@ impl Graph {
                 len,
                 successor_tag,
                 copy_tag,
+                done_tag,
             },
             due_ns: 0,
             rate: RateLimit::default(),
@@ -393,7 +417,7 @@ impl Graph {
     /// Job start: the copy bitmap as the sync mode says, and the progress total.
     pub(crate) fn backup_begin(&mut self, i: usize) -> Result<(), JobError> {
         let b = self.jobs.jobs[i].backup.clone();
-        let mut copy = match self.owned_bitmap(&b.source, b.copy_tag) {
+        let mut copy = match self.copy_bitmap(&b) {
             Some(c) => c.bits.clone(),
             None => return Ok(()),
         };
@@ -430,7 +454,7 @@ impl Graph {
             }
         }
         let total = copy.dirty_bytes();
-        if let Some(c) = self.owned_bitmap_mut(&b.source, b.copy_tag) {
+        if let Some(c) = self.copy_bitmap_mut(&b) {
             c.bits = copy;
         }
         let j = &mut self.jobs.jobs[i];
@@ -456,6 +480,20 @@ impl Graph {
             .unwrap_or(len.div_ceil(cluster))
             .min(first + n_max);
         Some((first * cluster, (last * cluster).min(len)))
+    }
+
+    /// The end of the run of clusters from `off` (before `end`) whose allocation status in the
+    /// source's top layer is that of the first.
+    fn same_status_end(&mut self, b: &Backup, off: u64, end: u64) -> Result<u64, GraphError> {
+        let first = self.is_allocated(&b.source, off)?;
+        let mut pos = off + b.cluster_size;
+        while pos < end {
+            if self.is_allocated(&b.source, pos)? != first {
+                return Ok(pos);
+            }
+            pos += b.cluster_size;
+        }
+        Ok(end)
     }
 
     /// Copies `[off, end)` from the job's source to its target, as data or zeroes. Errors say
@@ -491,15 +529,23 @@ impl Graph {
             MAX_CHUNK
         };
         let run = self
-            .owned_bitmap(&b.source, b.copy_tag)
+            .copy_bitmap(&b)
             .and_then(|c| Self::next_run(&c.bits, b.cluster_size, b.len, limit));
-        let Some((off, end)) = run else {
+        let Some((off, mut end)) = run else {
             self.exit(i);
             return;
         };
+        // Like QEMU's block-copy, one request covers clusters of one allocation status.
+        match self.same_status_end(&b, off, end) {
+            Ok(e) => end = e,
+            Err(e) => {
+                self.backup_io_error(i, true, errno_of(&e), ev);
+                return;
+            }
+        }
         match self.backup_copy(&b, off, end) {
             Ok(()) => {
-                if let Some(c) = self.owned_bitmap_mut(&b.source, b.copy_tag) {
+                if let Some(c) = self.copy_bitmap_mut(&b) {
                     c.bits.reset_range(ByteRange::new(off, end - off));
                 }
                 let now = self.jobs.now;
@@ -594,17 +640,12 @@ impl Graph {
             let end = (offset + len).div_ceil(cs).saturating_mul(cs).min(b.len);
             let mut pos = start;
             while pos < end {
-                let dirty = self
-                    .owned_bitmap(&b.source, b.copy_tag)
-                    .is_some_and(|c| c.bits.get(pos));
+                let dirty = self.copy_bitmap(&b).is_some_and(|c| c.bits.get(pos));
                 let next = (pos + cs).min(b.len);
                 if dirty {
                     // Extend over the following dirty clusters of the range.
                     let mut run_end = next;
-                    while run_end < end
-                        && self
-                            .owned_bitmap(&b.source, b.copy_tag)
-                            .is_some_and(|c| c.bits.get(run_end))
+                    while run_end < end && self.copy_bitmap(&b).is_some_and(|c| c.bits.get(run_end))
                     {
                         run_end = (run_end + cs).min(b.len);
                     }
@@ -613,8 +654,13 @@ impl Graph {
                             std::io::Error::from_raw_os_error(errno),
                         ))
                     })?;
-                    if let Some(c) = self.owned_bitmap_mut(&b.source, b.copy_tag) {
+                    if let Some(c) = self.copy_bitmap_mut(&b) {
                         c.bits.reset_range(ByteRange::new(pos, run_end - pos));
+                    }
+                    if let Some(f) = b.filter.as_deref() {
+                        if let Some(d) = self.owned_bitmap_mut(f, b.done_tag) {
+                            d.bits.set_range(ByteRange::new(pos, run_end - pos));
+                        }
                     }
                     if let Ok(i) = self.job_index(&id) {
                         self.jobs.jobs[i].current_progress += run_end - pos;
@@ -667,7 +713,7 @@ impl Graph {
         }
         if !ok && mode == BitmapMode::Always {
             let runs: Vec<ByteRange> = self
-                .owned_bitmap(&b.source, b.copy_tag)
+                .copy_bitmap(&b)
                 .map(|c| c.bits.dirty_runs().collect())
                 .unwrap_or_default();
             if let Ok(bm) = self.bitmap_mut(&b.source, &name) {
@@ -714,9 +760,6 @@ impl Graph {
         let id = self.jobs.jobs[i].id.clone();
         let drained = self.drained_begin(Some(&b.source)).unwrap_or_default();
         ev.list.extend(drained);
-        if let Ok(n) = self.get_mut(&b.source) {
-            n.bitmaps.retain(|x| x.owner != Some(b.copy_tag));
-        }
         self.nodes.retain(|n| n.name != filter);
         for n in &mut self.nodes {
             for c in &mut n.children {
