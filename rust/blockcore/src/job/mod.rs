@@ -1094,3 +1094,6 @@ impl Graph {
         ev.list
     }
 }
+
+#[cfg(test)]
+mod tests;
