@@ -36,7 +36,7 @@ import subprocess
 import tempfile
 import time
 from abc import ABC, abstractmethod
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import TracebackType
@@ -158,6 +158,15 @@ class Endpoint(ABC):
     def wait_for_exit(self, timeout: float = 10.0) -> None:  # noqa: B027 - optional hook
         """After ``quit``: wait until the endpoint has really finished (files closed)."""
 
+    @contextlib.contextmanager
+    def command_timeout(self, seconds: float) -> Iterator[None]:
+        """Within the block, a command without a reply after ``seconds`` raises EndpointHung.
+
+        Only endpoints that can wait for a reply (processes, sockets) honour it; the in-process
+        reference always answers at once.
+        """
+        yield
+
     def settle(self, done: Callable[[], bool], timeout: float = SETTLE_TIMEOUT) -> bool:
         """Let time pass until ``done()`` holds (e.g. a block job reached a state).
 
@@ -221,6 +230,9 @@ class _QMPConnection:
         self._open = True
         self.greeting = dict(greeting or {})
         return self.greeting
+
+    def settimeout(self, seconds: float) -> None:
+        self._qmp.settimeout(seconds)
 
     def execute(self, command: str, arguments: Mapping[str, Any] | None) -> JSONObject:
         message: JSONObject = {"execute": command}
@@ -286,6 +298,17 @@ class _ProcessEndpoint(Endpoint):
     @property
     def version(self) -> Version:
         return self._version
+
+    @contextlib.contextmanager
+    def command_timeout(self, seconds: float) -> Iterator[None]:
+        previous = self._timeout
+        self._timeout = seconds
+        self._conn.settimeout(seconds)
+        try:
+            yield
+        finally:
+            self._timeout = previous
+            self._conn.settimeout(previous)
 
     @property
     def stderr(self) -> str:

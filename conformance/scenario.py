@@ -49,7 +49,9 @@ names, in order). ``expect`` of an ``observe`` step: ``bitmaps: {NODE: [subset d
 (same length and order; each listed key must match). ``qemu_crashes: true`` (or a list of
 versions) on an execute step says real QEMU dies there (recorded as ``crashed``) while a
 faithful-but-sane implementation answers a ``GenericError`` (any text); nothing after that step
-is compared.
+is compared. ``qemu_hangs`` (same forms) says real QEMU stops answering there (a deadlock):
+QEMU must not reply within :data:`HANG_TIMEOUT` seconds (recorded as ``hung``) and the reference
+must answer a ``GenericError``; nothing after that step is compared.
 
 ``{dir}`` is replaced everywhere (setup, drives, arguments) by the endpoint's workdir.
 The transcript of a run is a list of normalized entries (see :func:`run_scenario`); two
@@ -87,6 +89,8 @@ STEP_KINDS = ("execute", "io", "observe", "run", "wait")
 EVENT_ORDERS = ("per-job",)
 #: Seconds a setup or ``run`` command may take.
 TOOL_TIMEOUT = 60.0
+#: Seconds without a reply after which a ``qemu_hangs`` step counts as hung.
+HANG_TIMEOUT = 5.0
 
 
 class ScenarioError(Exception):
@@ -104,6 +108,7 @@ class Step:
     expect: Mapping[str, Any] | None = None
     versions: tuple[str, ...] | None = None
     qemu_crashes: tuple[str, ...] = ()
+    qemu_hangs: tuple[str, ...] = ()
     json_output: bool = False
     may_fail: bool = False
     #: ``{"jobs": {id: status | None}}``: settle until query-jobs shows this (see module doc).
@@ -117,6 +122,10 @@ class Step:
     def crashes_qemu(self, version: str) -> bool:
         """Whether real QEMU of ``version`` is known to die at this step."""
         return version in self.qemu_crashes
+
+    def hangs_qemu(self, version: str) -> bool:
+        """Whether real QEMU of ``version`` is known to stop answering at this step."""
+        return version in self.qemu_hangs
 
 
 @dataclass(frozen=True)
@@ -181,6 +190,7 @@ def _parse_step(index: int, raw: Any, where: str) -> Step:
         "expect",
         "versions",
         "qemu_crashes",
+        "qemu_hangs",
         "json",
         "may_fail",
         "wait",
@@ -218,6 +228,7 @@ def _parse_step(index: int, raw: Any, where: str) -> Step:
         expect=expect,
         versions=None if versions is None else _versions(versions, f"{where} step {index}"),
         qemu_crashes=_crash_versions(raw.get("qemu_crashes", False), f"{where} step {index}"),
+        qemu_hangs=_crash_versions(raw.get("qemu_hangs", False), f"{where} step {index}"),
         json_output=bool(raw.get("json", False)),
         may_fail=bool(raw.get("may_fail", False)),
         wait=wait,
@@ -346,7 +357,9 @@ def io_arguments(body: Mapping[str, Any]) -> JSONObject:
     return {"command-line": f'qemu-io {body["node"]} "{body["cmd"]}"'}
 
 
-def _run_step(endpoint: Endpoint, step: Step, normalizer: Normalizer) -> JSONObject:
+def _run_step(
+    endpoint: Endpoint, step: Step, normalizer: Normalizer, version: str = ""
+) -> JSONObject:
     workdir = endpoint.workdir
     entry: JSONObject = {"step": step.index}
     if step.kind == "run":
@@ -378,7 +391,11 @@ def _run_step(endpoint: Endpoint, step: Step, normalizer: Normalizer) -> JSONObj
         arguments = substitute(step.arguments, workdir)
         entry["execute"] = command
     try:
-        reply = endpoint.execute(command, arguments)
+        if step.hangs_qemu(version):
+            with endpoint.command_timeout(HANG_TIMEOUT):
+                reply = endpoint.execute(command, arguments)
+        else:
+            reply = endpoint.execute(command, arguments)
     except EndpointCrashed as crash:
         entry["crashed"] = crash.signal.name if crash.signal is not None else crash.returncode
         return entry
@@ -483,7 +500,7 @@ def run_scenario(
             for step in scenario.steps:
                 if not step.applies_to(version):
                     continue
-                entry = _run_step(endpoint, step, normalizer)
+                entry = _run_step(endpoint, step, normalizer, version)
                 transcript.entries.append(entry)
                 if "crashed" in entry or "hung" in entry:
                     break
@@ -545,6 +562,14 @@ def check_expectations(scenario: Scenario, transcript: Transcript, *, qemu: bool
         if entry is None:
             problems.append(f"{where}: not reached")
             continue
+        if step.hangs_qemu(version):
+            if qemu and not entry.get("hung"):
+                problems.append(f"{where}: expected QEMU to hang, got {entry}")
+            if not qemu:
+                error = entry.get("reply", {}).get("error")
+                if not error or error.get("class") != "GenericError":
+                    problems.append(f"{where}: expected a GenericError, got {entry}")
+            break
         if "hung" in entry:
             problems.append(f"{where}: endpoint hung")
             continue
@@ -655,6 +680,20 @@ def compare_transcripts(
             problems.append(f"{label}: missing from {candidate.endpoint}")
             break
         step = steps.get(index)
+        if (
+            step is not None
+            and step.hangs_qemu(oracle.version)
+            and oracle_is_qemu
+            and "hung" in want
+            and "hung" not in got
+        ):
+            error = got.get("reply", {}).get("error", {})
+            if error.get("class") != "GenericError":
+                problems.append(
+                    f"{label}: QEMU hangs here; expected a GenericError from "
+                    f"{candidate.endpoint}, got {got}"
+                )
+            break
         if (
             step is not None
             and step.crashes_qemu(oracle.version)
