@@ -371,6 +371,8 @@ class Graph:
         access), the clusters saved by copy-before-write (starts empty), the clusters still to
         copy (all set until the job starts, then per sync mode); then the job. The
         job starts held (pause_count 1) plus one per active drained section touching it.
+        ``compress`` writes data clusters compressed (zlib, as QEMU; a qcow2 target; other
+        targets make the job fail with ENOTSUP on its first data write).
         ``txn`` None = a job transaction of its own (individual completion). ``speed`` >= 0.
         Raises JobIdInUse, NodeNotFound, NameInUse (filter name), BitmapNotFound, ValueError
         (unknown enum value, negative speed/max_chunk, bitmap without mode or vice versa,

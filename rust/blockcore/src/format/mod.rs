@@ -123,6 +123,14 @@ pub trait FormatDriver: Send + std::fmt::Debug {
     fn discard(&mut self, offset: u64, len: u64) -> Result<(), FormatError>;
     /// Makes everything written so far durable, metadata included.
     fn flush(&mut self) -> Result<(), FormatError>;
+    /// Writes whole clusters compressed (`compress: true` backups). Formats without compressed
+    /// clusters refuse (QEMU: `Compression is not supported for this drive`).
+    fn write_compressed(&mut self, offset: u64, data: &[u8]) -> Result<(), FormatError> {
+        let _ = (offset, data);
+        Err(FormatError::Unsupported(
+            "Compression is not supported for this drive".into(),
+        ))
+    }
     /// Whether the guest cluster holding `offset` is allocated in this layer (data or zero
     /// clusters; what QEMU's `bdrv_is_allocated` says for a top layer). Formats without
     /// allocation tracking answer true.

@@ -229,6 +229,8 @@ pub enum WriteKind {
     Zeroes,
     /// Discard (unmap).
     Discard,
+    /// Write data as compressed clusters (whole clusters; formats without compression refuse).
+    Compressed,
 }
 
 impl Graph {
@@ -608,11 +610,18 @@ impl Graph {
         self.copy_before_write(node, offset, len)?;
         let n = self.get_mut(node)?;
         match (&mut n.data, kind) {
+            (DataPath::Protocol(_), WriteKind::Compressed) => {
+                return Err(FormatError::Unsupported(
+                    "Compression is not supported for this drive".into(),
+                )
+                .into())
+            }
             (DataPath::Protocol(s), WriteKind::Data) => {
                 s.write_at(data, offset).map_err(FormatError::from)?
             }
             (DataPath::Protocol(s), _) => s.write_zeroes(offset, len).map_err(FormatError::from)?,
             (DataPath::Format(f), WriteKind::Data) => f.write(offset, data)?,
+            (DataPath::Format(f), WriteKind::Compressed) => f.write_compressed(offset, data)?,
             (DataPath::Format(f), WriteKind::Zeroes) => f.write_zeroes(offset, len)?,
             (DataPath::Format(f), WriteKind::Discard) => f.discard(offset, len)?,
             (DataPath::Filter { .. }, _) | (DataPath::Null, _) => {}

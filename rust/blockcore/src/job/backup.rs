@@ -135,7 +135,7 @@ pub struct Backup {
     pub bitmap: Option<String>,
     /// Its mode.
     pub bitmap_mode: Option<BitmapMode>,
-    /// Compress target writes.
+    /// Write data clusters compressed (qcow2 targets); zero runs are written as zeroes.
     pub compress: bool,
     /// Policy for read errors.
     pub on_source_error: OnError,
@@ -516,7 +516,12 @@ impl Graph {
         let data = self
             .read(&b.source, off, len)
             .map_err(|e| (true, errno_of(&e)))?;
-        self.write(&b.target, off, WriteKind::Data, &data, len)
+        let kind = if b.compress {
+            WriteKind::Compressed
+        } else {
+            WriteKind::Data
+        };
+        self.write(&b.target, off, kind, &data, len)
             .map_err(|e| (false, errno_of(&e)))
     }
 

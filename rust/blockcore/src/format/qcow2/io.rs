@@ -81,10 +81,10 @@ impl Qcow2 {
                 }
                 ClusterKind::ZeroPlain | ClusterKind::ZeroAlloc { .. } => chunk.fill(0),
                 ClusterKind::Unallocated => self.read_unallocated(pos, chunk)?,
-                ClusterKind::Compressed { .. } => {
-                    return Err(FormatError::Unsupported(
-                        "reading compressed qcow2 clusters is not supported".into(),
-                    ))
+                ClusterKind::Compressed { host, size } => {
+                    let cluster = self.read_compressed_cluster(host, size)?;
+                    let within = geo.in_cluster(GuestOffset(pos)) as usize;
+                    chunk.copy_from_slice(&cluster[within..within + chunk.len()]);
                 }
             }
             done += len;
@@ -101,7 +101,7 @@ impl Qcow2 {
 
     /// The L2 table for L1 entry `l1i`, ready to be changed: allocated if missing, copied if
     /// shared (no COPIED flag, e.g. with an internal snapshot). Returns its host offset.
-    fn l2_for_write(&mut self, l1i: u64) -> Result<u64, FormatError> {
+    pub(super) fn l2_for_write(&mut self, l1i: u64) -> Result<u64, FormatError> {
         let storage = self.storage.clone();
         let old = self.mapping.l2_offset(l1i)?;
         if let Some((off, true)) = old {
@@ -130,7 +130,7 @@ impl Qcow2 {
     }
 
     /// Drops the references an old L2 entry held.
-    fn release(&mut self, kind: ClusterKind) -> Result<(), FormatError> {
+    pub(super) fn release(&mut self, kind: ClusterKind) -> Result<(), FormatError> {
         if let Some((off, len)) = kind.host_extent(self.geo) {
             self.refcounts.free_bytes(self.storage.as_ref(), off, len)?;
         }
@@ -263,10 +263,10 @@ impl Qcow2 {
             }
             ClusterKind::ZeroPlain | ClusterKind::ZeroAlloc { .. } => buf.fill(0),
             ClusterKind::Unallocated => self.read_unallocated(at, buf)?,
-            ClusterKind::Compressed { .. } => {
-                return Err(FormatError::Unsupported(
-                    "partial writes to compressed qcow2 clusters are not supported".into(),
-                ))
+            ClusterKind::Compressed { host, size } => {
+                let cluster = self.read_compressed_cluster(host, size)?;
+                let within = within as usize;
+                buf.copy_from_slice(&cluster[within..within + buf.len()]);
             }
         }
         Ok(())

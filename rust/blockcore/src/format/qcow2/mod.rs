@@ -9,8 +9,9 @@
 //! Supported: cluster sizes 512 B..2 MiB, refcount widths 1..64 bits, zero clusters, internal
 //! snapshots left intact (shared clusters are copied on write; refcounts already count them),
 //! persistent dirty bitmaps. Refused at open: extended L2 entries, external data files,
-//! encryption, unknown incompatible features. Compressed clusters are refused when read or
-//! partially overwritten (whole-cluster overwrites, zeroing and discard free them fine).
+//! encryption, unknown incompatible features. Compressed clusters (zlib) are read, written by
+//! [`FormatDriver::write_compressed`] and decompressed for partial overwrites; zstd ones are
+//! refused.
 //! Backing files are recorded but not opened: an unallocated cluster is a distinct outcome of
 //! the read path (`read_unallocated`) that reads zeros until a backing-chain layer fills it.
 //!
@@ -21,6 +22,7 @@
 
 mod alloc;
 pub mod bitmaps;
+mod compress;
 pub mod create;
 pub mod header;
 mod io;
@@ -243,6 +245,11 @@ impl FormatDriver for Qcow2 {
     fn flush(&mut self) -> Result<(), FormatError> {
         self.storage.debug_event("flush_to_disk");
         Ok(self.storage.flush_request()?)
+    }
+
+    fn write_compressed(&mut self, offset: u64, data: &[u8]) -> Result<(), FormatError> {
+        self.check_write(offset, data.len() as u64)?;
+        self.write_compressed_guest(offset, data)
     }
 
     fn is_allocated(&mut self, offset: u64) -> Result<bool, FormatError> {
