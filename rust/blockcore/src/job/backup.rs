@@ -765,17 +765,24 @@ impl Graph {
         let id = self.jobs.jobs[i].id.clone();
         let drained = self.drained_begin(Some(&b.source)).unwrap_or_default();
         ev.list.extend(drained);
+        // The filter's parents get its current `file` child: the source, or the filter of a
+        // newer backup of the same source that was inserted below this one.
+        let below = self
+            .node(&filter)
+            .and_then(|f| f.child("file"))
+            .unwrap_or(&b.source)
+            .to_string();
         self.nodes.retain(|n| n.name != filter);
         for n in &mut self.nodes {
             for c in &mut n.children {
                 if c.node == filter {
-                    c.node = b.source.clone();
+                    c.node = below.clone();
                 }
             }
         }
         for bk in &mut self.backends {
             if bk.root.as_deref() == Some(filter.as_str()) {
-                bk.root = Some(b.source.clone());
+                bk.root = Some(below.clone());
             }
         }
         if let Ok(k) = self.job_index(&id) {

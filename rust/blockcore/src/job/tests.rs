@@ -777,3 +777,33 @@ fn point_in_time_target_under_random_guest_writes() {
         }
     }
 }
+
+#[test]
+fn two_backups_of_one_source_stack_their_filters() {
+    let dir = TempDir::new().unwrap();
+    let mut g = Graph::new();
+    for d in ["d0", "t0", "t1"] {
+        disk(&mut g, &dir, d, "raw", MIB);
+    }
+    write(&mut g, "d0", 0, MIB, 1);
+    for (id, t) in [("a", "t0"), ("b", "t1")] {
+        let mut p = params(id, "d0", t, SyncMode::Full);
+        p.speed = 1;
+        g.backup_create(p).unwrap();
+        g.job_start(id).unwrap();
+    }
+    // The newer filter sits right above the source, below the older one.
+    assert_eq!(root(&g, "dev_d0"), "cbw-a");
+    assert_eq!(g.node("cbw-a").unwrap().child("file"), Some("cbw-b"));
+    let r = root(&g, "dev_d0");
+    write(&mut g, &r, 5 * K64, K64, 2);
+    // The older job ends first: the device now reaches the source through the newer filter.
+    g.job_cancel("a", true).unwrap();
+    g.advance(0);
+    assert_eq!(root(&g, "dev_d0"), "cbw-b");
+    g.job_set_speed("b", 0).unwrap();
+    g.advance(0);
+    assert_eq!(root(&g, "dev_d0"), "d0");
+    assert_eq!(g.read("t1", 5 * K64, 4).unwrap(), vec![1; 4]);
+    assert_eq!(g.read("d0", 5 * K64, 4).unwrap(), vec![2; 4]);
+}
