@@ -31,6 +31,7 @@ __all__ = [
     "NodeNotFound",
     "Qcow2Info",
     "SizeMismatch",
+    "create_image",
 ]
 
 class CoreError(Exception): ...
@@ -232,6 +233,22 @@ class Bitmap:
     def clear(self) -> None: ...
     def merge(self, other: Bitmap) -> None: ...
     def sha256(self) -> str: ...
+
+def create_image(
+    filename: str,
+    fmt: str,
+    size: int,
+    backing_file: str | None = None,
+    backing_format: str | None = None,
+) -> None:
+    """Creates (or truncates) ``filename`` as an empty ``qcow2`` or ``raw`` image of ``size``
+    bytes, as ``qemu-img create`` / drive-backup's target creation do (qcow2: QEMU's defaults,
+    64 KiB clusters, compat 1.1; the backing file and format are only recorded in the header).
+
+    Raises ImageError(message, errno) for host errors (errno 2 when the directory does not
+    exist) and QEMU's qcow2 option messages (``Image size must be a multiple of 512 bytes``),
+    ValueError for any other format (the caller reports ``Unknown file format``).
+    """
 
 @final
 class Graph:

@@ -5,6 +5,7 @@
 mod bits;
 mod errors;
 mod graph;
+mod image;
 mod jobs;
 
 use pyo3::prelude::*;
@@ -21,5 +22,6 @@ fn _core(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_class::<bits::Bitmap>()?;
     m.add_class::<jobs::JobEvent>()?;
     m.add_class::<jobs::JobInfo>()?;
+    m.add_function(wrap_pyfunction!(image::create_image, m)?)?;
     Ok(())
 }
