@@ -584,10 +584,8 @@ class ReferenceEndpoint(Endpoint):
             raise
 
     def _apply_launch(self, launch: LaunchOptions) -> None:
-        for drive in launch.drives:
-            if not hasattr(self._machine, "add_drive"):
-                raise EndpointUnsupported("reference Machine has no add_drive()")
-            self._machine.add_drive(dict(drive))
+        # QEMU opens every -blockdev before any -drive (configure_blockdev), whatever the
+        # command line order: node lists (newest first) show it.
         for blockdev in launch.blockdevs:
             if hasattr(self._machine, "add_blockdev"):
                 self._machine.add_blockdev(dict(blockdev))
@@ -595,6 +593,10 @@ class ReferenceEndpoint(Endpoint):
             reply = self._machine.execute("blockdev-add", dict(blockdev))
             if "error" in reply:
                 raise EndpointCrashed(1, f"-blockdev: {reply['error'].get('desc')}", "startup")
+        for drive in launch.drives:
+            if not hasattr(self._machine, "add_drive"):
+                raise EndpointUnsupported("reference Machine has no add_drive()")
+            self._machine.add_drive(dict(drive))
         self._machine.take_events()
 
     @property

@@ -8,6 +8,7 @@ name means, who owns a node, and how each is reported.
 
 from __future__ import annotations
 
+import json
 import os
 import random
 import re
@@ -23,11 +24,58 @@ NULL_CO_DEFAULT_SIZE = 1 << 30
 #: QEMU's id_wellformed(): a letter, then letters, digits, '-', '.', '_'.
 _WELLFORMED_ID = re.compile(r"[A-Za-z][A-Za-z0-9_.\-]*")
 _QCOW2_MAGIC = b"QFI\xfb"
+#: Filter drivers and the role of the child they filter.
+FILTER_DRIVERS = {"copy-before-write": "file", "blkdebug": "image"}
 
 
 def is_wellformed_id(name: str) -> bool:
     """Whether ``name`` is a valid QEMU id (node-name, job id)."""
     return _WELLFORMED_ID.fullmatch(name) is not None
+
+
+#: Buckets of QEMU's QDict hash table: its iteration (and so JSON) order is by bucket.
+QDICT_BUCKETS = 512
+
+
+def qdict_bucket(key: str) -> int:
+    """The QDict bucket of ``key`` (the TDB string hash QEMU's QDict uses, modulo 512)."""
+    data = key.encode()
+    value = (0x238F13AF * len(data)) & 0xFFFFFFFF
+    for i, byte in enumerate(data):
+        value = (value + (byte << (i * 5 % 24))) & 0xFFFFFFFF
+    return ((1103515243 * value + 12345) & 0xFFFFFFFF) % QDICT_BUCKETS
+
+
+def flatten_lists(options: dict[str, Any]) -> dict[str, Any]:
+    """A node's own options as QEMU keeps them: list members flattened (``inject-error.0.once``),
+    child option dicts kept nested, insertion order preserved."""
+    out: dict[str, Any] = {}
+    for key, value in options.items():
+        if isinstance(value, list):
+            for i, item in enumerate(value):
+                if isinstance(item, dict):
+                    for sub, leaf in item.items():
+                        out[f"{key}.{i}.{sub}"] = leaf
+                else:
+                    out[f"{key}.{i}"] = item
+        elif isinstance(value, dict):
+            out[key] = flatten_lists(value)
+        else:
+            out[key] = value
+    return out
+
+
+def qdict_json(options: dict[str, Any]) -> str:
+    """JSON text of a QDict as QEMU prints it: keys by hash bucket, within a bucket the most
+    recently inserted first; ``", "`` and ``": "`` separators."""
+    order = {key: i for i, key in enumerate(options)}
+    keys = sorted(options, key=lambda k: (qdict_bucket(k), -order[k]))
+    parts = []
+    for key in keys:
+        value = options[key]
+        text = qdict_json(value) if isinstance(value, dict) else json.dumps(value)
+        parts.append(f"{json.dumps(key)}: {text}")
+    return "{" + ", ".join(parts) + "}"
 
 
 def strerror(errno: int) -> str:
@@ -50,6 +98,8 @@ class BlockLayer:
     unmap: set[str] = field(default_factory=set)
     #: ``json:{...}`` pseudo file names of nodes whose options QEMU cannot express as a plain name.
     json_filenames: dict[str, str] = field(default_factory=dict)
+    #: Options of nodes QEMU names by ``json:{...}`` (blkdebug), as QEMU keeps them.
+    json_options: dict[str, dict[str, Any]] = field(default_factory=dict)
     _counter: int = 0
     _rand: random.Random = field(default_factory=lambda: random.Random(0))
 
@@ -65,7 +115,8 @@ class BlockLayer:
         """Whether ``name`` is taken by a node or a device."""
         return self.graph.node(name) is not None or any(b == name for b, _ in self.graph.backends())
 
-    def _check_new_node_name(self, name: str) -> None:
+    def check_new_node_name(self, name: str) -> None:
+        """Refuses ``name`` for a new node as ``bdrv_open`` does (syntax, devices, nodes)."""
         if not is_wellformed_id(name):
             raise QMPError(f"Invalid node-name: '{name}'")
         if any(b == name for b, _ in self.graph.backends()):
@@ -136,6 +187,8 @@ class BlockLayer:
             if options.get("discard") in ("unmap", "on"):
                 self.unmap.add(name)
             return name
+        if driver == "blkdebug":
+            return self._open_blkdebug(options, name, read_only)
         name = self._claim_name(name)
         if driver == "file":
             filename = options["filename"]
@@ -156,10 +209,37 @@ class BlockLayer:
             self.unmap.add(name)
         return name
 
+    def _open_blkdebug(self, options: dict[str, Any], name: str | None, read_only: bool) -> str:
+        """A blkdebug node (its name is assigned before its ``image`` child is opened)."""
+        name = self._claim_name(name)
+        image_ref = options["image"]
+        if isinstance(image_ref, str):
+            image = self.lookup(image_ref)
+        else:
+            child_opts = dict(image_ref)
+            child_opts.setdefault("read-only", read_only)
+            image = self.open_blockdev(child_opts, root=False)
+            self.implicit.add(image)
+        try:
+            self.graph.add_blkdebug(
+                name,
+                image,
+                read_only,
+                inject_error=list(options.get("inject-error", [])),
+                set_state=list(options.get("set-state", [])),
+            )
+        except (_core.CoreError, ValueError) as e:
+            if image in self.implicit:
+                self.close_implicit(image)
+            raise QMPError(str(e)) from None
+        own = {k: v for k, v in options.items() if k not in ("node-name", "read-only")}
+        self.json_options[name] = flatten_lists(own)
+        return name
+
     def _claim_name(self, name: str | None) -> str:
         if name is None:
             return self.auto_node_name()
-        self._check_new_node_name(name)
+        self.check_new_node_name(name)
         return name
 
     def _open_format(self, name: str, driver: str, file_node: str, read_only: bool) -> None:
@@ -178,6 +258,7 @@ class BlockLayer:
         self.implicit.discard(name)
         self.unmap.discard(name)
         self.json_filenames.pop(name, None)
+        self.json_options.pop(name, None)
         for _, child in info.children:
             if child in self.implicit and not self.graph.parents(child):
                 self.close_implicit(child)
@@ -192,10 +273,27 @@ class BlockLayer:
 
     # ---- query output ------------------------------------------------------------------------
 
+    def json_of(self, info: _core.NodeInfo) -> dict[str, Any] | None:
+        """The options QEMU prints as a ``json:`` file name for ``info``, if it needs one: a node
+        whose own options cannot be a plain name (blkdebug), or a format node above one."""
+        if info.name in self.json_options:
+            return self.json_options[info.name]
+        for role, child in info.children:
+            child_info = self.graph.node(child)
+            if role == "file" and child_info is not None:
+                below = self.json_of(child_info)
+                if below is not None:
+                    return {"driver": info.driver, "file": below}
+        return None
+
     def filename(self, info: _core.NodeInfo) -> str:
         """The node's file name: its own, its ``file`` child's, or ``null-co://``."""
         if info.name in self.json_filenames:
             return self.json_filenames[info.name]
+        filters = info.driver in FILTER_DRIVERS and info.name not in self.json_options
+        options = None if filters else self.json_of(info)
+        if options is not None:
+            return "json:" + qdict_json(options)
         if info.driver == "null-co":
             return "null-co://"
         if info.filename is not None:
@@ -206,12 +304,35 @@ class BlockLayer:
                 return self.filename(child_info)
         return ""
 
+    def filtered_child(self, info: _core.NodeInfo) -> _core.NodeInfo | None:
+        """The child a filter driver passes I/O to (QEMU reports it like a backing file)."""
+        role = FILTER_DRIVERS.get(info.driver)
+        for child_role, child in info.children:
+            if child_role == role:
+                return self.graph.node(child)
+        return None
+
+    def backing_depth(self, info: _core.NodeInfo) -> int:
+        """``backing_file_depth``: filtered children count as backing files."""
+        child = self.filtered_child(info)
+        return 0 if child is None else 1 + self.backing_depth(child)
+
     def image_info(self, info: _core.NodeInfo) -> dict[str, Any]:
-        """``ImageInfo`` of a node, keys in QEMU's order."""
+        """``ImageInfo`` of a node, keys in QEMU's order.
+
+        A filter node (copy-before-write, blkdebug) shows its filtered child as
+        ``backing-image`` (first key) and forwards the child's cluster size.
+        """
         filename = self.filename(info)
-        image: dict[str, Any] = {"virtual-size": info.length, "filename": filename}
-        if info.cluster_size is not None:
-            image["cluster-size"] = info.cluster_size
+        image: dict[str, Any] = {}
+        child = self.filtered_child(info)
+        cluster_size = info.cluster_size
+        if child is not None:
+            image["backing-image"] = self.image_info(child)
+            cluster_size = child.cluster_size
+        image.update({"virtual-size": info.length, "filename": filename})
+        if cluster_size is not None:
+            image["cluster-size"] = cluster_size
         image["format"] = info.driver
         image["actual-size"] = _actual_size(filename) if info.driver != "null-co" else 0
         specific = self._format_specific(info)
@@ -242,10 +363,32 @@ class BlockLayer:
             return {"type": "file", "data": {}}
         return None
 
+    def _listed_bitmaps(self, node: str) -> list[_core.BitmapInfo]:
+        """The bitmaps QEMU lists on ``node``, newest first.
+
+        The block-copy bitmap of a backup (the oldest anonymous bitmap of its copy-before-write
+        filter in the core) lives on the job's *source* node in QEMU ≤ 8.x (listed first there)
+        and on the filter since (profile ``copy_bitmap_on_source``).
+        """
+        listed = list(self.graph.bitmaps(node))
+        if not self.profile.copy_bitmap_on_source:
+            return listed
+        for job in self.graph.jobs():
+            filter_node = job.filter_node
+            if filter_node is None:
+                continue
+            if node == filter_node and listed:
+                listed = listed[:-1]
+            elif node == job.source:
+                held = self.graph.bitmaps(filter_node)
+                if held:
+                    listed = [held[-1], *listed]
+        return listed
+
     def dirty_bitmaps(self, node: str) -> list[dict[str, Any]]:
         """``BlockDirtyInfo`` list of a node, newest first."""
         out = []
-        for bm in self.graph.bitmaps(node):
+        for bm in self._listed_bitmaps(node):
             entry: dict[str, Any] = {}
             if bm.name is not None:
                 entry["name"] = bm.name
@@ -273,7 +416,7 @@ class BlockLayer:
                 "iops_wr": 0,
                 "ro": info.read_only,
                 "node-name": info.name,
-                "backing_file_depth": 0,
+                "backing_file_depth": self.backing_depth(info),
                 "drv": info.driver,
                 "iops": 0,
                 "bps_wr": 0,

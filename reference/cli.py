@@ -439,7 +439,9 @@ def main(argv: list[str] | None = None) -> int:
             "Fabrice Bellard and the QEMU Project developers"
         )
         return 0
-    for option, text, parsed in options.devices:
+    # QEMU opens every -blockdev before any -drive (configure_blockdev).
+    devices = sorted(options.devices, key=lambda device: device[0] != "-blockdev")
+    for option, text, parsed in devices:
         try:
             if option == "-blockdev":
                 typed = parsed if text.startswith("{") else keyval_typed(parsed, options.version)

@@ -50,6 +50,9 @@ class VersionProfile:
     #: i.e. as if the bitmap had been disabled, so a failed ``block-dirty-bitmap-enable`` leaves
     #: the bitmap *disabled*. Found by the differential test ``failing_several_kinds``.
     toggle_abort_uses_unrecorded_state: bool = True
+    #: Where a backup's block-copy bitmap is listed: on the source node (≤ 8.x, confirmed 7.2:
+    #: first in the source's list) or on the copy-before-write filter (10.0).
+    copy_bitmap_on_source: bool = False
 
     @property
     def version_info(self) -> dict[str, object]:
@@ -69,6 +72,7 @@ PROFILES: dict[str, VersionProfile] = {
         grouped_word="Transaction",
         reports_active=False,
         file_format_specific=False,
+        copy_bitmap_on_source=True,
     ),
     "10.0": VersionProfile(
         name="10.0",

@@ -2,10 +2,12 @@
 
 1. ``completion-mode: grouped`` is refused for actions that cannot join a job transaction: up
    front for every action (≥ 8.1), or inside each such action's prepare (≤ 8.0), per profile.
-2. Prepare runs in list order; each action applies its effect at once, so later actions see it.
-3. The first failure stops the loop. Every started action, the failing one included, is aborted
+2. ``bdrv_drain_all``: running jobs pause and resume once. A grouped transaction makes a JobTxn
+   its backup jobs join.
+3. Prepare runs in list order; each action applies its effect at once, so later actions see it.
+4. The first failure stops the loop. Every started action, the failing one included, is aborted
    newest first; then cleaned. The transaction's error is the failing action's error.
-4. On success every action is committed, then cleaned, in the profile's order.
+5. On success every action is committed, then cleaned, in the profile's order.
 """
 
 from __future__ import annotations
@@ -13,6 +15,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
+from reference import jobs
 from reference.actions import ACTIONS, GROUPED_KINDS, Action, Context
 from reference.compat import GroupedCheck, Order
 from reference.errors import QMPError
@@ -35,6 +38,13 @@ def run(ctx: Context, actions: list[dict[str, Any]], properties: dict[str, Any] 
         for spec in actions:
             if spec["type"] not in GROUPED_KINDS:
                 raise _grouped_error(spec["type"], profile.grouped_word)
+
+    if grouped:
+        ctx.txn = ctx.layer.graph.txn_new()
+    # bdrv_drain_all(): every running job is paused and resumed once.
+    graph = ctx.layer.graph
+    ctx.events += jobs.qmp_events(graph.drained_begin(None))
+    ctx.events += jobs.qmp_events(graph.drained_end(None))
 
     started: list[Action] = []
     try:

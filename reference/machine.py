@@ -20,6 +20,7 @@ import time
 import traceback
 from typing import Any
 
+from reference import jobs
 from reference.block import BlockLayer
 from reference.commands import COMMANDS, load_all
 from reference.compat import VersionProfile, profile
@@ -86,6 +87,21 @@ class Machine:
                 "data": data,
             }
         )
+
+    def emit_all(self, events: list[dict[str, Any]]) -> None:
+        """Queues events given as ``{"event": NAME, "data": {...}}``, in order."""
+        for event in events:
+            self.emit(event["event"], event["data"])
+
+    # ---- the deterministic clock -------------------------------------------------------------
+
+    def advance(self, ns: int) -> None:
+        """Moves the block layer's clock forward by ``ns``: jobs progress, their events queue.
+
+        In process nothing moves unless told; the QMP server calls this from a timer in real
+        time, the conformance runner's ``wait`` step until the jobs reach the awaited state.
+        """
+        self.emit_all(jobs.qmp_events(self.layer.graph.advance(ns)))
 
     # ---- command line --------------------------------------------------------------------------
 

@@ -14,6 +14,7 @@ from reference.actions.block_dirty_bitmap_disable import BlockDirtyBitmapDisable
 from reference.actions.block_dirty_bitmap_enable import BlockDirtyBitmapEnable
 from reference.actions.block_dirty_bitmap_merge import BlockDirtyBitmapMerge
 from reference.actions.block_dirty_bitmap_remove import BlockDirtyBitmapRemove
+from reference.actions.blockdev_backup import BlockdevBackup
 
 ACTIONS: dict[str, type[Action]] = {
     cls.kind: cls
@@ -25,6 +26,7 @@ ACTIONS: dict[str, type[Action]] = {
         BlockDirtyBitmapEnable,
         BlockDirtyBitmapDisable,
         BlockDirtyBitmapMerge,
+        BlockdevBackup,
     )
 }
 

@@ -25,6 +25,8 @@ class Context:
     completion_mode: str = "individual"
     #: Events emitted while the transaction runs (appended in emission order).
     events: list[dict[str, Any]] = field(default_factory=list)
+    #: The JobTxn that backup jobs of a ``grouped`` transaction join (None: each job alone).
+    txn: int | None = None
 
 
 class Action:

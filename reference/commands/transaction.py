@@ -12,13 +12,19 @@ if TYPE_CHECKING:
     from reference.machine import Machine
 
 
+def run_actions(
+    machine: Machine, actions: list[dict[str, Any]], properties: dict[str, Any] | None
+) -> None:
+    """Runs a transaction; its events are emitted whether it succeeds or not."""
+    ctx = Context(layer=machine.layer, profile=machine.profile)
+    try:
+        engine.run(ctx, actions, properties)
+    finally:
+        machine.emit_all(ctx.events)
+
+
 @command("transaction")
 def transaction(machine: Machine, args: dict[str, Any]) -> dict[str, Any]:
     """Runs the actions atomically."""
-    ctx = Context(layer=machine.layer, profile=machine.profile)
-    try:
-        engine.run(ctx, args["actions"], args.get("properties"))
-    finally:
-        for event in ctx.events:
-            machine.emit(event["event"], event["data"])
+    run_actions(machine, args["actions"], args.get("properties"))
     return {}

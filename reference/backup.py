@@ -1,0 +1,156 @@
+"""Backup job creation as QEMU's ``do_backup_common`` and ``backup_job_create`` decide it
+(SEMANTICS.md §2.7): every check, in QEMU's order, with QEMU's message; then the core creates the
+job (successor bitmap, copy-before-write filter, job object).
+
+Shared by the ``blockdev-backup`` and ``drive-backup`` actions (and so by the standalone
+commands, which are one-action transactions).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from reference import _core, bitmaps, jobs
+from reference.block import BlockLayer, is_wellformed_id
+from reference.errors import QMPError
+
+#: The backup job's smallest copy granularity (block-copy's default cluster size).
+MIN_CLUSTER_SIZE = 65536
+INT_MAX = (1 << 31) - 1
+#: Drivers whose nodes accept compressed writes.
+COMPRESSING_DRIVERS = frozenset({"qcow2"})
+
+
+def device_name(layer: BlockLayer, node: str) -> str:
+    """``bdrv_get_device_name``: the device whose root is ``node``, else the empty string."""
+    for device, root in layer.graph.backends():
+        if root == node:
+            return device
+    return ""
+
+
+def _blocked_by_job(layer: BlockLayer, node: str) -> bool:
+    """Whether a live job holds ``node`` as its target or filter (QEMU's op blockers)."""
+    return any(node in (info.target, info.filter_node) for info in layer.graph.jobs())
+
+
+def _op_blocker(layer: BlockLayer, node: str) -> None:
+    if _blocked_by_job(layer, node):
+        raise QMPError(f"Node '{node}' is busy: block device is in use by block job: backup")
+
+
+def bitmap_arguments(
+    layer: BlockLayer, source: str, args: dict[str, Any]
+) -> tuple[str, str | None, str | None]:
+    """The argument logic of ``do_backup_common``: (sync, bitmap, bitmap-mode) after rewriting
+    ``incremental`` into ``bitmap`` + ``on-success``; QEMU's messages at the first problem."""
+    sync: str = args["sync"]
+    bitmap: str | None = args.get("bitmap")
+    mode: str | None = args.get("bitmap-mode")
+    if sync in ("bitmap", "incremental") and bitmap is None:
+        raise QMPError(f"must provide a valid bitmap name for '{sync}' sync mode")
+    if sync == "incremental":
+        if mode is not None and mode != "on-success":
+            raise QMPError(
+                "Bitmap sync mode must be 'on-success' when using sync mode 'incremental'"
+            )
+        sync, mode = "bitmap", "on-success"
+    if bitmap is not None:
+        try:
+            info = layer.graph.bitmap(source, bitmap)
+        except _core.BitmapNotFound:
+            raise QMPError(f"Bitmap '{bitmap}' could not be found") from None
+        if mode is None:
+            raise QMPError("Bitmap sync mode must be given when providing a bitmap")
+        bitmaps.check(info, bitmaps.Check.ALLOW_RO)
+        if sync == "none":
+            raise QMPError("sync mode 'none' does not produce meaningful bitmap outputs")
+        if mode == "never" and sync != "bitmap":
+            raise QMPError(
+                "Bitmap sync mode 'never' has no meaningful effect when combined with "
+                f"sync mode '{sync}'"
+            )
+    elif mode is not None:
+        raise QMPError("Cannot specify bitmap sync mode without a bitmap")
+    return sync, bitmap, mode
+
+
+def create(
+    layer: BlockLayer,
+    source: str,
+    target: str,
+    args: dict[str, Any],
+    *,
+    txn: int | None,
+    events: list[jobs.Event],
+) -> str:
+    """``do_backup_common`` + ``backup_job_create`` for a resolved source and target node.
+
+    Returns the job id; the events the creation emitted are appended to ``events`` (also when
+    it fails after the job object existed: ``speed < 0`` gives created, then null).
+    """
+    graph = layer.graph
+    sync, bitmap, mode = bitmap_arguments(layer, source, args)
+    perf: dict[str, Any] = args.get("x-perf") or {}
+    if source == target:
+        raise QMPError("Source and target cannot be the same")
+    target_info = graph.node(target)
+    source_info = graph.node(source)
+    assert target_info is not None and source_info is not None
+    compress = bool(args.get("compress", False))
+    if compress and target_info.driver not in COMPRESSING_DRIVERS:
+        raise QMPError(f"Compression is not supported for this drive {device_name(layer, target)}")
+    _op_blocker(layer, source)
+    _op_blocker(layer, target)
+    max_workers = int(perf.get("max-workers", 64))
+    max_chunk = int(perf.get("max-chunk", 0))
+    if max_workers < 1 or max_workers > INT_MAX:
+        raise QMPError(f"max-workers must be between 1 and {INT_MAX}")
+    if max_chunk < 0:
+        raise QMPError("max-chunk must be zero (which means no limit) or positive")
+    if bitmap is not None and mode != "never":
+        bitmaps.check(graph.bitmap(source, bitmap), bitmaps.Check.DEFAULT)
+    if source_info.length != target_info.length:
+        raise QMPError("Source and target image have different sizes")
+    filter_name = args.get("filter-node-name")
+    if filter_name is not None:
+        layer.check_new_node_name(filter_name)
+    cluster_size = max(target_info.cluster_size or MIN_CLUSTER_SIZE, MIN_CLUSTER_SIZE)
+    if max_chunk and max_chunk < cluster_size:
+        raise QMPError(
+            f"Required max-chunk ({max_chunk}) is less than backup cluster size ({cluster_size})"
+        )
+    job_id = args.get("job-id")
+    if job_id is None:
+        job_id = device_name(layer, source)
+    if not is_wellformed_id(job_id):
+        raise QMPError(f"Invalid job ID '{job_id}'")
+    if graph.job(job_id) is not None:
+        raise QMPError(f"Job ID '{job_id}' already in use")
+    speed = int(args.get("speed", 0))
+    try:
+        made = graph.backup_create(
+            job_id,
+            source,
+            target,
+            sync=sync,
+            filter_node_name=filter_name if filter_name is not None else layer.auto_node_name(),
+            bitmap=bitmap,
+            bitmap_mode=mode,
+            speed=max(speed, 0),
+            compress=compress,
+            on_source_error=args.get("on-source-error", "report"),
+            on_target_error=args.get("on-target-error", "report"),
+            auto_finalize=bool(args.get("auto-finalize", True)),
+            auto_dismiss=bool(args.get("auto-dismiss", True)),
+            txn=txn,
+            max_chunk=max_chunk,
+        )
+    except _core.JobError as error:
+        raise jobs.job_error(error) from None
+    events += jobs.qmp_events(made)
+    if speed < 0:
+        # Checked by block_job_create after the job object exists: created, then null.
+        events += jobs.qmp_events(graph.job_discard(job_id))
+        raise QMPError("Parameter 'speed' expects a non-negative value")
+    return job_id
