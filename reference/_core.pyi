@@ -320,13 +320,19 @@ class Graph:
 
     # ---- deterministic clock and job scheduling ------------------------------------------------
     # Nothing moves unless told. Every call that can change job state returns the JobEvents it
-    # caused, in order; Python turns them into QMP events. A backup job copies one chunk (a run of
-    # up to 1 MiB of consecutive dirty clusters, capped by max_chunk) per step. speed=0 means
-    # steps are due immediately; speed>0 rate-limits like QEMU's ratelimit (100 ms slices,
-    # quota = speed/10 bytes per slice; a job that exceeded its quota sleeps until the extended
-    # slice ends). An ignored I/O error retries the chunk 1 ms later. Job completion, txn
-    # processing and finalization happen inside the step that finished the job's work (or, for a
-    # cancelled running job, inside the next step, which is due at once).
+    # caused, in order; Python turns them into QMP events. Steps happen in rounds: every due job
+    # takes one step, oldest-started first; a step issues up to 64 requests (runs of up to 1 MiB
+    # of dirty clusters of one allocation status, capped by max_chunk), max_workers of them in
+    # flight: requests in flight when one fails still complete, the error is handled after
+    # them. speed=0 means steps are due immediately; speed>0 rate-limits like QEMU's ratelimit
+    # (100 ms slices, quota = speed/10 bytes per slice; a job over its quota sleeps until the
+    # extended slice ends, so a speed-limited job copies its first request at once). An ignored
+    # I/O error retries 1 ms later. A job that finished its work (or failed, or noticed a
+    # cancel) exits; exits are processed after the round: waiting/pending/finalization, txn
+    # abort. Real QEMU runs jobs in the background between commands, so a running job has
+    # issued its first request by the time the next command arrives: the in-process reference
+    # should call advance(0) after every command (speed-0 jobs then finish, as they do within
+    # milliseconds in QEMU; speed-limited ones copy their first request).
 
     def now_ns(self) -> int:
         """The deterministic clock in nanoseconds (starts at 0)."""
@@ -371,6 +377,7 @@ class Graph:
         auto_dismiss: bool = True,
         txn: int | None = None,
         max_chunk: int = 0,
+        max_workers: int = 64,
     ) -> list[JobEvent]:
         """Creates a backup job in state ``created``; returns ``[JOB_STATUS_CHANGE created]``.
 
@@ -388,6 +395,8 @@ class Graph:
         access), the clusters saved by copy-before-write (starts empty), the clusters still to
         copy (all set until the job starts, then per sync mode); then the job. The
         job starts held (pause_count 1) plus one per active drained section touching it.
+        ``max_chunk``/``max_workers`` are x-perf's (0 = 1 MiB requests; requests in flight:
+        those in flight when one fails still complete, later ones do not start).
         ``compress`` writes data clusters compressed (zlib, as QEMU; a qcow2 target; other
         targets make the job fail with ENOTSUP on its first data write).
         ``txn`` None = a job transaction of its own (individual completion). ``speed`` >= 0.

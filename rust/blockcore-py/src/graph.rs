@@ -427,7 +427,7 @@ impl Graph {
     #[pyo3(signature = (
         job_id, source, target, *, sync, filter_node_name, bitmap=None, bitmap_mode=None,
         speed=0, compress=false, on_source_error="report", on_target_error="report",
-        auto_finalize=true, auto_dismiss=true, txn=None, max_chunk=0
+        auto_finalize=true, auto_dismiss=true, txn=None, max_chunk=0, max_workers=64
     ))]
     fn backup_create(
         &self,
@@ -446,6 +446,7 @@ impl Graph {
         auto_dismiss: bool,
         txn: Option<u64>,
         max_chunk: i64,
+        max_workers: i64,
     ) -> PyResult<Vec<JobEvent>> {
         let mut p = BackupParams::new(
             job_id,
@@ -465,6 +466,10 @@ impl Graph {
         p.txn = txn;
         p.max_chunk =
             u64::try_from(max_chunk).map_err(|_| PyValueError::new_err("negative max_chunk"))?;
+        p.max_workers = usize::try_from(max_workers)
+            .ok()
+            .filter(|w| *w >= 1)
+            .ok_or_else(|| PyValueError::new_err("max_workers must be at least 1"))?;
         self.g()
             .backup_create(p)
             .map(jobs::events)

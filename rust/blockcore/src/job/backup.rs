@@ -117,6 +117,8 @@ const EIO: i32 = 5;
 pub const BACKUP_CLUSTER_SIZE: u64 = 64 * 1024;
 /// The largest chunk one step copies.
 pub const MAX_CHUNK: u64 = 1024 * 1024;
+/// Requests a backup step starts at once (QEMU's default `max-workers`).
+pub const MAX_WORKERS: usize = 64;
 /// Delay before an ignored error's chunk is retried.
 pub const RETRY_NS: u64 = 1_000_000;
 
@@ -145,6 +147,8 @@ pub struct Backup {
     pub cluster_size: u64,
     /// Largest chunk per request (0: no limit but [`MAX_CHUNK`]).
     pub max_chunk: u64,
+    /// Requests in flight at a time (`x-perf` `max-workers`).
+    pub max_workers: usize,
     /// Source length.
     pub len: u64,
     successor_tag: u64,
@@ -199,6 +203,8 @@ pub struct BackupParams {
     pub txn: Option<u64>,
     /// Largest chunk (0: no limit).
     pub max_chunk: u64,
+    /// Requests in flight at a time (>= 1).
+    pub max_workers: usize,
 }
 
 impl BackupParams {
@@ -220,6 +226,7 @@ impl BackupParams {
             auto_dismiss: true,
             txn: None,
             max_chunk: 0,
+            max_workers: MAX_WORKERS,
         }
     }
 }
@@ -265,6 +272,9 @@ impl Graph {
     pub fn backup_create(&mut self, p: BackupParams) -> Result<Vec<JobEvent>, JobError> {
         if self.job(&p.job_id).is_some() {
             return Err(JobError::IdInUse(p.job_id));
+        }
+        if p.max_workers == 0 {
+            return Err(JobError::Invalid("max-workers must be at least 1".into()));
         }
         if p.source == p.target {
             return Err(JobError::Invalid(
@@ -399,6 +409,7 @@ impl Graph {
                 on_target_error: p.on_target_error,
                 cluster_size,
                 max_chunk: p.max_chunk,
+                max_workers: p.max_workers,
                 len,
                 successor_tag,
                 copy_tag,
@@ -471,9 +482,10 @@ impl Graph {
         }
     }
 
-    /// The next run of clusters to copy, from the start: `(offset, end)`, at most `limit` bytes.
-    fn next_run(bits: &Bits, cluster: u64, len: u64, limit: u64) -> Option<(u64, u64)> {
-        let first = bits.next_set_bit(0)?;
+    /// The next run of clusters to copy at or after byte `from`: `(offset, end)`, at most
+    /// `limit` bytes.
+    fn next_run(bits: &Bits, cluster: u64, len: u64, limit: u64, from: u64) -> Option<(u64, u64)> {
+        let first = bits.next_set_bit(from / cluster)?;
         let n_max = (limit / cluster).max(1);
         let last = bits
             .next_clear_bit(first)
@@ -533,33 +545,58 @@ impl Graph {
         } else {
             MAX_CHUNK
         };
-        let run = self
-            .copy_bitmap(&b)
-            .and_then(|c| Self::next_run(&c.bits, b.cluster_size, b.len, limit));
-        let Some((off, mut end)) = run else {
-            self.exit(i);
-            return;
-        };
-        // Like QEMU's block-copy, one request covers clusters of one allocation status.
-        match self.same_status_end(&b, off, end) {
-            Ok(e) => end = e,
-            Err(e) => {
-                self.backup_io_error(i, true, errno_of(&e), ev);
-                return;
+        // Like QEMU's block-copy, a step issues up to MAX_WORKERS requests (fewer when the
+        // speed limit says wait), `max_workers` of them in flight at a time; each covers up to
+        // `limit` bytes of clusters of one allocation status. Requests in flight when one fails
+        // still complete; the first error is handled after them.
+        let now = self.jobs.now;
+        let mut from = 0u64;
+        let mut tasks = 0usize;
+        let mut first_error: Option<(bool, i32, usize)> = None;
+        while tasks < MAX_WORKERS {
+            // With `max_workers` requests in flight, a request starts only once the one
+            // `max_workers` before it completed; after a failure no further request starts.
+            if first_error.is_some_and(|(_, _, at)| tasks >= at + b.max_workers) {
+                break;
+            }
+            let run = self
+                .copy_bitmap(&b)
+                .and_then(|c| Self::next_run(&c.bits, b.cluster_size, b.len, limit, from));
+            let Some((off, mut end)) = run else {
+                break;
+            };
+            tasks += 1;
+            match self.same_status_end(&b, off, end) {
+                Ok(e) => end = e,
+                Err(e) => {
+                    first_error.get_or_insert((true, errno_of(&e), tasks - 1));
+                    from = end;
+                    continue;
+                }
+            }
+            from = end;
+            match self.backup_copy(&b, off, end) {
+                Ok(()) => {
+                    if let Some(c) = self.copy_bitmap_mut(&b) {
+                        c.bits.reset_range(ByteRange::new(off, end - off));
+                    }
+                    let j = &mut self.jobs.jobs[i];
+                    j.current_progress += end - off;
+                    let delay = j.rate.account(now, j.speed, end - off);
+                    j.due_ns = now + delay;
+                    if delay > 0 {
+                        break;
+                    }
+                }
+                Err((is_read, errno)) => {
+                    first_error.get_or_insert((is_read, errno, tasks - 1));
+                }
             }
         }
-        match self.backup_copy(&b, off, end) {
-            Ok(()) => {
-                if let Some(c) = self.copy_bitmap_mut(&b) {
-                    c.bits.reset_range(ByteRange::new(off, end - off));
-                }
-                let now = self.jobs.now;
-                let j = &mut self.jobs.jobs[i];
-                j.current_progress += end - off;
-                let delay = j.rate.account(now, j.speed, end - off);
-                j.due_ns = now + delay;
-            }
-            Err((is_read, errno)) => self.backup_io_error(i, is_read, errno, ev),
+        if tasks == 0 {
+            self.exit(i);
+        } else if let Some((is_read, errno, _)) = first_error {
+            self.backup_io_error(i, is_read, errno, ev);
         }
     }
 

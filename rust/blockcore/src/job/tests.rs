@@ -665,6 +665,9 @@ fn bitmap_table_case(sync: SyncMode, mode: BitmapMode, fail: bool) -> u64 {
     g.flush("d0").unwrap();
     let mut p = with_bitmap(params("j", "d0", "t0", sync), "bm", mode);
     p.max_chunk = K64;
+    // One request at a time (x-perf max-workers 1, as iotest 257): nothing after the failing
+    // request is copied.
+    p.max_workers = 1;
     g.backup_create(p).unwrap();
     g.job_start("j").unwrap();
     // A guest write during the job (after the first step) lands in the successor.
@@ -729,6 +732,7 @@ fn point_in_time_target_under_random_guest_writes() {
         let mut p = params("j", "src", "tgt", sync);
         p.speed = if seed % 4 == 1 { 20 * K64 } else { 0 };
         p.max_chunk = [0, K64, 3 * K64][seed as usize % 3];
+        p.max_workers = [1, 2, 64][seed as usize % 3];
         g.backup_create(p).unwrap();
         g.job_start("j").unwrap();
         let mut written = vec![false; (len / K64) as usize];
@@ -806,4 +810,41 @@ fn two_backups_of_one_source_stack_their_filters() {
     assert_eq!(root(&g, "dev_d0"), "d0");
     assert_eq!(g.read("t1", 5 * K64, 4).unwrap(), vec![1; 4]);
     assert_eq!(g.read("d0", 5 * K64, 4).unwrap(), vec![2; 4]);
+}
+
+#[test]
+fn requests_in_flight_complete_after_a_failure() {
+    // Four dirty clusters far apart, the second read fails: with 64 workers the other two
+    // requests in flight still copy their clusters; with one worker nothing after the failure.
+    for (workers, copied) in [(64, 3 * K64), (1, K64)] {
+        let dir = TempDir::new().unwrap();
+        let mut g = Graph::new();
+        let inject = vec![read_error_at(Some(16 * K64 / 512))];
+        debug_disk(&mut g, &dir, "d0", 64 * K64, inject, arm_on_flush());
+        disk(&mut g, &dir, "t0", "raw", 64 * K64);
+        g.bitmap_add("d0", "bm", Granularity::new(K64).unwrap(), true, false)
+            .unwrap();
+        for k in 0..4 {
+            write(&mut g, "d0", k * 16 * K64, K64, 9);
+        }
+        g.flush("d0").unwrap();
+        let mut p = with_bitmap(
+            params("j", "d0", "t0", SyncMode::Bitmap),
+            "bm",
+            BitmapMode::Always,
+        );
+        p.max_workers = workers;
+        g.backup_create(p).unwrap();
+        g.job_start("j").unwrap();
+        let ev = show(&g.advance(0));
+        assert_eq!(
+            ev[1..3],
+            [
+                "aborting j".to_string(),
+                format!("COMPLETED j {copied}/262144 Input/output error")
+            ],
+            "{workers} workers"
+        );
+        assert_eq!(count(&g, "d0", "bm"), 4 * K64 - copied, "{workers} workers");
+    }
 }
