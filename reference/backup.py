@@ -19,6 +19,12 @@ MIN_CLUSTER_SIZE = 65536
 INT_MAX = (1 << 31) - 1
 #: Drivers whose nodes accept compressed writes.
 COMPRESSING_DRIVERS = frozenset({"qcow2"})
+#: Drained graph changes of backup creation where every graph change drains all (10.0,
+#: profile ``graph_change_drains``), counted through another running job's pause/resume pairs:
+#: inserting the filter, dropping it again after a later failure, the job taking its target.
+FILTER_INSERT_DRAINS = 4
+FILTER_DROP_DRAINS = 2
+JOB_ADD_NODE_DRAINS = 1
 
 
 def device_name(layer: BlockLayer, node: str) -> str:
@@ -75,6 +81,42 @@ def bitmap_arguments(
     return sync, bitmap, mode
 
 
+def _job_id_after_filter(
+    layer: BlockLayer,
+    source: str,
+    target_info: _core.NodeInfo,
+    args: dict[str, Any],
+    *,
+    max_chunk: int,
+    events: list[jobs.Event],
+) -> str:
+    """The checks QEMU makes after inserting the copy-before-write filter (max-chunk, job id);
+    the filter's graph changes drain all where the profile says so."""
+    graph = layer.graph
+    drains = layer.profile.graph_change_drains
+    if drains:
+        events += jobs.drain_all(graph, FILTER_INSERT_DRAINS)
+    try:
+        cluster_size = max(target_info.cluster_size or MIN_CLUSTER_SIZE, MIN_CLUSTER_SIZE)
+        if max_chunk and max_chunk < cluster_size:
+            raise QMPError(
+                f"Required max-chunk ({max_chunk}) is less than backup cluster size "
+                f"({cluster_size})"
+            )
+        job_id: str | None = args.get("job-id")
+        if job_id is None:
+            job_id = device_name(layer, source)
+        if not is_wellformed_id(job_id):
+            raise QMPError(f"Invalid job ID '{job_id}'")
+        if graph.job(job_id) is not None:
+            raise QMPError(f"Job ID '{job_id}' already in use")
+    except QMPError:
+        if drains:  # the filter is dropped again
+            events += jobs.drain_all(graph, FILTER_DROP_DRAINS)
+        raise
+    return job_id
+
+
 def create(
     layer: BlockLayer,
     source: str,
@@ -115,18 +157,9 @@ def create(
     filter_name = args.get("filter-node-name")
     if filter_name is not None:
         layer.check_new_node_name(filter_name)
-    cluster_size = max(target_info.cluster_size or MIN_CLUSTER_SIZE, MIN_CLUSTER_SIZE)
-    if max_chunk and max_chunk < cluster_size:
-        raise QMPError(
-            f"Required max-chunk ({max_chunk}) is less than backup cluster size ({cluster_size})"
-        )
-    job_id = args.get("job-id")
-    if job_id is None:
-        job_id = device_name(layer, source)
-    if not is_wellformed_id(job_id):
-        raise QMPError(f"Invalid job ID '{job_id}'")
-    if graph.job(job_id) is not None:
-        raise QMPError(f"Job ID '{job_id}' already in use")
+    job_id = _job_id_after_filter(
+        layer, source, target_info, args, max_chunk=max_chunk, events=events
+    )
     speed = int(args.get("speed", 0))
     try:
         made = graph.backup_create(
@@ -149,6 +182,8 @@ def create(
     except _core.JobError as error:
         raise jobs.job_error(error) from None
     events += jobs.qmp_events(made)
+    if layer.profile.graph_change_drains:  # the job takes its target node
+        events += jobs.drain_all(graph, JOB_ADD_NODE_DRAINS)
     if speed < 0:
         # Checked by block_job_create after the job object exists: created, then null.
         events += jobs.qmp_events(graph.job_discard(job_id))

@@ -317,18 +317,20 @@ class BlockLayer:
         child = self.filtered_child(info)
         return 0 if child is None else 1 + self.backing_depth(child)
 
-    def image_info(self, info: _core.NodeInfo) -> dict[str, Any]:
+    def image_info(self, info: _core.NodeInfo, *, chain: bool = True) -> dict[str, Any]:
         """``ImageInfo`` of a node, keys in QEMU's order.
 
         A filter node (copy-before-write, blkdebug) shows its filtered child as
-        ``backing-image`` (first key) and forwards the child's cluster size.
+        ``backing-image`` (first key; not with ``chain`` false, i.e. flat queries) and forwards
+        the child's cluster size.
         """
         filename = self.filename(info)
         image: dict[str, Any] = {}
         child = self.filtered_child(info)
         cluster_size = info.cluster_size
         if child is not None:
-            image["backing-image"] = self.image_info(child)
+            if chain:
+                image["backing-image"] = self.image_info(child)
             cluster_size = child.cluster_size
         image.update({"virtual-size": info.length, "filename": filename})
         if cluster_size is not None:
@@ -404,19 +406,19 @@ class BlockLayer:
             out.append(entry)
         return out
 
-    def device_info(self, info: _core.NodeInfo) -> dict[str, Any]:
-        """``BlockDeviceInfo`` of a node, keys in QEMU's order."""
+    def device_info(self, info: _core.NodeInfo, *, flat: bool = False) -> dict[str, Any]:
+        """``BlockDeviceInfo`` of a node, keys in QEMU's order (``flat``: no backing images)."""
         top_file = self.filename(info)
         d: dict[str, Any] = {"iops_rd": 0, "detect_zeroes": "off"}
         if self.profile.reports_active:
             d["active"] = True
         d.update(
             {
-                "image": self.image_info(info),
+                "image": self.image_info(info, chain=not flat),
                 "iops_wr": 0,
                 "ro": info.read_only,
                 "node-name": info.name,
-                "backing_file_depth": self.backing_depth(info),
+                "backing_file_depth": 0 if flat else self.backing_depth(info),
                 "drv": info.driver,
                 "iops": 0,
                 "bps_wr": 0,
@@ -437,9 +439,9 @@ class BlockLayer:
         )
         return d
 
-    def named_nodes(self) -> list[dict[str, Any]]:
+    def named_nodes(self, *, flat: bool = False) -> list[dict[str, Any]]:
         """``query-named-block-nodes``: every node, newest first."""
-        return [self.device_info(n) for n in self.graph.nodes()]
+        return [self.device_info(n, flat=flat) for n in self.graph.nodes()]
 
     def block_info(self) -> list[dict[str, Any]]:
         """``query-block``: every device in creation order."""

@@ -53,6 +53,11 @@ class VersionProfile:
     #: Where a backup's block-copy bitmap is listed: on the source node (≤ 8.x, confirmed 7.2:
     #: first in the source's list) or on the copy-before-write filter (10.0).
     copy_bitmap_on_source: bool = False
+    #: Every graph change drains all nodes (the drained graph write lock, 8.x+; confirmed 10.0,
+    #: absent in 7.2): other running jobs see pause/resume pairs while a backup job is created
+    #: (4 before ``created``, 1 after; 4 + 2 when creation fails after the filter was
+    #: inserted) and while a finished one leaves the graph.
+    graph_change_drains: bool = False
 
     @property
     def version_info(self) -> dict[str, object]:
@@ -84,6 +89,7 @@ PROFILES: dict[str, VersionProfile] = {
         grouped_word="transaction",
         reports_active=True,
         file_format_specific=True,
+        graph_change_drains=True,
     ),
 }
 

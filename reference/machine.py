@@ -42,6 +42,8 @@ class Machine:
         #: Set by ``quit``: a server must close after sending the reply.
         self.quit_requested = False
         self._events: list[dict[str, Any]] = []
+        #: Jobs that reported completion and are not gone yet (see ``emit_all``).
+        self._finished_jobs: set[str] = set()
         self._closed = False
         self._schema = load_schema(version=version)
 
@@ -89,7 +91,13 @@ class Machine:
         )
 
     def emit_all(self, events: list[dict[str, Any]]) -> None:
-        """Queues events given as ``{"event": NAME, "data": {...}}``, in order."""
+        """Queues events given as ``{"event": NAME, "data": {...}}``, in order.
+
+        Where the emulated version drains everything for each graph change, the pause/resume
+        pairs a finishing job's graph changes cause to other jobs are added here.
+        """
+        if self.profile.graph_change_drains:
+            events = jobs.with_finish_drains(self.layer.graph, events, self._finished_jobs)
         for event in events:
             self.emit(event["event"], event["data"])
 

@@ -47,8 +47,8 @@ def blockdev_del(machine: Machine, args: dict[str, Any]) -> dict[str, Any]:
 
 @command("query-named-block-nodes")
 def query_named_block_nodes(machine: Machine, args: dict[str, Any]) -> list[dict[str, Any]]:
-    """Every node, newest first (``flat`` only matters once backing chains exist)."""
-    return machine.layer.named_nodes()
+    """Every node, newest first; ``flat`` leaves out backing (and filtered) images."""
+    return machine.layer.named_nodes(flat=bool(args.get("flat", False)))
 
 
 @command("query-block")
