@@ -98,6 +98,8 @@ class BlockLayer:
     unmap: set[str] = field(default_factory=set)
     #: ``json:{...}`` pseudo file names of nodes whose options QEMU cannot express as a plain name.
     json_filenames: dict[str, str] = field(default_factory=dict)
+    #: Target nodes a job owns (drive-backup): closed when the job is gone.
+    job_targets: dict[str, str] = field(default_factory=dict)
     #: Options of nodes QEMU names by ``json:{...}`` (blkdebug), as QEMU keeps them.
     json_options: dict[str, dict[str, Any]] = field(default_factory=dict)
     _counter: int = 0

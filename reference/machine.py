@@ -100,6 +100,11 @@ class Machine:
             events = jobs.with_finish_drains(self.layer.graph, events, self._finished_jobs)
         for event in events:
             self.emit(event["event"], event["data"])
+            data = event["data"]
+            if event["event"] == "JOB_STATUS_CHANGE" and data["status"] == "null":
+                target = self.layer.job_targets.pop(str(data["id"]), None)
+                if target is not None:
+                    self.layer.close_implicit(target)
 
     # ---- the deterministic clock -------------------------------------------------------------
 

@@ -15,6 +15,7 @@ from reference.actions.block_dirty_bitmap_enable import BlockDirtyBitmapEnable
 from reference.actions.block_dirty_bitmap_merge import BlockDirtyBitmapMerge
 from reference.actions.block_dirty_bitmap_remove import BlockDirtyBitmapRemove
 from reference.actions.blockdev_backup import BlockdevBackup
+from reference.actions.drive_backup import DriveBackup
 
 ACTIONS: dict[str, type[Action]] = {
     cls.kind: cls
@@ -27,6 +28,7 @@ ACTIONS: dict[str, type[Action]] = {
         BlockDirtyBitmapDisable,
         BlockDirtyBitmapMerge,
         BlockdevBackup,
+        DriveBackup,
     )
 }
 
