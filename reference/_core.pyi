@@ -356,6 +356,17 @@ class Graph:
 
     # ---- jobs -----------------------------------------------------------------------------
 
+    def set_graph_drains(
+        self, create_before: int, create_after: int, clean: int, free: int
+    ) -> None:
+        """How many drain-everything sections (a ``paused``/``running`` pair for every running
+        job) the job layer's own graph changes cause, per emulated version. QEMU 10.0 drains
+        everything on each graph change (graph write lock); measured: a new backup job causes
+        4 pairs before its ``created`` and 1 after (besides the transaction's own drain), a
+        job's clean 3 pairs between ``aborting``/``waiting`` and its COMPLETED/CANCELLED, and
+        freeing a job 1 pair after its ``null``. 7.2: all 0 (the default), where clean drains
+        only the source. Set 4, 1, 3, 1 for 10.0."""
+
     def txn_new(self) -> int:
         """A new job transaction (JobTxn) id for a grouped transaction's jobs."""
 

@@ -6,6 +6,7 @@ use blockcore::bitmap::{Bits, DirtyBitmap};
 use blockcore::format::BitmapStoreError;
 use blockcore::graph::{self, Driver, GraphError, Node, WriteKind};
 use blockcore::job::backup::BackupParams;
+use blockcore::job::GraphDrains;
 use blockcore::units::Granularity;
 use pyo3::exceptions::PyValueError;
 use pyo3::prelude::*;
@@ -417,6 +418,15 @@ impl Graph {
 
     fn run_until_idle(&self, py: Python<'_>, max_ns: u64) -> Vec<JobEvent> {
         jobs::events(py.allow_threads(|| self.g().run_until_idle(max_ns)))
+    }
+
+    fn set_graph_drains(&self, create_before: u32, create_after: u32, clean: u32, free: u32) {
+        self.g().set_graph_drains(GraphDrains {
+            create_before,
+            create_after,
+            clean,
+            free,
+        });
     }
 
     fn txn_new(&self) -> u64 {

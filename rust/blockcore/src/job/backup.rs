@@ -421,7 +421,10 @@ impl Graph {
             exit_pending: false,
         };
         let mut ev = Events::new(self.jobs.now);
+        let drains = self.jobs.graph_drains;
+        self.drain_all_pairs(drains.create_before, &mut ev);
         self.register_job(job, p.txn, &mut ev)?;
+        self.drain_all_pairs(drains.create_after, &mut ev);
         Ok(ev.list)
     }
 
@@ -593,10 +596,15 @@ impl Graph {
                 }
             }
         }
-        if tasks == 0 {
-            self.exit(i);
-        } else if let Some((is_read, errno, _)) = first_error {
+        if let Some((is_read, errno, _)) = first_error {
             self.backup_io_error(i, is_read, errno, ev);
+        } else if self
+            .copy_bitmap(&b)
+            .is_none_or(|c| c.bits.next_set_bit(0).is_none())
+        {
+            // The copy is done: the job leaves its loop at once, without waiting for its
+            // speed limit.
+            self.exit(i);
         }
     }
 
@@ -800,8 +808,14 @@ impl Graph {
             return;
         };
         let id = self.jobs.jobs[i].id.clone();
-        let drained = self.drained_begin(Some(&b.source)).unwrap_or_default();
-        ev.list.extend(drained);
+        // QEMU 10.0 drains everything for each graph change here; 7.2 drained the source.
+        let all = self.jobs.graph_drains.clean;
+        self.drain_all_pairs(all, ev);
+        let source_drain = all == 0;
+        if source_drain {
+            let drained = self.drained_begin(Some(&b.source)).unwrap_or_default();
+            ev.list.extend(drained);
+        }
         // The filter's parents get its current `file` child: the source, or the filter of a
         // newer backup of the same source that was inserted below this one.
         let below = self
@@ -825,7 +839,9 @@ impl Graph {
         if let Ok(k) = self.job_index(&id) {
             self.jobs.jobs[k].backup.filter = None;
         }
-        let resumed = self.drained_end(Some(&b.source)).unwrap_or_default();
-        ev.list.extend(resumed);
+        if source_drain {
+            let resumed = self.drained_end(Some(&b.source)).unwrap_or_default();
+            ev.list.extend(resumed);
+        }
     }
 }

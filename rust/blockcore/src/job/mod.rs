@@ -276,7 +276,7 @@ impl RateLimit {
             self.dispatched = 0;
         }
         self.dispatched += bytes;
-        let quota = speed as f64 * SLICE_NS as f64 / 1e9;
+        let quota = (speed as f64 * SLICE_NS as f64 / 1e9).max(1.0);
         if (self.dispatched as f64) < quota {
             return 0;
         }
@@ -377,6 +377,22 @@ pub struct JobSet {
     next_start: u64,
     drains: Vec<Drain>,
     exits: Vec<String>,
+    pub(crate) graph_drains: GraphDrains,
+}
+
+/// How many drain-everything sections (a pause/resume pair for every running job) QEMU's
+/// graph changes cause at points inside the job layer. QEMU 10.0 takes the graph write lock,
+/// which drains everything, for each graph change; 7.2 did not (all zero, the default).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct GraphDrains {
+    /// While a backup job is being created, before `created` (filter inserted, job attached).
+    pub create_before: u32,
+    /// After `created` (the target attached to the job).
+    pub create_after: u32,
+    /// When a job's clean drops its filter, before BLOCK_JOB_COMPLETED/CANCELLED.
+    pub clean: u32,
+    /// When a job is freed, after `null`.
+    pub free: u32,
 }
 
 /// ECANCELED.
@@ -528,6 +544,23 @@ impl Graph {
         Ok(())
     }
 
+    /// Sets the drain-everything counts of [`GraphDrains`].
+    pub fn set_graph_drains(&mut self, drains: GraphDrains) {
+        self.jobs.graph_drains = drains;
+    }
+
+    /// `n` drain-everything sections, one after the other.
+    pub(crate) fn drain_all_pairs(&mut self, n: u32, ev: &mut Events) {
+        for _ in 0..n {
+            if let Ok(e) = self.drained_begin(None) {
+                ev.list.extend(e);
+            }
+            if let Ok(e) = self.drained_end(None) {
+                ev.list.extend(e);
+            }
+        }
+    }
+
     pub(crate) fn pause_internal(&mut self, i: usize, ev: &mut Events) {
         self.jobs.jobs[i].pause_count += 1;
         if self.jobs.jobs[i].status == JobStatus::Running {
@@ -599,6 +632,7 @@ impl Graph {
         self.backup_clean(i, &mut ev);
         self.transition(i, JobStatus::Null, &mut ev);
         self.remove_job(i);
+        self.drain_all_pairs(self.jobs.graph_drains.free, &mut ev);
         Ok(ev.list)
     }
 
@@ -646,6 +680,7 @@ impl Graph {
         if self.jobs.jobs[i].status == JobStatus::Concluded {
             self.transition(i, JobStatus::Null, ev);
             self.remove_job(i);
+            self.drain_all_pairs(self.jobs.graph_drains.free, ev);
             return;
         }
         self.cancel_async(i, ev);
@@ -705,6 +740,7 @@ impl Graph {
         let mut ev = Events::new(self.jobs.now);
         self.transition(i, JobStatus::Null, &mut ev);
         self.remove_job(i);
+        self.drain_all_pairs(self.jobs.graph_drains.free, &mut ev);
         Ok(ev.list)
     }
 
@@ -719,9 +755,12 @@ impl Graph {
         let j = &mut self.jobs.jobs[i];
         let old = j.speed;
         j.speed = speed;
-        if speed == 0 || speed > old {
+        // A lower limit takes effect at the next request; a higher one (or none) wakes a
+        // sleeping job, which asks the limit again and may go back to sleep at once.
+        if speed == 0 {
             j.due_ns = j.due_ns.min(now);
-            j.rate = RateLimit::default();
+        } else if speed > old {
+            j.due_ns = now + j.rate.account(now, speed, 0);
         }
         Ok(Vec::new())
     }
@@ -886,6 +925,7 @@ impl Graph {
         if j.auto_dismiss || !j.started {
             self.transition(i, JobStatus::Null, ev);
             self.remove_job(i);
+            self.drain_all_pairs(self.jobs.graph_drains.free, ev);
         }
     }
 
