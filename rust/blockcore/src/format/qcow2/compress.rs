@@ -2,12 +2,11 @@
 //!
 //! A compressed cluster is a raw deflate stream (zlib `compression_type`, window of 4 KiB as
 //! QEMU uses) stored at any byte offset; its L2 entry holds that offset and the number of
-//! 512-byte sectors the stream spans beyond the first. Here each stream starts on a cluster of
-//! its own (QEMU packs several into one cluster; both are valid images). A cluster that does not
-//! shrink is written uncompressed, as QEMU does.
+//! 512-byte sectors the stream spans beyond the first. Streams are packed one after the other
+//! as QEMU packs them. A cluster that does not shrink is written uncompressed, as QEMU does.
 
 use super::mapping::{ClusterKind, OFLAG_COMPRESSED};
-use super::units::GuestOffset;
+use super::units::{GuestOffset, HostOffset};
 use super::Qcow2;
 use crate::format::FormatError;
 use flate2::{Compress, Compression, Decompress, FlushCompress, FlushDecompress, Status};
@@ -93,16 +92,50 @@ impl Qcow2 {
         Ok(())
     }
 
+    /// Host bytes for one compressed cluster, packed after the previous one as QEMU packs
+    /// them: in the rest of the partly used host cluster if it fits, else spilling into a new
+    /// cluster right after it, else in a new cluster. Every host cluster the bytes overlap
+    /// gains one reference.
+    fn alloc_compressed_bytes(&mut self, len: u64) -> Result<u64, FormatError> {
+        let storage = self.storage.clone();
+        let cs = self.geo.cluster_size();
+        let mut offset = self.free_byte_offset;
+        if offset != 0 {
+            let c = self.geo.host_cluster(HostOffset(offset));
+            if self.refcounts.get(storage.as_ref(), c)? >= self.geo.max_refcount() {
+                offset = 0;
+            }
+        }
+        let free_in_cluster = if offset == 0 { 0 } else { cs - offset % cs };
+        if offset != 0 && free_in_cluster >= len {
+            let c = self.geo.host_cluster(HostOffset(offset));
+            self.refcounts.update_range(storage.as_ref(), c, 1, 1)?;
+        } else {
+            let new = self.refcounts.alloc(storage.as_ref(), 1)?;
+            let new_off = self.geo.host_offset(new).0;
+            if offset != 0 && offset.div_ceil(cs) * cs == new_off {
+                // Starts in the partly used cluster and continues into the new one.
+                let c = self.geo.host_cluster(HostOffset(offset));
+                self.refcounts.update_range(storage.as_ref(), c, 1, 1)?;
+            } else {
+                offset = new_off;
+            }
+        }
+        self.free_byte_offset = if (offset + len).is_multiple_of(cs) {
+            0
+        } else {
+            offset + len
+        };
+        Ok(offset)
+    }
+
     fn write_one_compressed(&mut self, pos: u64, z: &[u8]) -> Result<(), FormatError> {
         let geo = self.geo;
         let storage = self.storage.clone();
         let l2 = self.l2_for_write(geo.l1_index(GuestOffset(pos)))?;
         let idx = geo.l2_index(GuestOffset(pos));
         let old = self.mapping.l2_table(storage.as_ref(), l2)?[idx];
-        let host = self
-            .refcounts
-            .alloc_bytes(storage.as_ref(), z.len() as u64)?
-            .0;
+        let host = self.alloc_compressed_bytes(z.len() as u64)?;
         let shift = 62 - (geo.cluster_bits - 8);
         if host >= 1u64 << shift {
             return Err(FormatError::Unsupported(

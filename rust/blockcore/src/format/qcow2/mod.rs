@@ -55,6 +55,8 @@ pub struct Qcow2 {
     directory: Vec<bitmaps::DirEntry>,
     /// Bitmaps loaded at open, until the graph takes them.
     loaded: Vec<LoadedBitmap>,
+    /// Where the next compressed cluster may go in a partly used host cluster (0: none).
+    free_byte_offset: u64,
 }
 
 impl Qcow2 {
@@ -115,6 +117,7 @@ impl Qcow2 {
             mapping,
             directory: Vec::new(),
             loaded: Vec::new(),
+            free_byte_offset: 0,
         };
         if update_header {
             image.write_header()?;
