@@ -340,9 +340,10 @@ impl Job {
             && (self.cancelled || self.backup.has_background_work())
     }
 
-    /// Whether the job would take a step if its time came.
+    /// Whether the job would take a step if its time came. A cancelled job no longer stops
+    /// at pause points (QEMU's `job_pause_point` returns at once for it).
     fn runnable(&self) -> bool {
-        self.pause_count == 0 && self.wants_to_run()
+        (self.pause_count == 0 || self.cancelled) && self.wants_to_run()
     }
 
     /// True while a running job has work due at `now`.
@@ -563,6 +564,9 @@ impl Graph {
 
     pub(crate) fn pause_internal(&mut self, i: usize, ev: &mut Events) {
         self.jobs.jobs[i].pause_count += 1;
+        if self.jobs.jobs[i].cancelled {
+            return;
+        }
         if self.jobs.jobs[i].status == JobStatus::Running {
             self.transition(i, JobStatus::Paused, ev);
         } else if self.jobs.jobs[i].status == JobStatus::Ready {
@@ -935,8 +939,7 @@ impl Graph {
             let next = self.jobs.jobs.iter().find(|j| {
                 j.cancelled
                     && j.started
-                    && j.pause_count == 0
-                    && !j.status.is_completed()
+                    && j.status == JobStatus::Running
                     && self.jobs.txns.get(&j.txn).is_some_and(|t| t.aborting)
             });
             let Some(id) = next.map(|j| j.id.clone()) else {
