@@ -19,12 +19,12 @@ MIN_CLUSTER_SIZE = 65536
 INT_MAX = (1 << 31) - 1
 #: Drivers whose nodes accept compressed writes.
 COMPRESSING_DRIVERS = frozenset({"qcow2"})
-#: Drained graph changes of backup creation where every graph change drains all (10.0,
-#: profile ``graph_change_drains``), counted through another running job's pause/resume pairs:
-#: inserting the filter, dropping it again after a later failure, the job taking its target.
+#: Where every graph change drains all (10.0, profile ``graph_change_drains``): the drained
+#: sections of inserting the copy-before-write filter and of dropping it again when a check
+#: after it fails (max-chunk, job id), counted through another running job's pause/resume
+#: pairs. (A successful creation's drains are the core's, ``set_graph_drains``.)
 FILTER_INSERT_DRAINS = 4
 FILTER_DROP_DRAINS = 2
-JOB_ADD_NODE_DRAINS = 1
 
 
 def device_name(layer: BlockLayer, node: str) -> str:
@@ -91,11 +91,8 @@ def _job_id_after_filter(
     events: list[jobs.Event],
 ) -> str:
     """The checks QEMU makes after inserting the copy-before-write filter (max-chunk, job id);
-    the filter's graph changes drain all where the profile says so."""
+    when one fails, the filter's graph changes drain all where the profile says so."""
     graph = layer.graph
-    drains = layer.profile.graph_change_drains
-    if drains:
-        events += jobs.drain_all(graph, FILTER_INSERT_DRAINS)
     try:
         cluster_size = max(target_info.cluster_size or MIN_CLUSTER_SIZE, MIN_CLUSTER_SIZE)
         if max_chunk and max_chunk < cluster_size:
@@ -111,8 +108,8 @@ def _job_id_after_filter(
         if graph.job(job_id) is not None:
             raise QMPError(f"Job ID '{job_id}' already in use")
     except QMPError:
-        if drains:  # the filter is dropped again
-            events += jobs.drain_all(graph, FILTER_DROP_DRAINS)
+        if layer.profile.graph_change_drains:  # the filter went in and comes out again
+            events += jobs.drain_all(graph, FILTER_INSERT_DRAINS + FILTER_DROP_DRAINS)
         raise
     return job_id
 
@@ -178,12 +175,11 @@ def create(
             auto_dismiss=bool(args.get("auto-dismiss", True)),
             txn=txn,
             max_chunk=max_chunk,
+            max_workers=max_workers,
         )
     except _core.JobError as error:
         raise jobs.job_error(error) from None
     events += jobs.qmp_events(made)
-    if layer.profile.graph_change_drains:  # the job takes its target node
-        events += jobs.drain_all(graph, JOB_ADD_NODE_DRAINS)
     if speed < 0:
         # Checked by block_job_create after the job object exists: created, then null.
         events += jobs.qmp_events(graph.job_discard(job_id))

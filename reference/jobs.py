@@ -33,30 +33,6 @@ def drain_all(graph: _core.Graph, times: int = 1) -> list[Event]:
     return events
 
 
-#: Graph changes with everything drained when a finished backup leaves the graph (10.0):
-#: before its BLOCK_JOB_COMPLETED/CANCELLED (filter dropped) and after its ``null`` (the job's
-#: own references to its nodes dropped). Measured with a second job running.
-FINISH_DRAINS_BEFORE_EVENT = 3
-FINISH_DRAINS_AFTER_NULL = 1
-
-
-def with_finish_drains(graph: _core.Graph, events: list[Event], finished: set[str]) -> list[Event]:
-    """``events`` with the pause/resume pairs other running jobs see while a finished job leaves
-    the graph (profile ``graph_change_drains``). ``finished`` remembers jobs that reported
-    completion but are not dismissed yet (their ``null`` may come in a later call)."""
-    out: list[Event] = []
-    for event in events:
-        name, data = event["event"], event["data"]
-        if name in ("BLOCK_JOB_COMPLETED", "BLOCK_JOB_CANCELLED"):
-            out += drain_all(graph, FINISH_DRAINS_BEFORE_EVENT)
-            finished.add(str(data["device"]))
-        out.append(event)
-        if name == "JOB_STATUS_CHANGE" and data["status"] == "null" and data["id"] in finished:
-            finished.discard(str(data["id"]))
-            out += drain_all(graph, FINISH_DRAINS_AFTER_NULL)
-    return out
-
-
 def job_error(error: _core.JobError) -> QMPError:
     """QEMU's message for a job-layer refusal."""
     if isinstance(error, _core.JobVerbError):

@@ -42,8 +42,6 @@ class Machine:
         #: Set by ``quit``: a server must close after sending the reply.
         self.quit_requested = False
         self._events: list[dict[str, Any]] = []
-        #: Jobs that reported completion and are not gone yet (see ``emit_all``).
-        self._finished_jobs: set[str] = set()
         self._closed = False
         self._schema = load_schema(version=version)
 
@@ -54,7 +52,18 @@ class Machine:
         return {"QMP": {"version": self.profile.version_info, "capabilities": ["oob"]}}
 
     def execute(self, command: str, arguments: dict[str, Any] | None = None) -> dict[str, Any]:
-        """Runs one command; returns the full reply (never raises for QMP errors)."""
+        """Runs one command; returns the full reply (never raises for QMP errors).
+
+        Afterwards the work jobs have due *now* runs (``advance(0)``): QEMU's running jobs
+        issue their requests before the next command is read, so a started speed-0 job has
+        finished and a rate-limited one has copied its first request.
+        """
+        reply = self._execute(command, arguments)
+        if self.layer.graph.jobs():
+            self.advance(0)
+        return reply
+
+    def _execute(self, command: str, arguments: dict[str, Any] | None) -> dict[str, Any]:
         handler = COMMANDS.get(command)
         not_found = QMPError(f"The command {command} has not been found", COMMAND_NOT_FOUND)
         if handler is None:
@@ -93,11 +102,8 @@ class Machine:
     def emit_all(self, events: list[dict[str, Any]]) -> None:
         """Queues events given as ``{"event": NAME, "data": {...}}``, in order.
 
-        Where the emulated version drains everything for each graph change, the pause/resume
-        pairs a finishing job's graph changes cause to other jobs are added here.
+        A job-owned target (drive-backup) leaves the graph with its job's ``null``.
         """
-        if self.profile.graph_change_drains:
-            events = jobs.with_finish_drains(self.layer.graph, events, self._finished_jobs)
         for event in events:
             self.emit(event["event"], event["data"])
             data = event["data"]

@@ -12,9 +12,23 @@ from __future__ import annotations
 
 from typing import Any
 
-from reference import images
+from reference import _core
 from reference.actions.blockdev_backup import BlockdevBackup
+from reference.block import strerror
 from reference.errors import QMPError
+
+
+def create_image(filename: str, fmt: str, size: int) -> None:
+    """``bdrv_img_create`` without a backing file, with QEMU's messages."""
+    try:
+        _core.create_image(filename, fmt, size)
+    except ValueError:
+        raise QMPError(f"Unknown file format '{fmt}'") from None
+    except _core.ImageError as e:
+        message, errno = e.args
+        if errno:
+            raise QMPError(f"Could not create '{filename}': {strerror(errno)}") from None
+        raise QMPError(str(message)) from None
 
 
 class DriveBackup(BlockdevBackup):
@@ -43,7 +57,7 @@ class DriveBackup(BlockdevBackup):
             data["sync"] = "full"  # no backing file in this reference's graphs
         if mode != "existing":
             assert fmt is not None
-            images.create(filename, fmt, info.length)
+            create_image(filename, fmt, info.length)
         options: dict[str, Any] = {
             "driver": fmt or layer.probe_format(filename),
             "file": {"driver": "file", "filename": filename},

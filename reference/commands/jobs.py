@@ -124,7 +124,4 @@ def block_job_set_speed(machine: Machine, args: dict[str, Any]) -> dict[str, Any
         _verb(machine, args["device"], True, "set_speed", int(args["speed"]))
     except ValueError:
         raise QMPError("Parameter 'speed' expects a non-negative value") from None
-    # The woken job runs at once and goes back to sleep if the new limit still holds it (QEMU
-    # does so before the next command is read).
-    machine.advance(0)
     return {}
