@@ -14,6 +14,8 @@ What QEMU does, and so what this does:
 - Commands run one at a time across all monitors.  Events a command causes are sent *before* its
   reply (QEMU's ``stop`` sends ``STOP`` then ``{"return": {}}``; ``quit`` sends ``SHUTDOWN``
   first), to every negotiated session; events happening between commands are polled.
+- Block jobs run in the background: the poll advances the engine's clock by the real time
+  that passed (``advance(ns)``), so jobs progress between commands as QEMU's do.
 - After ``quit``'s reply every connection closes, the unix socket files are removed, the engine
   is closed and :meth:`QMPServer.run` returns.
 - A client vanishing mid-command only ends its own session.  End of input on stdio ends that
@@ -29,6 +31,7 @@ import os
 import socket
 import sys
 import threading
+import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from enum import Enum
@@ -291,8 +294,16 @@ class QMPServer:
             self.hub.broadcast(event)
 
     async def _poll_events(self) -> None:
+        # The engine's deterministic clock follows real time here, as QEMU's jobs run in the
+        # background: block jobs progress (and emit their events) between commands.
+        advance = getattr(self.engine, "advance", None)
+        last = time.monotonic_ns()
         while self.runstate is Runstate.RUNNING:
             await asyncio.sleep(_EVENT_POLL_SECONDS)
+            now = time.monotonic_ns()
+            if advance is not None:
+                advance(now - last)
+            last = now
             self._flush_events()
 
 
