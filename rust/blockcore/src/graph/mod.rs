@@ -17,7 +17,7 @@ use crate::format::{self, FormatDriver, FormatError, LoadedBitmap};
 use crate::job::JobSet;
 use crate::storage::{BlkdebugStorage, FileStorage, InjectRule, StateRule, Storage};
 use crate::units::{ByteRange, Granularity};
-use observed::ObservedStorage;
+pub(crate) use observed::ObservedStorage;
 use std::sync::Arc;
 
 /// Errors of graph operations.
@@ -195,7 +195,7 @@ impl Node {
             .map(|c| c.node.as_str())
     }
 
-    fn record_write(&mut self, range: ByteRange) {
+    pub(crate) fn record_write(&mut self, range: ByteRange) {
         for bm in &mut self.bitmaps {
             bm.record_write(range);
         }
@@ -650,7 +650,7 @@ impl Graph {
 
     /// Marks the `file` child's bitmaps with the store writes a format node caused. When the
     /// node is itself a protocol node its own writes were recorded directly, so the log is dropped.
-    fn drain_store_writes(&mut self, node: &str) {
+    pub(crate) fn drain_store_writes(&mut self, node: &str) {
         let Some(n) = self.node(node) else { return };
         let file = n.child("file").map(str::to_string);
         let mut target = file.unwrap_or_else(|| node.to_string());

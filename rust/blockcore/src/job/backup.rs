@@ -12,6 +12,7 @@
 use super::{strerror, EventValue, Events, IoStatus, Job, JobError, JobEvent, RateLimit};
 use crate::bitmap::{Bits, DirtyBitmap};
 use crate::graph::{Child, DataPath, Driver, Graph, GraphError, Node, WriteKind};
+use crate::storage::Storage;
 use crate::units::{ByteRange, Granularity};
 
 /// QEMU's `MirrorSyncMode` as the job sees it (`incremental` is `bitmap` + `on-success`).
@@ -228,6 +229,84 @@ impl BackupParams {
             max_chunk: 0,
             max_workers: MAX_WORKERS,
         }
+    }
+}
+
+/// One request of a pipelined step: its range and the outcome of its write.
+type Outcome = (u64, u64, Result<(), (bool, i32)>);
+
+enum Payload {
+    Data(Vec<u8>),
+    Zeroes,
+    Failed((bool, i32)),
+}
+
+struct Request {
+    off: u64,
+    end: u64,
+    data: Payload,
+}
+
+/// Direct I/O on a node's data path (format driver or protocol store), for the pipelined copy.
+enum NodeIo<'a> {
+    Format(&'a mut dyn crate::format::FormatDriver),
+    Store(std::sync::Arc<crate::graph::ObservedStorage>),
+}
+
+impl<'a> NodeIo<'a> {
+    fn of(data: &'a mut DataPath) -> Option<Self> {
+        match data {
+            DataPath::Format(f) => Some(NodeIo::Format(f.as_mut())),
+            DataPath::Protocol(s) => Some(NodeIo::Store(s.clone())),
+            _ => None,
+        }
+    }
+
+    fn read(&mut self, off: u64, buf: &mut [u8]) -> Result<(), i32> {
+        match self {
+            NodeIo::Format(f) => f.read(off, buf).map_err(|e| e.errno()),
+            NodeIo::Store(s) => s
+                .read_at(buf, off)
+                .map_err(|e| e.raw_os_error().unwrap_or(EIO)),
+        }
+    }
+
+    /// The end of the same-allocation-status run from `off` (before `end`) and that status.
+    fn same_status_end(&mut self, off: u64, end: u64, cs: u64) -> Result<(u64, bool), i32> {
+        let NodeIo::Format(f) = self else {
+            return Ok((end, true));
+        };
+        let first = f.is_allocated(off).map_err(|e| e.errno())?;
+        let mut pos = off + cs;
+        while pos < end {
+            if f.is_allocated(pos).map_err(|e| e.errno())? != first {
+                return Ok((pos, first));
+            }
+            pos += cs;
+        }
+        Ok((end, first))
+    }
+
+    fn write(&mut self, off: u64, data: &[u8], compress: bool) -> Result<(), (bool, i32)> {
+        let r = match self {
+            NodeIo::Format(f) if compress => f.write_compressed(off, data).map_err(|e| e.errno()),
+            NodeIo::Format(f) => f.write(off, data).map_err(|e| e.errno()),
+            NodeIo::Store(_) if compress => Err(95),
+            NodeIo::Store(s) => s
+                .write_at(data, off)
+                .map_err(|e| e.raw_os_error().unwrap_or(EIO)),
+        };
+        r.map_err(|e| (false, e))
+    }
+
+    fn write_zeroes(&mut self, off: u64, len: u64) -> Result<(), (bool, i32)> {
+        let r = match self {
+            NodeIo::Format(f) => f.write_zeroes(off, len).map_err(|e| e.errno()),
+            NodeIo::Store(s) => s
+                .write_zeroes(off, len)
+                .map_err(|e| e.raw_os_error().unwrap_or(EIO)),
+        };
+        r.map_err(|e| (false, e))
     }
 }
 
@@ -553,6 +632,10 @@ impl Graph {
         // `limit` bytes of clusters of one allocation status. Requests in flight when one fails
         // still complete; the first error is handled after them.
         let now = self.jobs.now;
+        if let Some(outcomes) = self.pipelined_batch(i, &b, limit) {
+            self.finish_batch(i, &b, outcomes, ev);
+            return;
+        }
         let mut from = 0u64;
         let mut tasks = 0usize;
         let mut first_error: Option<(bool, i32, usize)> = None;
@@ -604,6 +687,122 @@ impl Graph {
         {
             // The copy is done: the job leaves its loop at once, without waiting for its
             // speed limit.
+            self.exit(i);
+        }
+    }
+
+    /// The fast path of a step for an unthrottled job: a reader (this thread) and a writer
+    /// thread overlap, as QEMU's parallel requests do. Same requests, same order, same
+    /// outcomes as the sequential loop; used only where no rule of that loop could tell them
+    /// apart (no speed limit, max_workers >= 64 so no request is held back by a failure, plain
+    /// format or protocol nodes, no job reading the target). None: take the sequential path.
+    fn pipelined_batch(&mut self, i: usize, b: &Backup, limit: u64) -> Option<Vec<Outcome>> {
+        let j = &self.jobs.jobs[i];
+        if j.speed != 0 || b.max_workers < MAX_WORKERS {
+            return None;
+        }
+        if self.jobs.jobs.iter().any(|o| o.backup.source == b.target) {
+            return None;
+        }
+        let bits = self.copy_bitmap(b)?.bits.clone();
+        let si = self.nodes.iter().position(|n| n.name == b.source)?;
+        let ti = self.nodes.iter().position(|n| n.name == b.target)?;
+        if si == ti || self.nodes[ti].read_only {
+            return None;
+        }
+        let (src, tgt) = if si < ti {
+            let (l, r) = self.nodes.split_at_mut(ti);
+            (&mut l[si], &mut r[0])
+        } else {
+            let (l, r) = self.nodes.split_at_mut(si);
+            (&mut r[0], &mut l[ti])
+        };
+        let mut src = NodeIo::of(&mut src.data)?;
+        let mut tgt = NodeIo::of(&mut tgt.data)?;
+        let (cs, len, compress) = (b.cluster_size, b.len, b.compress);
+        let (tx, rx) = std::sync::mpsc::sync_channel::<Request>(2);
+        // Written buffers come back for the next reads (no allocation, no zero-filling).
+        let (back_tx, back_rx) = std::sync::mpsc::channel::<Vec<u8>>();
+        let outcomes = std::thread::scope(|scope| {
+            let writer = scope.spawn(move || {
+                let mut out = Vec::new();
+                for r in rx {
+                    let res = match r.data {
+                        Payload::Failed(e) => Err(e),
+                        Payload::Zeroes => tgt.write_zeroes(r.off, r.end - r.off),
+                        Payload::Data(buf) => {
+                            let res = tgt.write(r.off, &buf, compress);
+                            let _ = back_tx.send(buf);
+                            res
+                        }
+                    };
+                    out.push((r.off, r.end, res));
+                }
+                out
+            });
+            let mut from = 0u64;
+            for _ in 0..MAX_WORKERS {
+                let Some((off, mut end)) = Self::next_run(&bits, cs, len, limit, from) else {
+                    break;
+                };
+                let data = match src.same_status_end(off, end, cs) {
+                    Err(e) => Payload::Failed((true, e)),
+                    Ok((e, allocated)) => {
+                        end = e;
+                        if !allocated {
+                            Payload::Zeroes
+                        } else {
+                            let mut buf = back_rx.try_recv().unwrap_or_default();
+                            buf.resize((end - off) as usize, 0);
+                            match src.read(off, &mut buf) {
+                                Ok(()) => Payload::Data(buf),
+                                Err(e) => Payload::Failed((true, e)),
+                            }
+                        }
+                    }
+                };
+                from = end;
+                if tx.send(Request { off, end, data }).is_err() {
+                    break;
+                }
+            }
+            drop(tx);
+            writer.join().unwrap_or_default()
+        });
+        // What the writes did to the target's bitmaps and its file's.
+        if let Ok(t) = self.get_mut(&b.target) {
+            for (off, end, res) in &outcomes {
+                if res.is_ok() {
+                    t.record_write(ByteRange::new(*off, end - off));
+                }
+            }
+        }
+        self.drain_store_writes(&b.target);
+        Some(outcomes)
+    }
+
+    /// Accounts a pipelined batch as the sequential loop would have.
+    fn finish_batch(&mut self, i: usize, b: &Backup, outcomes: Vec<Outcome>, ev: &mut Events) {
+        let mut first_error: Option<(bool, i32)> = None;
+        for (off, end, res) in &outcomes {
+            match res {
+                Ok(()) => {
+                    if let Some(c) = self.copy_bitmap_mut(b) {
+                        c.bits.reset_range(ByteRange::new(*off, end - off));
+                    }
+                    self.jobs.jobs[i].current_progress += end - off;
+                }
+                Err(e) => {
+                    first_error.get_or_insert(*e);
+                }
+            }
+        }
+        if let Some((is_read, errno)) = first_error {
+            self.backup_io_error(i, is_read, errno, ev);
+        } else if self
+            .copy_bitmap(b)
+            .is_none_or(|c| c.bits.next_set_bit(0).is_none())
+        {
             self.exit(i);
         }
     }
