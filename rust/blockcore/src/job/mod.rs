@@ -893,13 +893,14 @@ impl Graph {
     }
 
     fn finalize_single(&mut self, i: usize, ev: &mut Events) {
+        let id = self.jobs.jobs[i].id.clone();
         self.update_rc(i, ev);
         let ok = self.jobs.jobs[i].ret.is_none();
         self.backup_finish_bitmap(i, ok);
         self.backup_clean(i, ev);
         // Cleaning drained; that let cancelled members of aborting txns stop.
         self.poll_cancelled(ev);
-        let Ok(i) = self.job_index(&self.jobs.jobs[i].id.clone()) else {
+        let Ok(i) = self.job_index(&id) else {
             return;
         };
         let j = &self.jobs.jobs[i];
