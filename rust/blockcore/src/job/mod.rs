@@ -688,6 +688,9 @@ impl Graph {
             return;
         }
         self.cancel_async(i, ev);
+        // QEMU enters the job: one held at a pause point by a drained section wakes up
+        // (`running`) and, being cancelled, leaves at once.
+        self.wake_cancelled(i, ev);
         let j = &self.jobs.jobs[i];
         if !j.started {
             let id = j.id.clone();
@@ -715,6 +718,17 @@ impl Graph {
             j.user_paused = false;
             j.io_status = IoStatus::Ok;
             self.resume_internal(i, ev);
+        }
+    }
+
+    /// A cancelled job waiting at a pause point is woken: it goes back to `running` (QEMU's
+    /// pause point restores the status when the job is entered, whatever holds it).
+    fn wake_cancelled(&mut self, i: usize, ev: &mut Events) {
+        let now = self.jobs.now;
+        let j = &mut self.jobs.jobs[i];
+        if j.cancelled && j.started && j.status == JobStatus::Paused {
+            j.due_ns = j.due_ns.min(now);
+            self.transition(i, JobStatus::Running, ev);
         }
     }
 
@@ -883,6 +897,7 @@ impl Graph {
             };
             if !self.jobs.jobs[k].status.is_completed() {
                 // Run the cancelled member until it stops.
+                self.wake_cancelled(k, ev);
                 self.completed(&first, None, ev);
             }
             let Ok(k) = self.job_index(&first) else {

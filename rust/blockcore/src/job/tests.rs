@@ -889,3 +889,122 @@ fn qemu_10_graph_changes_drain_every_running_job() {
     want.extend(pair);
     assert_eq!(show(&ev), want);
 }
+
+#[test]
+fn random_verb_sequences_keep_the_state_machine_valid() {
+    // Every status change passes the transition table (debug-asserted in `transition`); every
+    // refused verb is refused by the verb table or a pause rule; jobs always end up gone or
+    // concluded, with their bitmaps no longer busy and the filters out of the graph.
+    for seed in 1..=100u64 {
+        let mut rng = Rng(seed.wrapping_mul(0xD1B5_4A32_D192_ED03) | 1);
+        let dir = TempDir::new().unwrap();
+        let mut g = Graph::new();
+        if seed % 2 == 0 {
+            g.set_graph_drains(GraphDrains {
+                create_before: 4,
+                create_after: 1,
+                clean: 3,
+                free: 1,
+            });
+        }
+        let len = 16 * K64;
+        for d in ["d0", "d1", "d2"] {
+            debug_disk(
+                &mut g,
+                &dir,
+                d,
+                len,
+                vec![read_error_at(Some(rng.below(16) * K64 / 512))],
+                arm_on_flush(),
+            );
+            g.bitmap_add(d, "bm", Granularity::new(K64).unwrap(), true, false)
+                .unwrap();
+            write(&mut g, d, 0, len / 2, 5);
+        }
+        for t in ["t0", "t1", "t2"] {
+            disk(&mut g, &dir, t, "raw", len);
+        }
+        let txn = g.txn_new();
+        let ids = ["j0", "j1", "j2"];
+        let policies = [OnError::Report, OnError::Stop, OnError::Ignore];
+        for (k, id) in ids.iter().enumerate() {
+            let d = ["d0", "d1", "d2"][k];
+            let mut p = params(id, d, ["t0", "t1", "t2"][k], SyncMode::Bitmap);
+            p = with_bitmap(
+                p,
+                "bm",
+                [BitmapMode::OnSuccess, BitmapMode::Never, BitmapMode::Always][k],
+            );
+            p.speed = [0, 1, 10 * K64][rng.below(3) as usize];
+            p.max_chunk = K64;
+            p.max_workers = [1, 64][rng.below(2) as usize];
+            p.auto_finalize = rng.below(2) == 0;
+            p.auto_dismiss = rng.below(2) == 0;
+            p.on_source_error = policies[rng.below(3) as usize];
+            p.txn = (seed % 3 != 0).then_some(txn);
+            g.backup_create(p).unwrap();
+        }
+        let mut open_drains: Vec<Option<&str>> = Vec::new();
+        for _ in 0..60 {
+            let id = ids[rng.below(3) as usize];
+            let _ = match rng.below(13) {
+                0 => g.job_start(id),
+                1 => g.job_pause(id),
+                2 => g.job_resume(id),
+                3 => g.job_cancel(id, rng.below(2) == 0),
+                4 => g.job_finalize(id),
+                5 => g.job_dismiss(id),
+                6 => g.job_set_speed(id, [0, 1, 1 << 20][rng.below(3) as usize]),
+                7 => g.job_complete(id),
+                8 => {
+                    let node = [None, Some("d0"), Some("t1")][rng.below(3) as usize];
+                    open_drains.push(node);
+                    g.drained_begin(node)
+                }
+                9 => match open_drains.pop() {
+                    Some(node) => g.drained_end(node),
+                    None => Ok(Vec::new()),
+                },
+                10 => {
+                    let d = ["dev_d0", "dev_d1", "dev_d2"][rng.below(3) as usize];
+                    let r = root(&g, d);
+                    let _ = g.write(
+                        &r,
+                        rng.below(len / 512) * 512,
+                        WriteKind::Data,
+                        &[7; 512],
+                        512,
+                    );
+                    let _ = g.flush(&r);
+                    Ok(Vec::new())
+                }
+                11 => Ok(g.run_jobs(rng.below(4) as usize)),
+                _ => Ok(g.advance(rng.below(3 * SLICE_NS))),
+            };
+        }
+        // Wind down: end drains, start, resume and cancel everything, finalize, dismiss.
+        while let Some(node) = open_drains.pop() {
+            g.drained_end(node).unwrap();
+        }
+        for id in ids {
+            let _ = g.job_start(id);
+            let _ = g.job_resume(id);
+            let _ = g.job_cancel(id, true);
+        }
+        g.run_until_idle(u64::MAX / 4);
+        for id in ids {
+            let _ = g.job_finalize(id);
+        }
+        g.run_until_idle(u64::MAX / 4);
+        for id in ids {
+            let _ = g.job_dismiss(id);
+        }
+        assert!(g.jobs().is_empty(), "seed {seed}: {:?}", g.jobs());
+        for d in ["d0", "d1", "d2"] {
+            let n = g.get(d).unwrap();
+            assert_eq!(n.bitmaps.len(), 1, "seed {seed}: {d} keeps a job bitmap");
+            assert!(!n.bitmaps[0].state.busy && !n.bitmaps[0].state.frozen);
+            assert_eq!(root(&g, &format!("dev_{d}")), d, "seed {seed}: filter left");
+        }
+    }
+}
