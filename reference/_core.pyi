@@ -389,6 +389,7 @@ class Graph:
         txn: int | None = None,
         max_chunk: int = 0,
         max_workers: int = 64,
+        min_cluster_size: int = 0,
     ) -> list[JobEvent]:
         """Creates a backup job in state ``created``; returns ``[JOB_STATUS_CHANGE created]``.
 
@@ -406,6 +407,8 @@ class Graph:
         access), the clusters saved by copy-before-write (starts empty), the clusters still to
         copy (all set until the job starts, then per sync mode); then the job. The
         job starts held (pause_count 1) plus one per active drained section touching it.
+        ``min_cluster_size`` (x-perf, 9.2+) raises the job cluster size (QEMU 10.0:
+        max(target cluster, 64 KiB, min-cluster-size); a power of two, else ValueError).
         ``max_chunk``/``max_workers`` are x-perf's (0 = 1 MiB requests; requests in flight:
         those in flight when one fails still complete, later ones do not start).
         ``compress`` writes data clusters compressed (zlib, as QEMU; a qcow2 target; other

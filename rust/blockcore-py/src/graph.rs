@@ -437,7 +437,8 @@ impl Graph {
     #[pyo3(signature = (
         job_id, source, target, *, sync, filter_node_name, bitmap=None, bitmap_mode=None,
         speed=0, compress=false, on_source_error="report", on_target_error="report",
-        auto_finalize=true, auto_dismiss=true, txn=None, max_chunk=0, max_workers=64
+        auto_finalize=true, auto_dismiss=true, txn=None, max_chunk=0, max_workers=64,
+        min_cluster_size=0
     ))]
     fn backup_create(
         &self,
@@ -457,6 +458,7 @@ impl Graph {
         txn: Option<u64>,
         max_chunk: i64,
         max_workers: i64,
+        min_cluster_size: u64,
     ) -> PyResult<Vec<JobEvent>> {
         let mut p = BackupParams::new(
             job_id,
@@ -480,6 +482,7 @@ impl Graph {
             .ok()
             .filter(|w| *w >= 1)
             .ok_or_else(|| PyValueError::new_err("max_workers must be at least 1"))?;
+        p.min_cluster_size = min_cluster_size;
         self.g()
             .backup_create(p)
             .map(jobs::events)

@@ -206,6 +206,8 @@ pub struct BackupParams {
     pub max_chunk: u64,
     /// Requests in flight at a time (>= 1).
     pub max_workers: usize,
+    /// Smallest job cluster size (`x-perf` `min-cluster-size`, 9.2+; 0: none).
+    pub min_cluster_size: u64,
 }
 
 impl BackupParams {
@@ -228,6 +230,7 @@ impl BackupParams {
             txn: None,
             max_chunk: 0,
             max_workers: MAX_WORKERS,
+            min_cluster_size: 0,
         }
     }
 }
@@ -386,7 +389,9 @@ impl Graph {
         if let Some(name) = &p.bitmap {
             self.bitmap(&p.source, name)?;
         }
-        let cluster_size = target_cluster.max(BACKUP_CLUSTER_SIZE);
+        let cluster_size = target_cluster
+            .max(BACKUP_CLUSTER_SIZE)
+            .max(p.min_cluster_size);
         let gran = Granularity::new(cluster_size)
             .ok_or_else(|| JobError::Invalid(format!("bad cluster size {cluster_size}")))?;
         let successor_tag = self.jobs.next_tag;

@@ -1008,3 +1008,36 @@ fn random_verb_sequences_keep_the_state_machine_valid() {
         }
     }
 }
+
+#[test]
+fn min_cluster_size_raises_the_job_cluster() {
+    let dir = TempDir::new().unwrap();
+    let mut g = Graph::new();
+    disk(&mut g, &dir, "d0", "qcow2", MIB);
+    disk(&mut g, &dir, "t0", "qcow2", MIB);
+    write(&mut g, "d0", 0, 2 * K64, 1);
+    let mut p = params("j", "d0", "t0", SyncMode::Full);
+    p.min_cluster_size = 2 * K64;
+    p.speed = 1;
+    g.backup_create(p).unwrap();
+    assert_eq!(g.job("j").unwrap().backup.cluster_size, 2 * K64);
+    let grans: Vec<u64> = g
+        .node("cbw-j")
+        .unwrap()
+        .bitmaps
+        .iter()
+        .map(|b| b.bits.granularity().bytes())
+        .collect();
+    assert_eq!(grans, [2 * K64; 3]);
+    g.job_start("j").unwrap();
+    g.advance(0);
+    // A 64 KiB guest write saves the whole 128 KiB job cluster first.
+    let r = root(&g, "dev_d0");
+    write(&mut g, &r, 9 * K64, K64, 2);
+    let done = &g.node("cbw-j").unwrap().bitmaps[1];
+    assert_eq!(done.bits.count(), 2 * K64);
+    assert_eq!(g.job("j").unwrap().current_progress, 4 * K64);
+    let mut p = params("k", "d0", "t0", SyncMode::Full);
+    p.min_cluster_size = 3 * K64;
+    assert!(matches!(g.backup_create(p), Err(JobError::Invalid(_))));
+}
