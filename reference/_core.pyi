@@ -391,7 +391,9 @@ class Graph:
         max_workers: int = 64,
         min_cluster_size: int = 0,
     ) -> list[JobEvent]:
-        """Creates a backup job in state ``created``; returns ``[JOB_STATUS_CHANGE created]``.
+        """Creates a backup job in state ``created``; returns ``[JOB_STATUS_CHANGE created]``,
+        preceded and followed by the pause/resume pairs of other running jobs that
+        ``set_graph_drains`` asks for.
 
         Mechanics only; Python has already made every QEMU check with QEMU's messages
         (SEMANTICS 2.7). ``sync`` is ``full``/``top``/``none``/``bitmap`` (Python rewrites
@@ -426,8 +428,9 @@ class Graph:
 
     def job_discard(self, job_id: str) -> list[JobEvent]:
         """Early failure of a created job (QEMU's job_early_fail, e.g. after the ``speed < 0``
-        check): ``null``; successor merged back, filter and copy bitmap removed. Raises
-        JobNotFound, JobVerbError(id, status, "discard") if not ``created``."""
+        check): ``null``; successor merged back, filter and its bitmaps removed (the clean's
+        and the free's drain pairs of ``set_graph_drains`` around it). Raises JobNotFound,
+        JobVerbError(id, status, "discard") if not ``created``."""
 
     def job_pause(self, job_id: str) -> list[JobEvent]:
         """User pause (job-pause / block-job-pause). Verb ``pause`` first (JobVerbError), then
