@@ -12,6 +12,7 @@ __all__ = [
     "BitmapNotFound",
     "BitsCopy",
     "CoreError",
+    "CycleError",
     "DetachedBitmap",
     "Graph",
     "ImageError",
@@ -22,6 +23,9 @@ __all__ = [
     "NodeNotFound",
     "Qcow2Info",
     "SizeMismatch",
+    "SnapshotInfo",
+    "SnapshotNotFound",
+    "create_image",
 ]
 
 class CoreError(Exception): ...
@@ -32,7 +36,34 @@ class NoMedium(CoreError): ...
 class BitmapNotFound(CoreError): ...
 class BitmapExists(CoreError): ...
 class SizeMismatch(CoreError): ...
-class ImageError(CoreError): ...
+
+class ImageError(CoreError):
+    """An I/O or image-format error; ``args == (message, errno)``.
+
+    errno 1 (EPERM) for writes to read-only images, 2 (ENOENT) for missing files, 95 (ENOTSUP)
+    for operations the format does not have (e.g. internal snapshots on raw), 5 (EIO) otherwise.
+    """
+
+class SnapshotNotFound(CoreError):
+    """No internal snapshot matches; ``args == (id, name)`` as given (``None`` when absent)."""
+
+class CycleError(CoreError):
+    """Attaching would create a cycle; ``args == (child, parent)``, as in QEMU's
+    ``Making 'CHILD' a backing child of 'PARENT' would create a cycle``."""
+
+def create_image(
+    driver: str,
+    filename: str,
+    size: int,
+    backing_file: str | None = None,
+    backing_format: str | None = None,
+) -> None:
+    """Creates (or truncates and overwrites) ``filename`` as ``qemu-img create -f DRIVER
+    [-b BACKING_FILE -F BACKING_FORMAT] FILENAME SIZE`` does (qcow2: default options, compat 1.1,
+    64 KiB clusters, byte-identical header; raw: a sparse file of ``size`` bytes). The backing
+    file is recorded, never opened. ``driver`` other than ``qcow2``/``raw``: ImageError errno 95;
+    backing with raw: ImageError errno 95; unwritable path: ImageError with the OS errno (e.g. 2).
+    """
 
 @final
 class Qcow2Info:
@@ -71,6 +102,13 @@ class NodeInfo:
     def dirty(self) -> bool: ...
     @property
     def qcow2(self) -> Qcow2Info | None: ...
+    @property
+    def backing_file(self) -> str | None:
+        """Backing file name recorded in the image header (qcow2), as stored (may be relative);
+        independent of whether a ``backing`` child is attached."""
+    @property
+    def backing_format(self) -> str | None:
+        """Backing format recorded in the image header (qcow2 extension), if any."""
 
 @final
 class BitmapInfo:
@@ -92,6 +130,29 @@ class BitmapInfo:
     def granularity(self) -> int: ...
     @property
     def count(self) -> int: ...
+
+@final
+class SnapshotInfo:
+    """One internal snapshot as stored in the qcow2 snapshot table (QEMU's ``SnapshotInfo``)."""
+
+    @property
+    def id(self) -> str: ...
+    @property
+    def name(self) -> str:
+        """Stored name (at most 255 bytes; decoded lossily if truncation split a character)."""
+    @property
+    def vm_state_size(self) -> int: ...
+    @property
+    def date_sec(self) -> int: ...
+    @property
+    def date_nsec(self) -> int: ...
+    @property
+    def vm_clock_sec(self) -> int: ...
+    @property
+    def vm_clock_nsec(self) -> int: ...
+    @property
+    def icount(self) -> int | None:
+        """``None`` when not recorded (QEMU stores -1 in the v3 extra data)."""
 
 @final
 class BitsCopy: ...
@@ -154,3 +215,48 @@ class Graph:
     def write_zeroes(self, node: str, offset: int, length: int) -> None: ...
     def discard(self, node: str, offset: int, length: int) -> None: ...
     def flush(self, node: str) -> None: ...
+
+    # ---- backing chains (children with role ``backing``) ----
+    def set_backing(self, node: str, backing: str | None) -> None:
+        """Attaches ``backing`` as the ``backing`` child of format node ``node`` (replacing any),
+        or detaches it (``None``). Used for blockdev-add's ``backing`` option and for opening an
+        image's backing file (Python opens the file + format nodes read-only with the names it
+        chooses, then attaches). Unallocated clusters of ``node`` then read from ``backing``
+        (zeros beyond its length); partial-cluster writes copy the rest of the cluster up; zeroes
+        and discard keep reading as zeros. The image header is not changed.
+        NodeNotFound; ImageError errno 95 if ``node`` is not a qcow2 node; CycleError if
+        ``node`` is reachable from ``backing`` (or is ``backing``)."""
+    def append_overlay(self, node: str, overlay: str) -> None:
+        """QEMU's bdrv_append: makes ``node`` the ``backing`` child of ``overlay`` and re-points
+        every other parent of ``node`` (node children of any role and backends) to ``overlay``.
+        Same errors as ``set_backing`` (checked before anything changes)."""
+    def remove_overlay(self, overlay: str, node: str) -> None:
+        """Undo of ``append_overlay`` (external snapshot abort): detaches ``overlay``'s backing
+        child and re-points every parent of ``overlay`` back to ``node``."""
+    def reopen_read_only(self, node: str) -> list[tuple[str, str]]:
+        """Reopens ``node`` and its ``file`` child read-only (external snapshot commit): first
+        stores the node's persistent bitmaps (not ``skip_store``) into the image with in-use
+        cleared and flushes, then marks every bitmap of the node ``readonly`` and the nodes
+        read-only. Already read-only: no-op. Returns ``(bitmap, message)`` for bitmaps that
+        could not be stored (QEMU only warns). ImageError if the image cannot be written."""
+
+    # ---- internal snapshots (qcow2) ----
+    def snapshots(self, node: str) -> list[SnapshotInfo]:
+        """The snapshot table in stored order. Non-qcow2 node: ImageError errno 95."""
+    def snapshot_create(
+        self,
+        node: str,
+        name: str,
+        date_sec: int,
+        date_nsec: int,
+        vm_clock_nsec: int,
+        icount: int | None = None,
+    ) -> SnapshotInfo:
+        """Creates an internal snapshot of ``node`` (qcow2): id = max numeric id + 1, name
+        truncated to 255 bytes, no VM state, L1 table copied, refcounts of every referenced
+        cluster raised (later writes copy on write). No duplicate check (callers check by
+        untruncated name, as QEMU). Non-qcow2: ImageError errno 95; read-only: errno 1."""
+    def snapshot_delete(self, node: str, id: str | None, name: str | None) -> SnapshotInfo:
+        """Deletes the first snapshot matching ``id`` and/or ``name`` (both must match when both
+        are given), releasing its clusters; returns what was deleted. SnapshotNotFound if none;
+        ImageError errno 95 for non-qcow2, errno 1 if read-only."""
