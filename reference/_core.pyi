@@ -236,9 +236,10 @@ class Graph:
     def reopen_read_only(self, node: str) -> list[tuple[str, str]]:
         """Reopens ``node`` and its ``file`` child read-only (external snapshot commit): first
         stores the node's persistent bitmaps (not ``skip_store``) into the image with in-use
-        cleared and flushes, then marks every bitmap of the node ``readonly`` and the nodes
-        read-only. Already read-only: no-op. Returns ``(bitmap, message)`` for bitmaps that
-        could not be stored (QEMU only warns). ImageError if the image cannot be written."""
+        cleared and flushes, then marks the node's persistent bitmaps ``readonly`` (others are
+        untouched) and the nodes read-only. Already read-only: no-op, ``[]``. If storing fails
+        the reopen is abandoned and the node stays writable (QEMU ignores that error at commit):
+        returns ``[(node, message)]`` then, else ``[]``. NodeNotFound."""
 
     # ---- internal snapshots (qcow2) ----
     def snapshots(self, node: str) -> list[SnapshotInfo]:

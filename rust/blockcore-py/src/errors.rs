@@ -64,6 +64,19 @@ create_exception!(
     "An I/O or image-format error; args: (message, errno)."
 );
 
+create_exception!(
+    reference._core,
+    SnapshotNotFound,
+    CoreError,
+    "No internal snapshot matches; args: (id, name)."
+);
+create_exception!(
+    reference._core,
+    CycleError,
+    CoreError,
+    "Attaching would create a cycle; args: (child, parent)."
+);
+
 /// Converts a graph error into the matching Python exception.
 pub fn to_py(err: GraphError) -> PyErr {
     match err {
@@ -75,6 +88,8 @@ pub fn to_py(err: GraphError) -> PyErr {
         GraphError::BitmapExists(n) => BitmapExists::new_err(n),
         GraphError::SizeMismatch(e) => SizeMismatch::new_err((e.dest, e.src)),
         GraphError::Format(e) => format_to_py(&e),
+        GraphError::Cycle { child, parent } => CycleError::new_err((child, parent)),
+        GraphError::SnapshotNotFound { id, name } => SnapshotNotFound::new_err((id, name)),
     }
 }
 
@@ -95,5 +110,7 @@ pub fn register(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add("BitmapExists", py.get_type::<BitmapExists>())?;
     m.add("SizeMismatch", py.get_type::<SizeMismatch>())?;
     m.add("ImageError", py.get_type::<ImageError>())?;
+    m.add("SnapshotNotFound", py.get_type::<SnapshotNotFound>())?;
+    m.add("CycleError", py.get_type::<CycleError>())?;
     Ok(())
 }

@@ -2,7 +2,7 @@
 
 use crate::errors::to_py;
 use blockcore::bitmap::{Bits, DirtyBitmap};
-use blockcore::format::BitmapStoreError;
+use blockcore::format::{BitmapStoreError, SnapshotEntry, SnapshotParams};
 use blockcore::graph::{self, Driver, GraphError, Node, WriteKind};
 use blockcore::units::Granularity;
 use pyo3::exceptions::PyValueError;
@@ -30,6 +30,36 @@ pub struct NodeInfo {
     filename: Option<String>,
     dirty: bool,
     qcow2: Option<Qcow2Info>,
+    backing_file: Option<String>,
+    backing_format: Option<String>,
+}
+
+/// One internal snapshot (QEMU's `SnapshotInfo`).
+#[pyclass(frozen, get_all, module = "reference._core")]
+pub struct SnapshotInfo {
+    id: String,
+    name: String,
+    vm_state_size: u64,
+    date_sec: u32,
+    date_nsec: u32,
+    vm_clock_sec: u64,
+    vm_clock_nsec: u64,
+    icount: Option<u64>,
+}
+
+impl SnapshotInfo {
+    fn of(e: SnapshotEntry) -> Self {
+        Self {
+            id: e.id,
+            name: String::from_utf8_lossy(&e.name).into_owned(),
+            vm_state_size: e.vm_state_size,
+            date_sec: e.date_sec,
+            date_nsec: e.date_nsec,
+            vm_clock_sec: e.vm_clock_nsec / 1_000_000_000,
+            vm_clock_nsec: e.vm_clock_nsec % 1_000_000_000,
+            icount: e.icount,
+        }
+    }
 }
 
 /// qcow2 facts of a node (`ImageInfoSpecificQCow2`).
@@ -49,6 +79,10 @@ impl NodeInfo {
     fn of(node: &Node) -> Result<Self, GraphError> {
         let facts = node.format().map(|f| f.facts()).unwrap_or_default();
         Ok(Self {
+            backing_file: node.format().and_then(|f| f.backing_file().map(Into::into)),
+            backing_format: node
+                .format()
+                .and_then(|f| f.backing_format().map(Into::into)),
             dirty: facts.dirty,
             qcow2: facts.qcow2.map(|q| Qcow2Info {
                 compat: q.compat,
@@ -375,4 +409,83 @@ impl Graph {
     fn flush(&self, node: &str) -> PyResult<()> {
         self.g().flush(node).map_err(to_py)
     }
+
+    // ---- backing chains ----
+
+    fn set_backing(&self, node: &str, backing: Option<&str>) -> PyResult<()> {
+        self.g().set_backing(node, backing).map_err(to_py)
+    }
+
+    fn append_overlay(&self, node: &str, overlay: &str) -> PyResult<()> {
+        self.g().append_overlay(node, overlay).map_err(to_py)
+    }
+
+    fn remove_overlay(&self, overlay: &str, node: &str) -> PyResult<()> {
+        self.g().remove_overlay(overlay, node).map_err(to_py)
+    }
+
+    fn reopen_read_only(&self, node: &str) -> PyResult<Vec<(String, String)>> {
+        self.g().reopen_read_only(node).map_err(to_py)
+    }
+
+    // ---- internal snapshots ----
+
+    fn snapshots(&self, node: &str) -> PyResult<Vec<SnapshotInfo>> {
+        Ok(self
+            .g()
+            .snapshots(node)
+            .map_err(to_py)?
+            .into_iter()
+            .map(SnapshotInfo::of)
+            .collect())
+    }
+
+    #[pyo3(signature = (node, name, date_sec, date_nsec, vm_clock_nsec, icount=None))]
+    fn snapshot_create(
+        &self,
+        node: &str,
+        name: &str,
+        date_sec: u32,
+        date_nsec: u32,
+        vm_clock_nsec: u64,
+        icount: Option<u64>,
+    ) -> PyResult<SnapshotInfo> {
+        let params = SnapshotParams {
+            name: name.as_bytes().to_vec(),
+            date_sec,
+            date_nsec,
+            vm_clock_nsec,
+            icount,
+        };
+        self.g()
+            .snapshot_create(node, &params)
+            .map(SnapshotInfo::of)
+            .map_err(to_py)
+    }
+
+    fn snapshot_delete(
+        &self,
+        node: &str,
+        id: Option<&str>,
+        name: Option<&str>,
+    ) -> PyResult<SnapshotInfo> {
+        self.g()
+            .snapshot_delete(node, id, name.map(str::as_bytes))
+            .map(SnapshotInfo::of)
+            .map_err(to_py)
+    }
+}
+
+/// Creates an empty image file as `qemu-img create` does (see the stub for the contract).
+#[pyfunction]
+#[pyo3(signature = (driver, filename, size, backing_file=None, backing_format=None))]
+pub fn create_image(
+    driver: &str,
+    filename: &str,
+    size: u64,
+    backing_file: Option<&str>,
+    backing_format: Option<&str>,
+) -> PyResult<()> {
+    blockcore::format::create_image(driver, filename, size, backing_file, backing_format)
+        .map_err(|e| crate::errors::format_to_py(&e))
 }

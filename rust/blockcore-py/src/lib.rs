@@ -17,6 +17,8 @@ fn _core(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_class::<graph::BitmapInfo>()?;
     m.add_class::<graph::BitsCopy>()?;
     m.add_class::<graph::DetachedBitmap>()?;
+    m.add_class::<graph::SnapshotInfo>()?;
     m.add_class::<bits::Bitmap>()?;
+    m.add_function(wrap_pyfunction!(graph::create_image, m)?)?;
     Ok(())
 }

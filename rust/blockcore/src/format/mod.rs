@@ -103,6 +103,69 @@ pub struct Qcow2Facts {
     pub bitmaps: Vec<(String, u64, Vec<String>)>,
 }
 
+/// Where a format node's unallocated clusters read from: its `backing` child, or nothing.
+pub trait Backing {
+    /// Whether a backing node is attached (QEMU's `bs->backing`). Without one, unallocated
+    /// clusters read as zeros and may be left unallocated by write-zeroes and discard.
+    fn present(&self) -> bool;
+    /// Reads guest bytes `[offset, offset + buf.len())` of the backing node; past its end the
+    /// buffer reads as zeros.
+    fn read(&mut self, offset: u64, buf: &mut [u8]) -> Result<(), FormatError>;
+}
+
+/// No backing node: everything unallocated reads as zeros.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct NoBacking;
+
+impl Backing for NoBacking {
+    fn present(&self) -> bool {
+        false
+    }
+
+    fn read(&mut self, _offset: u64, buf: &mut [u8]) -> Result<(), FormatError> {
+        buf.fill(0);
+        Ok(())
+    }
+}
+
+/// One internal snapshot of an image (QEMU's `QEMUSnapshotInfo`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SnapshotEntry {
+    /// The snapshot id (`"1"`, `"2"`, ...).
+    pub id: String,
+    /// The name as stored (bytes; QEMU's names are C strings of at most 255 bytes).
+    pub name: Vec<u8>,
+    /// Size of the saved VM state (0: disk-only snapshot).
+    pub vm_state_size: u64,
+    /// Wall clock seconds at creation.
+    pub date_sec: u32,
+    /// Wall clock nanoseconds at creation.
+    pub date_nsec: u32,
+    /// Guest virtual clock in nanoseconds.
+    pub vm_clock_nsec: u64,
+    /// Instruction count, `None` when not recorded (stored as -1).
+    pub icount: Option<u64>,
+}
+
+/// What a new internal snapshot records besides the disk state.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct SnapshotParams {
+    /// The name; truncated to 255 bytes as QEMU's `pstrcpy` into a 256-byte field does.
+    pub name: Vec<u8>,
+    /// Wall clock seconds.
+    pub date_sec: u32,
+    /// Wall clock nanoseconds.
+    pub date_nsec: u32,
+    /// Guest virtual clock in nanoseconds.
+    pub vm_clock_nsec: u64,
+    /// Instruction count, if recorded.
+    pub icount: Option<u64>,
+}
+
+fn not_supported() -> FormatError {
+    FormatError::Unsupported("Operation not supported".into())
+}
+
 /// An open image of some format.
 pub trait FormatDriver: Send + std::fmt::Debug {
     /// The format's QEMU driver name (`raw`, `qcow2`).
@@ -121,6 +184,79 @@ pub trait FormatDriver: Send + std::fmt::Debug {
     fn write_zeroes(&mut self, offset: u64, len: u64) -> Result<(), FormatError>;
     /// Discards `[offset, offset + len)`; afterwards it reads as zeros.
     fn discard(&mut self, offset: u64, len: u64) -> Result<(), FormatError>;
+    /// [`FormatDriver::read`] with unallocated clusters read from `backing`.
+    fn read_backed(
+        &mut self,
+        offset: u64,
+        buf: &mut [u8],
+        backing: &mut dyn Backing,
+    ) -> Result<(), FormatError> {
+        let _ = backing;
+        self.read(offset, buf)
+    }
+    /// [`FormatDriver::write`]; partial clusters are completed from `backing` (copy-up).
+    fn write_backed(
+        &mut self,
+        offset: u64,
+        data: &[u8],
+        backing: &mut dyn Backing,
+    ) -> Result<(), FormatError> {
+        let _ = backing;
+        self.write(offset, data)
+    }
+    /// [`FormatDriver::write_zeroes`]; the range reads as zeros even with a backing node.
+    fn write_zeroes_backed(
+        &mut self,
+        offset: u64,
+        len: u64,
+        backing: &mut dyn Backing,
+    ) -> Result<(), FormatError> {
+        let _ = backing;
+        self.write_zeroes(offset, len)
+    }
+    /// [`FormatDriver::discard`] as QEMU does it over a backing node.
+    fn discard_backed(
+        &mut self,
+        offset: u64,
+        len: u64,
+        backing: &mut dyn Backing,
+    ) -> Result<(), FormatError> {
+        let _ = backing;
+        self.discard(offset, len)
+    }
+    /// Whether the format can have a backing node (qcow2).
+    fn supports_backing(&self) -> bool {
+        false
+    }
+    /// Backing file name recorded in the image.
+    fn backing_file(&self) -> Option<&str> {
+        None
+    }
+    /// Backing format recorded in the image.
+    fn backing_format(&self) -> Option<&str> {
+        None
+    }
+    /// Switches the driver to read-only (after a read-only reopen; nothing is written).
+    fn set_read_only(&mut self);
+    /// The internal snapshots, in table order. ENOTSUP for formats without them.
+    fn snapshots(&self) -> Result<Vec<SnapshotEntry>, FormatError> {
+        Err(not_supported())
+    }
+    /// Creates an internal snapshot of the current disk state.
+    fn snapshot_create(&mut self, params: &SnapshotParams) -> Result<SnapshotEntry, FormatError> {
+        let _ = params;
+        Err(not_supported())
+    }
+    /// Deletes the first snapshot matching `id` and/or `name` (both must match when both are
+    /// given); `Ok(None)` when none does.
+    fn snapshot_delete(
+        &mut self,
+        id: Option<&str>,
+        name: Option<&[u8]>,
+    ) -> Result<Option<SnapshotEntry>, FormatError> {
+        let _ = (id, name);
+        Err(not_supported())
+    }
     /// Makes everything written so far durable, metadata included.
     fn flush(&mut self) -> Result<(), FormatError>;
     /// Facts for query output (dirty flag, format-specific information).
@@ -154,6 +290,42 @@ pub trait FormatDriver: Send + std::fmt::Debug {
     /// Flushes and releases the image. After this the driver must not be used.
     fn close(&mut self) -> Result<(), FormatError> {
         self.flush()
+    }
+}
+
+/// Creates (truncating) host file `path` as an empty image of format `driver` and `size` bytes,
+/// as `qemu-img create -f DRIVER [-b BACKING -F BACKING_FORMAT] PATH SIZE` does.
+pub fn create_image(
+    driver: &str,
+    path: &str,
+    size: u64,
+    backing_file: Option<&str>,
+    backing_format: Option<&str>,
+) -> Result<(), FormatError> {
+    match driver {
+        "qcow2" => {
+            let opts = qcow2::CreateOptions {
+                backing_file: backing_file.map(Into::into),
+                backing_format: backing_format.map(Into::into),
+                ..qcow2::CreateOptions::new(size)
+            };
+            opts.check()?;
+            let store = crate::storage::FileStorage::create(path)?;
+            qcow2::Qcow2::create(Arc::new(store), &opts)
+        }
+        "raw" => {
+            if backing_file.is_some() {
+                return Err(FormatError::Unsupported(
+                    "Backing file not supported for file format 'raw'".into(),
+                ));
+            }
+            let store = crate::storage::FileStorage::create(path)?;
+            store.set_len(size)?;
+            Ok(store.flush()?)
+        }
+        other => Err(FormatError::Unsupported(format!(
+            "Unknown file format '{other}'"
+        ))),
     }
 }
 

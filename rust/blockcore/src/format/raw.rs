@@ -55,6 +55,10 @@ impl FormatDriver for Raw {
     fn read_only(&self) -> bool {
         self.read_only
     }
+
+    fn set_read_only(&mut self) {
+        self.read_only = true;
+    }
     fn read(&mut self, offset: u64, buf: &mut [u8]) -> Result<(), FormatError> {
         self.check(offset, buf.len() as u64)?;
         Ok(self.storage.read_at(buf, offset)?)

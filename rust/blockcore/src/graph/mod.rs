@@ -13,7 +13,10 @@
 mod observed;
 
 use crate::bitmap::{Bits, DirtyBitmap, SizeMismatch};
-use crate::format::{self, FormatDriver, FormatError, LoadedBitmap};
+use crate::format::{
+    self, Backing, FormatDriver, FormatError, LoadedBitmap, NoBacking, SnapshotEntry,
+    SnapshotParams,
+};
 use crate::storage::{FileStorage, Storage};
 use crate::units::{ByteRange, Granularity};
 use observed::ObservedStorage;
@@ -46,6 +49,22 @@ pub enum GraphError {
     /// The node is still referenced (as a child or by a device).
     #[error("node '{0}' is in use")]
     NodeInUse(String),
+    /// Attaching `child` under `parent` would create a cycle.
+    #[error("Making '{child}' a backing child of '{parent}' would create a cycle")]
+    Cycle {
+        /// The node that would become a child.
+        child: String,
+        /// The node that would become its parent.
+        parent: String,
+    },
+    /// No internal snapshot matches.
+    #[error("snapshot with id {id:?} and name {name:?} not found")]
+    SnapshotNotFound {
+        /// The id asked for.
+        id: Option<String>,
+        /// The name asked for.
+        name: Option<String>,
+    },
 }
 
 /// What a node is.
@@ -79,7 +98,7 @@ impl Driver {
     }
 }
 
-/// A child edge: `role` is QEMU's child name (`file`, later `backing`).
+/// A child edge: `role` is QEMU's child name (`file`, `backing`).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Child {
     /// The child role.
@@ -511,12 +530,60 @@ impl Graph {
                 size: length
             })?
         ];
-        match &mut n.data {
-            DataPath::Protocol(s) => s.read_at(&mut buf, offset).map_err(FormatError::from)?,
-            DataPath::Format(f) => f.read(offset, &mut buf)?,
-            DataPath::Null => {}
-        }
+        self.read_into(node, offset, &mut buf)?;
         Ok(buf)
+    }
+
+    /// Reads into `buf` (range checked by the caller), through the backing chain.
+    fn read_into(&mut self, node: &str, offset: u64, buf: &mut [u8]) -> Result<(), GraphError> {
+        let n = self.get_mut(node)?;
+        match &mut n.data {
+            DataPath::Protocol(s) => s.read_at(buf, offset).map_err(FormatError::from)?,
+            DataPath::Format(_) => {
+                self.with_driver(node, |f, bk| f.read_backed(offset, buf, bk))?;
+            }
+            DataPath::Null => buf.fill(0),
+        }
+        Ok(())
+    }
+
+    /// The `backing` child of `node`, if any.
+    pub fn backing_of(&self, node: &str) -> Option<String> {
+        self.node(node)?
+            .children
+            .iter()
+            .find(|c| c.role == "backing")
+            .map(|c| c.node.clone())
+    }
+
+    /// Runs `f` on the format driver of `node` with its backing child as the [`Backing`]. The
+    /// driver is taken out of the node for the call, so the backing chain can be read through
+    /// the graph (the chain has no cycles, so it never reaches `node` again).
+    fn with_driver<T>(
+        &mut self,
+        node: &str,
+        f: impl FnOnce(&mut dyn FormatDriver, &mut dyn Backing) -> Result<T, FormatError>,
+    ) -> Result<T, GraphError> {
+        let backing = self.backing_of(node);
+        let n = self.get_mut(node)?;
+        let mut data = std::mem::replace(&mut n.data, DataPath::Null);
+        let result = match &mut data {
+            DataPath::Format(drv) => match backing {
+                Some(b) => f(
+                    drv.as_mut(),
+                    &mut GraphBacking {
+                        graph: self,
+                        node: b,
+                    },
+                ),
+                None => f(drv.as_mut(), &mut NoBacking),
+            },
+            _ => Err(FormatError::Unsupported("Operation not supported".into())),
+        };
+        if let Ok(n) = self.get_mut(node) {
+            n.data = data;
+        }
+        Ok(result?)
     }
 
     /// Writes to `node` (data, zeroes or discard), marking the node's enabled bitmaps and, through
@@ -547,12 +614,15 @@ impl Graph {
                 s.write_at(data, offset).map_err(FormatError::from)?
             }
             (DataPath::Protocol(s), _) => s.write_zeroes(offset, len).map_err(FormatError::from)?,
-            (DataPath::Format(f), WriteKind::Data) => f.write(offset, data)?,
-            (DataPath::Format(f), WriteKind::Zeroes) => f.write_zeroes(offset, len)?,
-            (DataPath::Format(f), WriteKind::Discard) => f.discard(offset, len)?,
+            (DataPath::Format(_), kind) => self.with_driver(node, |f, bk| match kind {
+                WriteKind::Data => f.write_backed(offset, data, bk),
+                WriteKind::Zeroes => f.write_zeroes_backed(offset, len, bk),
+                WriteKind::Discard => f.discard_backed(offset, len, bk),
+            })?,
             (DataPath::Null, _) => {}
         }
-        n.record_write(ByteRange::new(offset, len));
+        self.get_mut(node)?
+            .record_write(ByteRange::new(offset, len));
         self.drain_store_writes(node);
         Ok(())
     }
@@ -567,6 +637,176 @@ impl Graph {
         }
         self.drain_store_writes(node);
         Ok(())
+    }
+
+    // ---- backing chains -------------------------------------------------------------------------
+
+    /// Whether `target` is `from` or reachable from it through children of any role.
+    fn reaches(&self, from: &str, target: &str) -> bool {
+        let mut stack = vec![from.to_string()];
+        let mut seen: Vec<String> = Vec::new();
+        while let Some(n) = stack.pop() {
+            if n == target {
+                return true;
+            }
+            if seen.contains(&n) {
+                continue;
+            }
+            if let Some(node) = self.node(&n) {
+                stack.extend(node.children.iter().map(|c| c.node.clone()));
+            }
+            seen.push(n);
+        }
+        false
+    }
+
+    /// Checks that `backing` may become the backing child of `node`.
+    fn check_backing(&self, node: &str, backing: &str) -> Result<(), GraphError> {
+        let n = self.get(node)?;
+        self.get(backing)?;
+        if !n.format().is_some_and(|f| f.supports_backing()) {
+            return Err(FormatError::Unsupported(format!(
+                "Driver '{}' of node '{node}' does not support backing files",
+                n.driver.name()
+            ))
+            .into());
+        }
+        if self.reaches(backing, node) {
+            return Err(GraphError::Cycle {
+                child: backing.into(),
+                parent: node.into(),
+            });
+        }
+        Ok(())
+    }
+
+    /// Attaches `backing` as the `backing` child of `node` (replacing any), or detaches it.
+    pub fn set_backing(&mut self, node: &str, backing: Option<&str>) -> Result<(), GraphError> {
+        if let Some(b) = backing {
+            self.check_backing(node, b)?;
+        }
+        let n = self.get_mut(node)?;
+        n.children.retain(|c| c.role != "backing");
+        if let Some(b) = backing {
+            n.children.push(Child {
+                role: "backing".into(),
+                node: b.into(),
+            });
+        }
+        Ok(())
+    }
+
+    /// QEMU's `bdrv_append`: `node` becomes the backing child of `overlay`, and every other
+    /// parent of `node` (node edges of any role, backends) points at `overlay` instead.
+    pub fn append_overlay(&mut self, node: &str, overlay: &str) -> Result<(), GraphError> {
+        self.check_backing(overlay, node)?;
+        self.repoint(node, overlay);
+        self.set_backing(overlay, Some(node))
+    }
+
+    /// Undoes [`Graph::append_overlay`]: `overlay` loses its backing child and every parent of
+    /// `overlay` points at `node` again.
+    pub fn remove_overlay(&mut self, overlay: &str, node: &str) -> Result<(), GraphError> {
+        self.get(overlay)?;
+        self.get(node)?;
+        self.set_backing(overlay, None)?;
+        self.repoint(overlay, node);
+        Ok(())
+    }
+
+    /// Re-points every edge to `from` (except from `to` itself) and every backend at `to`.
+    fn repoint(&mut self, from: &str, to: &str) {
+        for n in &mut self.nodes {
+            if n.name == to {
+                continue;
+            }
+            for c in &mut n.children {
+                if c.node == from {
+                    c.node = to.into();
+                }
+            }
+        }
+        for b in &mut self.backends {
+            if b.root.as_deref() == Some(from) {
+                b.root = Some(to.into());
+            }
+        }
+    }
+
+    /// Reopens `node` and its `file` child read-only, as QEMU does with the old active layer
+    /// at an external snapshot's commit: persistent bitmaps (not `skip_store`) are stored first
+    /// and then become read-only. If storing fails the reopen is abandoned (QEMU ignores the
+    /// error and the node stays writable): the result lists `(node, message)` then.
+    pub fn reopen_read_only(&mut self, node: &str) -> Result<Vec<(String, String)>, GraphError> {
+        let n = self.get_mut(node)?;
+        if n.read_only {
+            return Ok(Vec::new());
+        }
+        if let DataPath::Format(fmt) = &mut n.data {
+            let persistent: Vec<&crate::bitmap::DirtyBitmap> = n
+                .bitmaps
+                .iter()
+                .filter(|b| b.state.persistent && !b.state.skip_store)
+                .collect();
+            let stored = fmt.store_bitmaps(&persistent).and_then(|()| fmt.flush());
+            if let Err(e) = stored {
+                self.drain_store_writes(node);
+                return Ok(vec![(node.to_string(), e.to_string())]);
+            }
+            fmt.set_read_only();
+            for bm in &mut n.bitmaps {
+                if bm.state.persistent {
+                    bm.state.readonly = true;
+                }
+            }
+        }
+        n.read_only = true;
+        let file = n
+            .children
+            .iter()
+            .find(|c| c.role == "file")
+            .map(|c| c.node.clone());
+        self.drain_store_writes(node);
+        if let Some(f) = file {
+            self.get_mut(&f)?.read_only = true;
+        }
+        Ok(Vec::new())
+    }
+
+    // ---- internal snapshots --------------------------------------------------------------------
+
+    /// The internal snapshots of `node`'s image, in table order.
+    pub fn snapshots(&self, node: &str) -> Result<Vec<SnapshotEntry>, GraphError> {
+        match self.get(node)?.format() {
+            Some(f) => Ok(f.snapshots()?),
+            None => Err(FormatError::Unsupported("Operation not supported".into()).into()),
+        }
+    }
+
+    /// Creates an internal snapshot of `node`'s image.
+    pub fn snapshot_create(
+        &mut self,
+        node: &str,
+        params: &SnapshotParams,
+    ) -> Result<SnapshotEntry, GraphError> {
+        let r = self.with_driver(node, |f, _| f.snapshot_create(params));
+        self.drain_store_writes(node);
+        r
+    }
+
+    /// Deletes the first snapshot of `node` matching `id` and/or `name`.
+    pub fn snapshot_delete(
+        &mut self,
+        node: &str,
+        id: Option<&str>,
+        name: Option<&[u8]>,
+    ) -> Result<SnapshotEntry, GraphError> {
+        let r = self.with_driver(node, |f, _| f.snapshot_delete(id, name));
+        self.drain_store_writes(node);
+        r?.ok_or_else(|| GraphError::SnapshotNotFound {
+            id: id.map(Into::into),
+            name: name.map(|n| String::from_utf8_lossy(n).into_owned()),
+        })
     }
 
     /// Marks the `file` child's bitmaps with the store writes a format node caused. When the
@@ -597,6 +837,36 @@ impl Graph {
                 }
             }
         }
+    }
+}
+
+/// The backing child of a format node, read through the graph.
+struct GraphBacking<'a> {
+    graph: &'a mut Graph,
+    node: String,
+}
+
+impl Backing for GraphBacking<'_> {
+    fn present(&self) -> bool {
+        true
+    }
+
+    fn read(&mut self, offset: u64, buf: &mut [u8]) -> Result<(), FormatError> {
+        let to_format = |e: GraphError| match e {
+            GraphError::Format(f) => f,
+            other => FormatError::Io(std::io::Error::other(other.to_string())),
+        };
+        let len = self.graph.get(&self.node).and_then(|n| n.length());
+        let len = len.map_err(to_format)?;
+        let inside = len.saturating_sub(offset).min(buf.len() as u64) as usize;
+        let (head, tail) = buf.split_at_mut(inside);
+        if !head.is_empty() {
+            self.graph
+                .read_into(&self.node, offset, head)
+                .map_err(to_format)?;
+        }
+        tail.fill(0);
+        Ok(())
     }
 }
 

@@ -26,11 +26,15 @@ pub mod header;
 mod io;
 pub mod mapping;
 pub mod refcount;
+pub mod snapshot;
 pub mod units;
 
 pub use create::{Compat, CreateOptions};
 
-use super::{BitmapStoreError, FormatDriver, FormatError, LoadedBitmap};
+use super::{
+    Backing, BitmapStoreError, FormatDriver, FormatError, LoadedBitmap, NoBacking, SnapshotEntry,
+    SnapshotParams,
+};
 use crate::bitmap::DirtyBitmap;
 use crate::storage::Storage;
 use crate::units::Granularity;
@@ -53,6 +57,10 @@ pub struct Qcow2 {
     directory: Vec<bitmaps::DirEntry>,
     /// Bitmaps loaded at open, until the graph takes them.
     loaded: Vec<LoadedBitmap>,
+    /// The internal snapshot table.
+    snapshots: Vec<snapshot::Snapshot>,
+    /// Length in bytes of the table at `snapshots_offset` (to free it when rewritten).
+    snapshots_size: u64,
 }
 
 impl Qcow2 {
@@ -113,7 +121,10 @@ impl Qcow2 {
             mapping,
             directory: Vec::new(),
             loaded: Vec::new(),
+            snapshots: Vec::new(),
+            snapshots_size: 0,
         };
+        image.load_snapshots()?;
         if update_header {
             image.write_header()?;
         }
@@ -220,24 +231,92 @@ impl FormatDriver for Qcow2 {
         self.read_only
     }
 
+    fn set_read_only(&mut self) {
+        self.read_only = true;
+    }
+
     fn read(&mut self, offset: u64, buf: &mut [u8]) -> Result<(), FormatError> {
-        self.check_range(offset, buf.len() as u64)?;
-        self.read_guest(offset, buf)
+        self.read_backed(offset, buf, &mut NoBacking)
     }
 
     fn write(&mut self, offset: u64, data: &[u8]) -> Result<(), FormatError> {
-        self.check_write(offset, data.len() as u64)?;
-        self.write_guest(offset, data)
+        self.write_backed(offset, data, &mut NoBacking)
     }
 
     fn write_zeroes(&mut self, offset: u64, len: u64) -> Result<(), FormatError> {
-        self.check_write(offset, len)?;
-        self.zero_guest(offset, len)
+        self.write_zeroes_backed(offset, len, &mut NoBacking)
     }
 
     fn discard(&mut self, offset: u64, len: u64) -> Result<(), FormatError> {
+        self.discard_backed(offset, len, &mut NoBacking)
+    }
+
+    fn read_backed(
+        &mut self,
+        offset: u64,
+        buf: &mut [u8],
+        backing: &mut dyn Backing,
+    ) -> Result<(), FormatError> {
+        self.check_range(offset, buf.len() as u64)?;
+        self.read_guest(offset, buf, backing)
+    }
+
+    fn write_backed(
+        &mut self,
+        offset: u64,
+        data: &[u8],
+        backing: &mut dyn Backing,
+    ) -> Result<(), FormatError> {
+        self.check_write(offset, data.len() as u64)?;
+        self.write_guest(offset, data, backing)
+    }
+
+    fn write_zeroes_backed(
+        &mut self,
+        offset: u64,
+        len: u64,
+        backing: &mut dyn Backing,
+    ) -> Result<(), FormatError> {
         self.check_write(offset, len)?;
-        self.discard_guest(offset, len)
+        self.zero_guest(offset, len, backing)
+    }
+
+    fn discard_backed(
+        &mut self,
+        offset: u64,
+        len: u64,
+        backing: &mut dyn Backing,
+    ) -> Result<(), FormatError> {
+        self.check_write(offset, len)?;
+        self.discard_guest(offset, len, backing.present())
+    }
+
+    fn supports_backing(&self) -> bool {
+        true
+    }
+
+    fn backing_file(&self) -> Option<&str> {
+        self.header.backing_file.as_deref()
+    }
+
+    fn backing_format(&self) -> Option<&str> {
+        self.header.backing_format.as_deref()
+    }
+
+    fn snapshots(&self) -> Result<Vec<SnapshotEntry>, FormatError> {
+        Ok(self.snapshots.iter().map(|s| s.entry.clone()).collect())
+    }
+
+    fn snapshot_create(&mut self, params: &SnapshotParams) -> Result<SnapshotEntry, FormatError> {
+        self.create_snapshot(params)
+    }
+
+    fn snapshot_delete(
+        &mut self,
+        id: Option<&str>,
+        name: Option<&[u8]>,
+    ) -> Result<Option<SnapshotEntry>, FormatError> {
+        self.delete_snapshot(id, name)
     }
 
     fn flush(&mut self) -> Result<(), FormatError> {
