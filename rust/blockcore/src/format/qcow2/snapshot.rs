@@ -182,6 +182,25 @@ impl Qcow2 {
         Ok(())
     }
 
+    /// Runs `f` with freed clusters recorded, then discards in the file those still free, as
+    /// QEMU does for clusters freed by snapshot operations (`pass-discard-snapshot=on`).
+    fn discarding_freed<T>(
+        &mut self,
+        f: impl FnOnce(&mut Self) -> Result<T, FormatError>,
+    ) -> Result<T, FormatError> {
+        self.refcounts.discard_log = Some(Vec::new());
+        let r = f(self);
+        let freed = self.refcounts.discard_log.take().unwrap_or_default();
+        let storage = self.storage.clone();
+        let cs = self.geo.cluster_size();
+        for c in freed {
+            if self.refcounts.get(storage.as_ref(), HostCluster(c))? == 0 {
+                storage.write_zeroes(c * cs, cs)?;
+            }
+        }
+        r
+    }
+
     /// Writes the table into fresh clusters, points the header at it, frees the old one.
     fn write_snapshots(&mut self) -> Result<(), FormatError> {
         let storage = self.storage.clone();
@@ -212,7 +231,7 @@ impl Qcow2 {
         storage.flush()?;
         self.snapshots_size = raw.len() as u64;
         if old.0 != 0 && old.1 != 0 {
-            self.refcounts.free_bytes(storage.as_ref(), old.0, old.1)?;
+            self.discarding_freed(|s| s.refcounts.free_bytes(storage.as_ref(), old.0, old.1))?;
         }
         Ok(())
     }
@@ -385,10 +404,12 @@ impl Qcow2 {
             .chunks_exact(8)
             .map(|e| u64::from_be_bytes(e.try_into().expect("8 bytes")))
             .collect();
-        self.update_snapshot_refcount(l1, -1)?;
+        self.discarding_freed(|s| s.update_snapshot_refcount(l1, -1))?;
         if sn.l1_size > 0 {
-            self.refcounts
-                .free_bytes(storage.as_ref(), sn.l1_offset, u64::from(sn.l1_size) * 8)?;
+            self.discarding_freed(|s| {
+                s.refcounts
+                    .free_bytes(storage.as_ref(), sn.l1_offset, u64::from(sn.l1_size) * 8)
+            })?;
         }
         let active = self.mapping.l1.clone();
         let flagged = self.update_snapshot_refcount(active, 0)?;
