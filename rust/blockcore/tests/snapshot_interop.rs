@@ -4,6 +4,7 @@
 //!
 //! Every test skips (printing why) when `qemu-img` is not installed.
 
+#[allow(dead_code)] // each test binary uses a different subset
 mod common;
 
 use blockcore::format::{create_image, SnapshotParams};
