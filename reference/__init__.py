@@ -11,6 +11,16 @@ from reference.machine import Machine
 #: what they need (``requires:``); the differential tests compare only what is implemented and
 #: say so when they skip. The jobs issue adds ``blockdev-backup``/``drive-backup``, the
 #: snapshots issue ``blockdev-snapshot*``, ``backing-chains`` and ``image-locking``.
-FEATURES: frozenset[str] = frozenset({"bitmaps", "persistent-bitmaps", "transaction"})
+FEATURES: frozenset[str] = frozenset(
+    {
+        "backing-chains",
+        "bitmaps",
+        "blockdev-snapshot",
+        "blockdev-snapshot-internal-sync",
+        "blockdev-snapshot-sync",
+        "persistent-bitmaps",
+        "transaction",
+    }
+)
 
 __all__ = ["FEATURES", "Machine", "QMPError"]

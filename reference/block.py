@@ -8,9 +8,11 @@ name means, who owns a node, and how each is reported.
 
 from __future__ import annotations
 
+import json
 import os
 import random
 import re
+import time
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -18,6 +20,8 @@ from reference import _core
 from reference.compat import VersionProfile
 from reference.errors import QMPError
 
+#: QEMU's block layer counts lengths in sectors of this many bytes.
+SECTOR_SIZE = 512
 #: ``null-co``'s default size (1 GiB), as QEMU's null driver.
 NULL_CO_DEFAULT_SIZE = 1 << 30
 #: QEMU's id_wellformed(): a letter, then letters, digits, '-', '.', '_'.
@@ -50,6 +54,9 @@ class BlockLayer:
     unmap: set[str] = field(default_factory=set)
     #: ``json:{...}`` pseudo file names of nodes whose options QEMU cannot express as a plain name.
     json_filenames: dict[str, str] = field(default_factory=dict)
+    #: The host clock when the machine started: the emulated VM clock counts from here
+    #: (``vm-clock-*`` of internal snapshots).
+    started_ns: int = field(default_factory=time.monotonic_ns)
     _counter: int = 0
     _rand: random.Random = field(default_factory=lambda: random.Random(0))
 
@@ -105,6 +112,37 @@ class BlockLayer:
         except QMPError:
             raise QMPError(f"Node '{name}' not found") from None
 
+    # ---- graph facts QEMU checks -------------------------------------------------------------
+
+    def is_root(self, node: str) -> bool:
+        """``bdrv_is_root_node``: no parent is a node (devices may use it)."""
+        return all(role == "root" for _, role in self.graph.parents(node))
+
+    def backing_parent(self, node: str) -> str | None:
+        """The node that has ``node`` as its backing child, if any."""
+        for parent, role in self.graph.parents(node):
+            if role == "backing":
+                return parent
+        return None
+
+    def check_not_backing(self, node: str) -> None:
+        """The op blocker a backing child carries (blockdev-del, external snapshot, ...)."""
+        parent = self.backing_parent(node)
+        if parent is not None:
+            raise QMPError(f"Node '{node}' is busy: node is used as backing hd of '{parent}'")
+
+    def backing_child(self, node: str) -> str | None:
+        """The ``backing`` child of ``node``, if attached."""
+        info = self.graph.node(node)
+        if info is None:
+            return None
+        return next((child for role, child in info.children if role == "backing"), None)
+
+    def vm_clock_ns(self) -> int:
+        """The emulated VM clock: nanoseconds since the machine started (it runs, as ``-M none``
+        without ``-S`` does)."""
+        return time.monotonic_ns() - self.started_ns
+
     # ---- opening nodes -------------------------------------------------------------------------
 
     def open_blockdev(self, options: dict[str, Any], *, root: bool) -> str:
@@ -135,6 +173,12 @@ class BlockLayer:
                 self.implicit.add(file_node)
             if options.get("discard") in ("unmap", "on"):
                 self.unmap.add(name)
+            if driver == "qcow2":
+                try:
+                    self._open_backing(name, options)
+                except BaseException:
+                    self.close_implicit(name)
+                    raise
             return name
         name = self._claim_name(name)
         if driver == "file":
@@ -155,6 +199,52 @@ class BlockLayer:
         if options.get("discard") in ("unmap", "on"):
             self.unmap.add(name)
         return name
+
+    def _open_backing(self, name: str, options: dict[str, Any]) -> None:
+        """The ``backing`` option of a qcow2 node: absent opens the image's own backing file
+        (read-only, automatic node names), ``null`` opens none, a string attaches an existing
+        node, a mapping opens that tree."""
+        if "backing" not in options:
+            info = self.graph.node(name)
+            assert info is not None
+            if info.backing_file is None:
+                return
+            backing = self._open_header_backing(info)
+        elif options["backing"] is None:
+            return
+        elif isinstance(options["backing"], str):
+            backing = self.lookup(options["backing"])
+        else:
+            child_opts = dict(options["backing"])
+            child_opts.setdefault("read-only", True)
+            backing = self.open_blockdev(child_opts, root=False)
+            self.implicit.add(backing)
+        try:
+            self.graph.set_backing(name, backing)
+        except _core.CycleError as e:
+            child, parent = e.args
+            raise QMPError(
+                f"Making '{child}' a backing child of '{parent}' would create a cycle"
+            ) from None
+
+    def _open_header_backing(self, info: _core.NodeInfo) -> str:
+        """Opens the backing file named in ``info``'s image header, as QEMU does at open."""
+        assert info.backing_file is not None
+        path = info.backing_file
+        if not os.path.isabs(path):
+            path = os.path.join(os.path.dirname(self.filename(info)), path)
+        fmt = info.backing_format or self.probe_format(path)
+        opts: dict[str, Any] = {
+            "driver": fmt,
+            "read-only": True,
+            "file": {"driver": "file", "filename": path},
+        }
+        try:
+            backing = self.open_blockdev(opts, root=False)
+        except QMPError as e:
+            raise QMPError(f"Could not open backing file: {e.desc}") from None
+        self.implicit.add(backing)
+        return backing
 
     def _claim_name(self, name: str | None) -> str:
         if name is None:
@@ -193,33 +283,93 @@ class BlockLayer:
     # ---- query output ------------------------------------------------------------------------
 
     def filename(self, info: _core.NodeInfo) -> str:
-        """The node's file name: its own, its ``file`` child's, or ``null-co://``."""
+        """The node's file name: its own, its ``file`` child's, ``null-co://``, or a ``json:``
+        pseudo name when a backing child other than the header's is attached."""
         if info.name in self.json_filenames:
             return self.json_filenames[info.name]
         if info.driver == "null-co":
             return "null-co://"
         if info.filename is not None:
             return info.filename
+        if self._backing_overridden(info):
+            return "json:" + json.dumps(self.full_options(info))
+        return self._file_child_filename(info)
+
+    def _file_child_filename(self, info: _core.NodeInfo) -> str:
         for role, child in info.children:
             child_info = self.graph.node(child)
             if role == "file" and child_info is not None:
                 return self.filename(child_info)
         return ""
 
-    def image_info(self, info: _core.NodeInfo) -> dict[str, Any]:
-        """``ImageInfo`` of a node, keys in QEMU's order."""
+    def _backing_overridden(self, info: _core.NodeInfo) -> bool:
+        """Whether the runtime backing differs from what the header names (QEMU then cannot
+        describe the node by its file name alone)."""
+        backing = self.backing_child(info.name)
+        if backing is None:
+            return False
+        backing_info = self.graph.node(backing)
+        assert backing_info is not None
+        if info.backing_file is None:
+            return True
+        header = self._full_backing_filename(info)
+        return self.filename(backing_info) != header or (
+            info.backing_format is not None and info.backing_format != backing_info.driver
+        )
+
+    def full_options(self, info: _core.NodeInfo) -> dict[str, Any]:
+        """The node's options as QEMU's ``json:`` file names spell them (keys sorted)."""
+        if info.filename is not None:
+            return {"driver": info.driver, "filename": info.filename}
+        options: dict[str, Any] = {}
+        backing = self.backing_child(info.name)
+        if backing is not None and self._backing_overridden(info):
+            backing_info = self.graph.node(backing)
+            assert backing_info is not None
+            options["backing"] = self.full_options(backing_info)
+        options["driver"] = info.driver
+        for role, child in info.children:
+            child_info = self.graph.node(child)
+            if role == "file" and child_info is not None:
+                options["file"] = self.full_options(child_info)
+        return options
+
+    def image_info(self, info: _core.NodeInfo, *, flat: bool = True) -> dict[str, Any]:
+        """``ImageInfo`` of a node; unless ``flat``, with the ``backing-image`` chain."""
         filename = self.filename(info)
-        image: dict[str, Any] = {"virtual-size": info.length, "filename": filename}
+        # bdrv_getlength() counts whole 512-byte sectors: a 196616-byte file reports 197120.
+        length = -(-info.length // SECTOR_SIZE) * SECTOR_SIZE
+        image: dict[str, Any] = {"virtual-size": length, "filename": filename}
         if info.cluster_size is not None:
             image["cluster-size"] = info.cluster_size
         image["format"] = info.driver
         image["actual-size"] = _actual_size(filename) if info.driver != "null-co" else 0
+        if info.backing_file is not None:
+            image["backing-filename"] = info.backing_file
+            image["full-backing-filename"] = self._full_backing_filename(info)
+            if info.backing_format is not None:
+                image["backing-filename-format"] = info.backing_format
+        if info.driver == "qcow2":
+            snapshots = [snapshot_info(sn) for sn in self.graph.snapshots(info.name)]
+            if snapshots:
+                image["snapshots"] = snapshots
         specific = self._format_specific(info)
         if specific is not None:
             image["format-specific"] = specific
         if info.driver != "null-co":
             image["dirty-flag"] = info.dirty
+        backing = self.backing_child(info.name)
+        if not flat and backing is not None:
+            backing_info = self.graph.node(backing)
+            assert backing_info is not None
+            image["backing-image"] = self.image_info(backing_info, flat=False)
         return image
+
+    def _full_backing_filename(self, info: _core.NodeInfo) -> str:
+        assert info.backing_file is not None
+        if os.path.isabs(info.backing_file):
+            return info.backing_file
+        return os.path.join(os.path.dirname(self.filename(info)), info.backing_file)
 
     def _format_specific(self, info: _core.NodeInfo) -> dict[str, Any] | None:
         if info.qcow2 is not None:
@@ -261,25 +411,38 @@ class BlockLayer:
             out.append(entry)
         return out
 
-    def device_info(self, info: _core.NodeInfo) -> dict[str, Any]:
-        """``BlockDeviceInfo`` of a node, keys in QEMU's order."""
+    def device_info(self, info: _core.NodeInfo, *, flat: bool = False) -> dict[str, Any]:
+        """``BlockDeviceInfo`` of a node; unless ``flat``, with the backing chain."""
         top_file = self.filename(info)
         d: dict[str, Any] = {"iops_rd": 0, "detect_zeroes": "off"}
         if self.profile.reports_active:
             d["active"] = True
+        depth = 0
+        if not flat:
+            node = self.backing_child(info.name)
+            while node is not None:
+                depth += 1
+                node = self.backing_child(node)
         d.update(
             {
-                "image": self.image_info(info),
+                "image": self.image_info(info, flat=flat),
                 "iops_wr": 0,
                 "ro": info.read_only,
                 "node-name": info.name,
-                "backing_file_depth": 0,
+                "backing_file_depth": depth,
                 "drv": info.driver,
                 "iops": 0,
                 "bps_wr": 0,
                 "write_threshold": 0,
             }
         )
+        backing = self.backing_child(info.name)
+        if backing is not None:
+            backing_info = self.graph.node(backing)
+            assert backing_info is not None
+            d["backing_file"] = self.filename(backing_info)
+        elif info.backing_file is not None:
+            d["backing_file"] = info.backing_file
         bitmaps = self.dirty_bitmaps(info.name)
         if bitmaps:
             d["dirty-bitmaps"] = bitmaps
@@ -294,9 +457,9 @@ class BlockLayer:
         )
         return d
 
-    def named_nodes(self) -> list[dict[str, Any]]:
+    def named_nodes(self, *, flat: bool = False) -> list[dict[str, Any]]:
         """``query-named-block-nodes``: every node, newest first."""
-        return [self.device_info(n) for n in self.graph.nodes()]
+        return [self.device_info(n, flat=flat) for n in self.graph.nodes()]
 
     def block_info(self) -> list[dict[str, Any]]:
         """``query-block``: every device in creation order."""
@@ -310,6 +473,22 @@ class BlockLayer:
             entry["type"] = "unknown"
             out.append(entry)
         return out
+
+
+def snapshot_info(sn: _core.SnapshotInfo) -> dict[str, Any]:
+    """QEMU's ``SnapshotInfo`` of one internal snapshot (``icount`` only when recorded)."""
+    info: dict[str, Any] = {
+        "id": sn.id,
+        "name": sn.name,
+        "vm-state-size": sn.vm_state_size,
+        "date-sec": sn.date_sec,
+        "date-nsec": sn.date_nsec,
+        "vm-clock-sec": sn.vm_clock_sec,
+        "vm-clock-nsec": sn.vm_clock_nsec,
+    }
+    if sn.icount is not None:
+        info["icount"] = sn.icount
+    return info
 
 
 def _actual_size(filename: str | None) -> int:

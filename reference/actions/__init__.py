@@ -14,6 +14,9 @@ from reference.actions.block_dirty_bitmap_disable import BlockDirtyBitmapDisable
 from reference.actions.block_dirty_bitmap_enable import BlockDirtyBitmapEnable
 from reference.actions.block_dirty_bitmap_merge import BlockDirtyBitmapMerge
 from reference.actions.block_dirty_bitmap_remove import BlockDirtyBitmapRemove
+from reference.actions.blockdev_snapshot import BlockdevSnapshot
+from reference.actions.blockdev_snapshot_internal_sync import BlockdevSnapshotInternalSync
+from reference.actions.blockdev_snapshot_sync import BlockdevSnapshotSync
 
 ACTIONS: dict[str, type[Action]] = {
     cls.kind: cls
@@ -25,6 +28,9 @@ ACTIONS: dict[str, type[Action]] = {
         BlockDirtyBitmapEnable,
         BlockDirtyBitmapDisable,
         BlockDirtyBitmapMerge,
+        BlockdevSnapshot,
+        BlockdevSnapshotInternalSync,
+        BlockdevSnapshotSync,
     )
 }
 

@@ -25,6 +25,8 @@ class Context:
     completion_mode: str = "individual"
     #: Events emitted while the transaction runs (appended in emission order).
     events: list[dict[str, Any]] = field(default_factory=list)
+    #: Overlays that ``blockdev-snapshot-sync`` actions of this transaction opened and inserted.
+    new_overlays: set[str] = field(default_factory=set)
 
 
 class Action:
@@ -50,3 +52,8 @@ class Action:
 
     def clean(self) -> None:
         """Release what ``prepare`` held, after commit or abort."""
+
+    def qemu_crash(self) -> str | None:
+        """Why real QEMU of this version dies rolling this action back, if it does (asked
+        before the rollback; the engine then answers that as the transaction's error)."""
+        return None

@@ -32,4 +32,11 @@ def command(name: str) -> Callable[[Handler], Handler]:
 def load_all() -> None:
     """Imports every subject module so that all handlers are registered."""
     # Imported here, not at the top: the subject modules import ``command`` from this module.
-    from reference.commands import bitmaps, block, core, hmp, transaction  # noqa: F401, PLC0415
+    from reference.commands import (  # noqa: F401, PLC0415
+        bitmaps,
+        block,
+        core,
+        hmp,
+        snapshots,
+        transaction,
+    )
