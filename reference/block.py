@@ -54,6 +54,9 @@ class BlockLayer:
     unmap: set[str] = field(default_factory=set)
     #: ``json:{...}`` pseudo file names of nodes whose options QEMU cannot express as a plain name.
     json_filenames: dict[str, str] = field(default_factory=dict)
+    #: qcow2 nodes opened with ``backing: null``: if the header names a backing file, QEMU
+    #: spells their file name as ``json:{"backing": null, ...}`` while nothing is attached.
+    no_backing: set[str] = field(default_factory=set)
     #: The host clock when the machine started: the emulated VM clock counts from here
     #: (``vm-clock-*`` of internal snapshots).
     started_ns: int = field(default_factory=time.monotonic_ns)
@@ -211,6 +214,7 @@ class BlockLayer:
                 return
             backing = self._open_header_backing(info)
         elif options["backing"] is None:
+            self.no_backing.add(name)
             return
         elif isinstance(options["backing"], str):
             backing = self.lookup(options["backing"])
@@ -230,9 +234,7 @@ class BlockLayer:
     def _open_header_backing(self, info: _core.NodeInfo) -> str:
         """Opens the backing file named in ``info``'s image header, as QEMU does at open."""
         assert info.backing_file is not None
-        path = info.backing_file
-        if not os.path.isabs(path):
-            path = os.path.join(os.path.dirname(self.filename(info)), path)
+        path = self._full_backing_filename(info)
         fmt = info.backing_format or self.probe_format(path)
         opts: dict[str, Any] = {
             "driver": fmt,
@@ -267,6 +269,7 @@ class BlockLayer:
         self.graph.remove_node(name)
         self.implicit.discard(name)
         self.unmap.discard(name)
+        self.no_backing.discard(name)
         self.json_filenames.pop(name, None)
         for _, child in info.children:
             if child in self.implicit and not self.graph.parents(child):
@@ -292,7 +295,7 @@ class BlockLayer:
         if info.filename is not None:
             return info.filename
         if self._backing_overridden(info):
-            return "json:" + json.dumps(self.full_options(info))
+            return "json:" + json.dumps(self.full_options(info), sort_keys=True)
         return self._file_child_filename(info)
 
     def _file_child_filename(self, info: _core.NodeInfo) -> str:
@@ -307,7 +310,7 @@ class BlockLayer:
         describe the node by its file name alone)."""
         backing = self.backing_child(info.name)
         if backing is None:
-            return False
+            return info.name in self.no_backing and info.backing_file is not None
         backing_info = self.graph.node(backing)
         assert backing_info is not None
         if info.backing_file is None:
@@ -323,10 +326,9 @@ class BlockLayer:
             return {"driver": info.driver, "filename": info.filename}
         options: dict[str, Any] = {}
         backing = self.backing_child(info.name)
-        if backing is not None and self._backing_overridden(info):
-            backing_info = self.graph.node(backing)
-            assert backing_info is not None
-            options["backing"] = self.full_options(backing_info)
+        if self._backing_overridden(info):
+            backing_info = None if backing is None else self.graph.node(backing)
+            options["backing"] = None if backing_info is None else self.full_options(backing_info)
         options["driver"] = info.driver
         for role, child in info.children:
             child_info = self.graph.node(child)
@@ -366,10 +368,11 @@ class BlockLayer:
         return image
 
     def _full_backing_filename(self, info: _core.NodeInfo) -> str:
+        """The header's backing file name, relative ones taken from the image's directory."""
         assert info.backing_file is not None
         if os.path.isabs(info.backing_file):
             return info.backing_file
-        return os.path.join(os.path.dirname(self.filename(info)), info.backing_file)
+        return os.path.join(os.path.dirname(self._file_child_filename(info)), info.backing_file)
 
     def _format_specific(self, info: _core.NodeInfo) -> dict[str, Any] | None:
         if info.qcow2 is not None:
@@ -441,8 +444,6 @@ class BlockLayer:
             backing_info = self.graph.node(backing)
             assert backing_info is not None
             d["backing_file"] = self.filename(backing_info)
-        elif info.backing_file is not None:
-            d["backing_file"] = info.backing_file
         bitmaps = self.dirty_bitmaps(info.name)
         if bitmaps:
             d["dirty-bitmaps"] = bitmaps

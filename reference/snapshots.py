@@ -109,7 +109,8 @@ class ExternalSnapshot:
 
 def open_new_overlay(layer: BlockLayer, old: str, data: dict[str, Any]) -> str:
     """``blockdev-snapshot-sync``'s overlay: checks its node name, creates the image unless
-    ``mode`` is ``existing``, and opens it without its backing (§2.10 steps 6-10)."""
+    ``mode`` is ``existing``, and opens it without its backing (§2.10 steps 6-10). ``format``
+    defaults to qcow2 in both modes: an existing image is not probed."""
     if "node-name" in data and "snapshot-node-name" not in data:
         raise QMPError("New overlay node-name missing")
     new_name = data.get("snapshot-node-name")
@@ -117,12 +118,15 @@ def open_new_overlay(layer: BlockLayer, old: str, data: dict[str, Any]) -> str:
         raise QMPError("New overlay node-name already in use")
     path: str = data["snapshot-file"]
     mode = data.get("mode", "absolute-paths")
-    fmt: str | None = data.get("format", "qcow2" if mode != "existing" else None)
+    fmt: str = data.get("format", "qcow2")
     if mode != "existing":
-        assert fmt is not None
         _create_overlay_image(layer, old, path, fmt)
+    old_info = layer.graph.node(old)
+    assert old_info is not None
+    # QEMU opens the overlay with the old node's flags: read-only stays read-only.
     options: dict[str, Any] = {
-        "driver": fmt or layer.probe_format(path),
+        "driver": fmt,
+        "read-only": old_info.read_only,
         "file": {"driver": "file", "filename": path},
         "backing": None,
     }
