@@ -26,6 +26,8 @@ from reference.errors import QMPError
 OTHER_QEMU_FORMATS = frozenset(
     {"bochs", "cloop", "dmg", "luks", "parallels", "qcow", "qed", "vdi", "vhdx", "vmdk", "vpc"}
 )
+#: errno of an image lock conflict (``LockConflict``, a kind of ``ImageError``).
+EAGAIN = 11
 #: The image formats whose nodes can have a backing child.
 BACKING_FORMATS = frozenset({"qcow2"})
 #: The image formats with internal snapshots (QEMU also has rbd).
@@ -147,10 +149,17 @@ def _create_overlay_image(layer: BlockLayer, old: str, path: str, fmt: str) -> N
         raise QMPError(f"Unknown file format '{fmt}'")
     info = layer.graph.node(old)
     assert info is not None
+    backing_file = layer.filename(info)
+    if path == backing_file:
+        raise QMPError(
+            "Error: Trying to create an image with the same filename as the backing file"
+        )
     try:
-        _core.create_image(fmt, path, info.length, layer.filename(info), info.driver)
+        _core.create_image(fmt, path, info.length, backing_file, info.driver)
     except _core.ImageError as e:
-        _, errno = e.args
+        message, errno = e.args
+        if errno == EAGAIN:  # a lock conflict: QEMU's own message, the file left untouched
+            raise QMPError(str(message)) from None
         raise QMPError(f"Could not create '{path}': {strerror(errno)}") from None
 
 

@@ -1,12 +1,13 @@
 """Random snapshot histories, run on real QEMU and on the reference, must agree.
 
 Hypothesis draws a history of guest writes, internal snapshots (create, delete), external
-snapshots (``blockdev-snapshot-sync``), bitmap operations and transactions mixing them (some
-rolled back by an ``abort`` action or by a duplicate snapshot name). The history becomes a
-scenario: the same steps, then a clean ``quit``, then ``qemu-img check``, ``qemu-img snapshot
--l`` and the sha256 of every image's data and of every internal snapshot's data. QEMU's
-normalized transcript and the reference's must be identical, step by step (issue 6: images
-consistent and data equal, checked against QEMU itself rather than a hand-written model).
+snapshots (``blockdev-snapshot-sync``, ``blockdev-snapshot`` of pre-made overlays), bitmap
+operations and transactions mixing them (some rolled back by an ``abort`` action or by a
+duplicate snapshot name). The history becomes a scenario: the same steps, then a clean
+``quit``, then ``qemu-img check``, ``qemu-img info``, ``qemu-img snapshot -l`` and the sha256 of
+every image's data and of every internal snapshot's data. QEMU's normalized transcript and the
+reference's must be identical, step by step (issue 6: images consistent and data equal,
+checked against QEMU itself rather than a hand-written model).
 
 ``HYPOTHESIS_PROFILE=thorough`` runs more histories (default ``fast``).
 """
@@ -51,6 +52,7 @@ PROFILE = os.environ.get("HYPOTHESIS_PROFILE", "fast")
 SIZE = "4M"
 SNAPSHOT_NAMES = ("a", "b", "c")
 BITMAP_NAMES = ("b0", "b1")
+OVERLAYS = ("ov1", "ov2")
 
 # ---- the drawn history -----------------------------------------------------------------------
 
@@ -65,14 +67,18 @@ writes = st.tuples(
 internal = st.tuples(st.just("internal"), st.sampled_from(SNAPSHOT_NAMES))
 delete = st.tuples(st.just("delete"), st.sampled_from(SNAPSHOT_NAMES))
 external = st.tuples(st.just("external"))
+#: ``blockdev-snapshot`` with one of the pre-made overlay images (added on first use).
+overlay = st.tuples(st.just("overlay"), st.sampled_from(OVERLAYS))
 bitmap_add = st.tuples(st.just("bitmap-add"), st.sampled_from(BITMAP_NAMES), st.booleans())
 bitmap_clear = st.tuples(st.just("bitmap-clear"), st.sampled_from(BITMAP_NAMES))
-txn_action = st.one_of(internal, external, bitmap_add, bitmap_clear)
+txn_action = st.one_of(internal, external, overlay, bitmap_add, bitmap_clear)
 transaction = st.tuples(
     st.just("transaction"), st.lists(txn_action, min_size=1, max_size=4), st.booleans()
 )
 history = st.lists(
-    st.one_of(writes, writes, internal, delete, external, bitmap_add, bitmap_clear, transaction),
+    st.one_of(
+        writes, writes, internal, delete, external, overlay, bitmap_add, bitmap_clear, transaction
+    ),
     min_size=2,
     max_size=10,
 )
@@ -96,11 +102,20 @@ class _Builder:
     """Turns a drawn history into scenario steps, tracking the image files it creates."""
 
     steps: list[dict[str, Any]] = field(default_factory=list)
-    files: list[str] = field(default_factory=lambda: ["a.qcow2"])
+    files: list[str] = field(default_factory=lambda: ["a.qcow2", *(f"{o}.qcow2" for o in OVERLAYS)])
     overlays: int = 0
+    added: set[str] = field(default_factory=set)
 
     def action(self, op: Op) -> tuple[str, dict[str, Any]]:
         kind = op[0]
+        if kind == "overlay":
+            name = op[1]
+            if name not in self.added:
+                self.added.add(name)
+                file = {"driver": "file", "filename": f"{{dir}}/{name}.qcow2"}
+                arguments = {"driver": "qcow2", "node-name": name, "backing": None, "file": file}
+                self.steps.append({"execute": "blockdev-add", "arguments": arguments})
+            return "blockdev-snapshot", {"node": "drv0", "overlay": name}
         if kind == "internal":
             return "blockdev-snapshot-internal-sync", {"device": "drv0", "name": op[1]}
         if kind == "external":
@@ -151,6 +166,7 @@ class _Builder:
         for f in self.files:
             path = f"{{dir}}/{f}"
             self.steps.append({"run": f"qemu-img check {path}", "may_fail": True})
+            self.steps.append({"run": f"qemu-img info --output=json {path}", "may_fail": True})
             self.steps.append({"run": f"qemu-img snapshot -l {path}", "may_fail": True})
             self.steps.append(
                 {"run": f"qemu-img convert -O raw {path} {path}.raw", "may_fail": True}
@@ -187,7 +203,10 @@ def _scenario(ops: list[Op]) -> Scenario:
         path=Path(__file__),
         description=f"random snapshot history {ops!r}",
         versions=("10.0", "7.2"),
-        setup=(SetupCommand(f"qemu-img create -f qcow2 {{dir}}/a.qcow2 {SIZE}"),),
+        setup=tuple(
+            SetupCommand(f"qemu-img create -f qcow2 {{dir}}/{name}.qcow2 {SIZE}")
+            for name in ("a", *OVERLAYS)
+        ),
         drives=({"id": "drv0", "if": "none", "file": "{dir}/a.qcow2", "format": "qcow2"},),
         blockdevs=(),
         steps=tuple(steps),
