@@ -16,6 +16,7 @@ __all__ = [
     "DetachedBitmap",
     "Graph",
     "ImageError",
+    "LockConflict",
     "NameInUse",
     "NoMedium",
     "NodeInUse",
@@ -44,6 +45,12 @@ class ImageError(CoreError):
     for operations the format does not have (e.g. internal snapshots on raw), 5 (EIO) otherwise.
     """
 
+class LockConflict(ImageError):
+    """Another user of the image file (this process or another) holds a conflicting OFD lock;
+    ``args == (message, 11)`` with QEMU's message, e.g. ``Failed to get "write" lock`` or
+    ``Failed to get shared "write" lock``. Raised by ``Graph.add_format`` (qcow2 over a locked
+    file, before the image is read) and ``create_image`` (before anything is truncated)."""
+
 class SnapshotNotFound(CoreError):
     """No internal snapshot matches; ``args == (id, name)`` as given (``None`` when absent)."""
 
@@ -62,7 +69,9 @@ def create_image(
     [-b BACKING_FILE -F BACKING_FORMAT] FILENAME SIZE`` does (qcow2: default options, compat 1.1,
     64 KiB clusters, byte-identical header; raw: a sparse file of ``size`` bytes). The backing
     file is recorded, never opened. ``driver`` other than ``qcow2``/``raw``: ImageError errno 95;
-    backing with raw: ImageError errno 95; unwritable path: ImageError with the OS errno (e.g. 2).
+    backing with raw: ImageError errno 95; unwritable path: ImageError with the OS errno (e.g. 2);
+    file held by another user (an open qcow2 node, even read-only): LockConflict
+    ``Failed to get "write" lock``, and the file is left untouched.
     """
 
 @final
@@ -174,7 +183,11 @@ class Bitmap:
 @final
 class Graph:
     def __new__(cls) -> Graph: ...
-    def add_file(self, name: str, filename: str, read_only: bool) -> None: ...
+    def add_file(self, name: str, filename: str, read_only: bool, locking: bool = True) -> None:
+        """A ``file`` node; ``locking`` is QEMU's ``locking`` option (default on, as ``auto``
+        on Linux). With locking, qcow2 parents take QEMU's lock bytes on the file: writable
+        qcow2 wants consistent-read/write/resize, read-only wants consistent-read, neither
+        shares write or resize; raw parents take none (no devices)."""
     def add_null(self, name: str, size: int, read_only: bool) -> None: ...
     def add_format(self, name: str, driver: str, file: str, read_only: bool) -> None: ...
     def add_backend(self, name: str, root: str | None = None) -> None: ...

@@ -77,6 +77,13 @@ create_exception!(
     "Attaching would create a cycle; args: (child, parent)."
 );
 
+create_exception!(
+    reference._core,
+    LockConflict,
+    ImageError,
+    "Another user holds a conflicting image lock; args: (message, errno 11)."
+);
+
 /// Converts a graph error into the matching Python exception.
 pub fn to_py(err: GraphError) -> PyErr {
     match err {
@@ -95,6 +102,9 @@ pub fn to_py(err: GraphError) -> PyErr {
 
 /// Converts a format error into `ImageError(message, errno)`.
 pub fn format_to_py(err: &FormatError) -> PyErr {
+    if let FormatError::Locked(m) = err {
+        return LockConflict::new_err((m.clone(), err.errno()));
+    }
     ImageError::new_err((err.to_string(), err.errno()))
 }
 
@@ -112,5 +122,6 @@ pub fn register(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add("ImageError", py.get_type::<ImageError>())?;
     m.add("SnapshotNotFound", py.get_type::<SnapshotNotFound>())?;
     m.add("CycleError", py.get_type::<CycleError>())?;
+    m.add("LockConflict", py.get_type::<LockConflict>())?;
     Ok(())
 }

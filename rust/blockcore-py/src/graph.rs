@@ -181,8 +181,11 @@ impl Graph {
 
     // ---- nodes and backends ----
 
-    fn add_file(&self, name: &str, filename: &str, read_only: bool) -> PyResult<()> {
-        self.g().add_file(name, filename, read_only).map_err(to_py)
+    #[pyo3(signature = (name, filename, read_only, locking=true))]
+    fn add_file(&self, name: &str, filename: &str, read_only: bool, locking: bool) -> PyResult<()> {
+        self.g()
+            .add_file_with(name, filename, read_only, locking)
+            .map_err(to_py)
     }
 
     fn add_null(&self, name: &str, size: u64, read_only: bool) -> PyResult<()> {

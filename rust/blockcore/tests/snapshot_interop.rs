@@ -301,3 +301,85 @@ fn reopen_read_only_stores_persistent_bitmaps() {
         assert!(t.contains(&ours), "QEMU: {t}, ours {ours}");
     }
 }
+
+/// Image locks: QEMU refuses an image the reference holds, and the reference refuses one QEMU
+/// holds, with QEMU's messages.
+#[test]
+fn image_locks_are_seen_by_qemu_and_from_qemu() {
+    if !have_qemu() {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let img = dir.path().join("l.qcow2");
+    create_with_qemu(&img, MIB, "");
+    let mut g = Graph::new();
+    open_node(&mut g, "d", &img, false);
+    let Some(t) = qmp_session(&[
+        qmp_add_qcow2("rw", &img, false),
+        qmp_add_qcow2("ro", &img, true),
+    ]) else {
+        eprintln!("skipping: qemu-system-x86_64 did not run");
+        return;
+    };
+    assert!(t.contains("Failed to get \\\"write\\\" lock"), "{t}");
+    assert!(t.contains("Failed to get shared \\\"write\\\" lock"), "{t}");
+    let (ok, text) = run("qemu-img", &["info", s(&img)]);
+    assert!(
+        !ok && text.contains("Failed to get shared \"write\" lock"),
+        "{text}"
+    );
+    g.reopen_read_only("d").unwrap();
+    // A read-only reference node lets QEMU read, not write.
+    let t = qmp_session(&[
+        qmp_add_qcow2("ro", &img, true),
+        qmp_add_qcow2("rw", &img, false),
+    ])
+    .unwrap();
+    assert_eq!(t.matches("\"return\": {}").count(), 3, "{t}"); // capabilities, ro, quit
+    assert!(t.contains("Failed to get \\\"write\\\" lock"), "{t}");
+    g.close_all();
+    drop(g);
+    // And the other way round: a QEMU holding the image makes the reference fail.
+    let mut child = std::process::Command::new("qemu-system-x86_64")
+        .args([
+            "-M",
+            "none",
+            "-nodefaults",
+            "-display",
+            "none",
+            "-qmp",
+            "stdio",
+        ])
+        .arg("-blockdev")
+        .arg(format!(
+            "driver=qcow2,node-name=q,file.driver=file,file.filename={}",
+            s(&img)
+        ))
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    // The greeting is printed once the command line's block devices are open.
+    let mut out = std::io::BufReader::new(child.stdout.take().unwrap());
+    let mut greeting = String::new();
+    std::io::BufRead::read_line(&mut out, &mut greeting).unwrap();
+    assert!(greeting.contains("QMP"), "{greeting}");
+    let mut g = Graph::new();
+    g.add_file("f", s(&img), true).unwrap();
+    let err = g.add_format("d", "qcow2", "f", true).unwrap_err();
+    assert_eq!(err.to_string(), "Failed to get shared \"write\" lock");
+    let err = create_image("qcow2", s(&img), MIB, None, None).unwrap_err();
+    assert_eq!(err.to_string(), "Failed to get \"write\" lock");
+    // QEMU keeps running when its QMP input ends; ask it to quit.
+    let mut stdin = child.stdin.take().unwrap();
+    std::io::Write::write_all(
+        &mut stdin,
+        b"{\"execute\":\"qmp_capabilities\"}\n{\"execute\":\"quit\"}\n",
+    )
+    .unwrap();
+    drop(stdin);
+    std::io::copy(&mut out, &mut std::io::sink()).unwrap();
+    child.wait().unwrap();
+    g.add_format("d", "qcow2", "f", true).unwrap();
+}

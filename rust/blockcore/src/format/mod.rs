@@ -38,6 +38,9 @@ pub enum FormatError {
     /// The image uses a feature this implementation does not support (QEMU's wording).
     #[error("{0}")]
     Unsupported(String),
+    /// Another user of the image holds a conflicting lock (`Failed to get "write" lock`).
+    #[error("{0}")]
+    Locked(String),
 }
 
 impl FormatError {
@@ -49,6 +52,7 @@ impl FormatError {
             FormatError::OutOfRange { .. } => 5, // EIO
             FormatError::Corrupt(_) => 5,
             FormatError::Unsupported(_) => 95, // ENOTSUP
+            FormatError::Locked(_) => 11,      // EAGAIN
         }
     }
 }
@@ -310,7 +314,7 @@ pub fn create_image(
                 ..qcow2::CreateOptions::new(size)
             };
             opts.check()?;
-            let store = crate::storage::FileStorage::create(path)?;
+            let store = open_for_create(path)?;
             qcow2::Qcow2::create(Arc::new(store), &opts)
         }
         "raw" => {
@@ -319,13 +323,28 @@ pub fn create_image(
                     "Backing file not supported for file format 'raw'".into(),
                 ));
             }
-            let store = crate::storage::FileStorage::create(path)?;
+            let store = open_for_create(path)?;
+            store.set_len(0)?;
             store.set_len(size)?;
             Ok(store.flush()?)
         }
         other => Err(FormatError::Unsupported(format!(
             "Unknown file format '{other}'"
         ))),
+    }
+}
+
+/// Opens `path` for creating an image in it, refusing (before anything is truncated) a file
+/// another user holds, as QEMU's `file` driver does: it wants `write` and `resize` and shares
+/// everything but `resize`.
+fn open_for_create(path: &str) -> Result<crate::storage::FileStorage, FormatError> {
+    use crate::storage::lock;
+    let store = crate::storage::FileStorage::open_for_create(path)?;
+    let perm = lock::PERM_WRITE | lock::PERM_RESIZE;
+    match lock::check(store.file(), perm, lock::PERM_ALL & !lock::PERM_RESIZE) {
+        Ok(()) => Ok(store),
+        Err(lock::LockError::Conflict(c)) => Err(FormatError::Locked(c.0)),
+        Err(lock::LockError::Io(e)) => Err(e.into()),
     }
 }
 

@@ -17,6 +17,7 @@ use crate::format::{
     self, Backing, FormatDriver, FormatError, LoadedBitmap, NoBacking, SnapshotEntry,
     SnapshotParams,
 };
+use crate::storage::lock::{self, LockError};
 use crate::storage::{FileStorage, Storage};
 use crate::units::{ByteRange, Granularity};
 use observed::ObservedStorage;
@@ -137,6 +138,8 @@ pub struct Node {
     /// Dirty bitmaps, newest first (QEMU pushes new bitmaps on the head of the list).
     pub bitmaps: Vec<DirtyBitmap>,
     data: DataPath,
+    /// For a `file` node with locking on: the file whose lock bytes stand for its users.
+    lock_file: Option<Arc<FileStorage>>,
 }
 
 impl Node {
@@ -295,16 +298,30 @@ impl Graph {
         Ok(())
     }
 
-    /// Adds a `file` node over host file `filename`.
+    /// Adds a `file` node over host file `filename`, with image locking on (QEMU's default).
     pub fn add_file(
         &mut self,
         name: &str,
         filename: &str,
         read_only: bool,
     ) -> Result<(), GraphError> {
+        self.add_file_with(name, filename, read_only, true)
+    }
+
+    /// Adds a `file` node over host file `filename`; `locking` is QEMU's `locking` option
+    /// (on: the node's users take OFD locks on the file, see [`crate::storage::lock`]).
+    pub fn add_file_with(
+        &mut self,
+        name: &str,
+        filename: &str,
+        read_only: bool,
+        locking: bool,
+    ) -> Result<(), GraphError> {
         self.check_free(name)?;
-        let store = FileStorage::open(filename, read_only).map_err(FormatError::from)?;
+        let store = Arc::new(FileStorage::open(filename, read_only).map_err(FormatError::from)?);
+        let lock_file = locking.then(|| store.clone());
         self.nodes.push(Node {
+            lock_file,
             name: name.into(),
             driver: Driver::File {
                 filename: filename.into(),
@@ -312,7 +329,7 @@ impl Graph {
             read_only,
             children: Vec::new(),
             bitmaps: Vec::new(),
-            data: DataPath::Protocol(Arc::new(ObservedStorage::new(Arc::new(store)))),
+            data: DataPath::Protocol(Arc::new(ObservedStorage::new(store))),
         });
         Ok(())
     }
@@ -327,6 +344,7 @@ impl Graph {
             children: Vec::new(),
             bitmaps: Vec::new(),
             data: DataPath::Null,
+            lock_file: None,
         });
         Ok(())
     }
@@ -346,6 +364,12 @@ impl Graph {
             DataPath::Protocol(s) => s.clone(),
             _ => return Err(GraphError::NoMedium(file.into())),
         };
+        // QEMU attaches the `file` child, taking its permissions, before the driver reads a byte.
+        let wanted = Self::format_perms(driver, read_only);
+        if let Some((perm, shared)) = wanted {
+            let (p, s) = self.lock_perms(file);
+            self.check_locks(file, p | perm, s & shared)?;
+        }
         let mut fmt = format::open(driver, store, read_only)?;
         let loaded = fmt.take_loaded_bitmaps();
         let mut bitmaps = Vec::with_capacity(loaded.len());
@@ -364,8 +388,10 @@ impl Graph {
             }],
             bitmaps,
             data: DataPath::Format(fmt),
+            lock_file: None,
         });
         self.drain_store_writes(name);
+        self.apply_locks(file)?;
         Ok(())
     }
 
@@ -389,7 +415,17 @@ impl Graph {
             return Err(GraphError::NodeInUse(name.into()));
         }
         self.close_node(name)?;
+        let files: Vec<String> = self
+            .get(name)?
+            .children
+            .iter()
+            .filter(|c| c.role == "file")
+            .map(|c| c.node.clone())
+            .collect();
         self.nodes.retain(|n| n.name != name);
+        for f in files {
+            self.apply_locks(&f)?;
+        }
         Ok(())
     }
 
@@ -411,13 +447,22 @@ impl Graph {
         Ok(())
     }
 
-    /// Closes every node, top-down (formats before their files): what `quit` does.
+    /// Closes every node, top-down (formats before their files): what `quit` does. Image locks
+    /// are released at once, as when QEMU exits, even though the graph lives on.
     pub fn close_all(&mut self) -> Vec<(String, GraphError)> {
         let names: Vec<String> = self.nodes().map(|n| n.name.clone()).collect();
-        names
+        let mut errors: Vec<(String, GraphError)> = names
             .into_iter()
             .filter_map(|n| self.close_node(&n).err().map(|e| (n, e)))
-            .collect()
+            .collect();
+        for n in &mut self.nodes {
+            if let Some(f) = n.lock_file.take() {
+                if let Err(e) = lock::apply(f.file(), 0, lock::PERM_ALL) {
+                    errors.push((n.name.clone(), FormatError::from(e).into()));
+                }
+            }
+        }
+        errors
     }
 
     // ---- dirty bitmaps -------------------------------------------------------------------------
@@ -769,8 +814,73 @@ impl Graph {
         self.drain_store_writes(node);
         if let Some(f) = file {
             self.get_mut(&f)?.read_only = true;
+            self.apply_locks(&f)?;
         }
         Ok(Vec::new())
+    }
+
+    // ---- image locking ----------------------------------------------------------------------
+
+    /// What a format node of `driver` takes on its `file` child: qcow2 (its `file` child holds
+    /// metadata) needs consistent reads, and writes and resizes when writable, and never shares
+    /// writes or resizes. Raw passes on its parents' needs; devices are the only parents that
+    /// need any, and the reference has none.
+    fn format_perms(driver: &str, read_only: bool) -> Option<(u8, u8)> {
+        (driver == "qcow2").then(|| {
+            let perm = lock::PERM_CONSISTENT_READ
+                | if read_only {
+                    0
+                } else {
+                    lock::PERM_WRITE | lock::PERM_RESIZE
+                };
+            (
+                perm,
+                lock::PERM_ALL & !(lock::PERM_WRITE | lock::PERM_RESIZE),
+            )
+        })
+    }
+
+    /// The permissions the parents of `file` hold on it and what they share.
+    fn lock_perms(&self, file: &str) -> (u8, u8) {
+        let (mut perm, mut shared) = (0, lock::PERM_ALL);
+        for n in &self.nodes {
+            let Driver::Format { name } = &n.driver else {
+                continue;
+            };
+            if !n
+                .children
+                .iter()
+                .any(|c| c.role == "file" && c.node == file)
+            {
+                continue;
+            }
+            if let Some((p, s)) = Self::format_perms(name, n.read_only) {
+                perm |= p;
+                shared &= s;
+            }
+        }
+        (perm, shared)
+    }
+
+    fn check_locks(&self, file: &str, perm: u8, shared: u8) -> Result<(), GraphError> {
+        let Some(f) = self.get(file)?.lock_file.as_ref() else {
+            return Ok(());
+        };
+        match lock::check(f.file(), perm, shared) {
+            Ok(()) => Ok(()),
+            Err(LockError::Conflict(c)) => Err(FormatError::Locked(c.0).into()),
+            Err(LockError::Io(e)) => Err(FormatError::from(e).into()),
+        }
+    }
+
+    /// Makes the lock bytes of `file` match what its parents hold now.
+    fn apply_locks(&self, file: &str) -> Result<(), GraphError> {
+        let Some(f) = self.get(file)?.lock_file.as_ref() else {
+            return Ok(());
+        };
+        let (perm, shared) = self.lock_perms(file);
+        lock::apply(f.file(), perm, shared).map_err(FormatError::from)?;
+        Ok(())
     }
 
     // ---- internal snapshots --------------------------------------------------------------------

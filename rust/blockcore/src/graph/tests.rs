@@ -241,3 +241,45 @@ fn internal_snapshot_errors() {
         .unwrap_err();
     assert!(matches!(err, GraphError::Format(FormatError::ReadOnly)));
 }
+
+#[test]
+fn qcow2_nodes_lock_their_files_as_qemu() {
+    let (d, mut g) = chain_graph();
+    let top = d.path().join("top.qcow2");
+    let top = top.to_str().unwrap();
+    // A second writable qcow2 node on an image in use fails before reading anything.
+    g.add_file("again-file", top, false).unwrap();
+    let err = g
+        .add_format("again", "qcow2", "again-file", false)
+        .unwrap_err();
+    assert_eq!(err.to_string(), "Failed to get \"write\" lock");
+    let err = g
+        .add_format("again", "qcow2", "again-file", true)
+        .unwrap_err();
+    assert_eq!(err.to_string(), "Failed to get shared \"write\" lock");
+    // Raw over the same file takes no locks; neither does a file node with locking off.
+    g.add_format("as-raw", "raw", "again-file", false).unwrap();
+    g.add_file_with("nolock-file", top, false, false).unwrap();
+    g.add_format("nolock", "qcow2", "nolock-file", false)
+        .unwrap();
+    // Creating an image over a file in use is refused and leaves it alone.
+    let len = std::fs::metadata(top).unwrap().len();
+    let err = format::create_image("qcow2", top, 1 << 20, None, None).unwrap_err();
+    assert!(matches!(&err, FormatError::Locked(m) if m == "Failed to get \"write\" lock"));
+    assert_eq!(std::fs::metadata(top).unwrap().len(), len);
+    // Read-only users share consistent reads with each other.
+    g.reopen_read_only("nolock").unwrap();
+    g.remove_node("nolock").unwrap();
+    g.reopen_read_only("top").unwrap();
+    g.add_format("ro2", "qcow2", "again-file", true).unwrap();
+    // Once every qcow2 user is gone, the file is free again.
+    g.remove_node("ro2").unwrap();
+    g.remove_node("top").unwrap();
+    format::create_image("qcow2", top, 1 << 20, None, None).unwrap();
+    // `quit` (close_all) releases every lock although the graph still exists.
+    let base = d.path().join("base.qcow2");
+    let base = base.to_str().unwrap();
+    assert!(format::create_image("qcow2", base, 1 << 20, None, None).is_err());
+    assert!(g.close_all().is_empty());
+    format::create_image("qcow2", base, 1 << 20, None, None).unwrap();
+}

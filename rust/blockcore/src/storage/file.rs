@@ -42,6 +42,28 @@ impl FileStorage {
         })
     }
 
+    /// Opens (creating it if needed) a file for reading and writing without truncating it, as
+    /// QEMU's `file` driver does before it checks the locks of an image it is about to create.
+    pub fn open_for_create(path: impl AsRef<Path>) -> io::Result<Self> {
+        let path = path.as_ref();
+        let file = OpenOptions::new()
+            .read(true)
+            .write(true)
+            .create(true)
+            .truncate(false)
+            .open(path)?;
+        Ok(Self {
+            file,
+            filename: path.to_string_lossy().into_owned(),
+            read_only: false,
+        })
+    }
+
+    /// The open file (for image locks).
+    pub fn file(&self) -> &File {
+        &self.file
+    }
+
     /// Whether the file was opened without write access.
     pub fn read_only(&self) -> bool {
         self.read_only

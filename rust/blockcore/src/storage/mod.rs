@@ -6,6 +6,7 @@
 //! one store (`Arc<dyn Storage>`), as the qcow2 node and its `file` child share one file in QEMU.
 
 mod file;
+pub mod lock;
 mod memory;
 
 pub use file::FileStorage;
