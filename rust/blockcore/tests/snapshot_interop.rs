@@ -340,26 +340,11 @@ fn image_locks_are_seen_by_qemu_and_from_qemu() {
     g.close_all();
     drop(g);
     // And the other way round: a QEMU holding the image makes the reference fail.
-    let mut child = std::process::Command::new("qemu-system-x86_64")
-        .args([
-            "-M",
-            "none",
-            "-nodefaults",
-            "-display",
-            "none",
-            "-qmp",
-            "stdio",
-        ])
-        .arg("-blockdev")
-        .arg(format!(
-            "driver=qcow2,node-name=q,file.driver=file,file.filename={}",
-            s(&img)
-        ))
-        .stdin(std::process::Stdio::piped())
-        .stdout(std::process::Stdio::piped())
-        .stderr(std::process::Stdio::null())
-        .spawn()
-        .unwrap();
+    let blockdev = format!(
+        "driver=qcow2,node-name=q,file.driver=file,file.filename={}",
+        s(&img)
+    );
+    let mut child = spawn_qemu(&["-blockdev", &blockdev]).unwrap();
     // The greeting is printed once the command line's block devices are open.
     let mut out = std::io::BufReader::new(child.stdout.take().unwrap());
     let mut greeting = String::new();

@@ -82,10 +82,11 @@ pub fn assert_identical(a: &Path, b: &Path) {
     assert!(text.contains("Images are identical."), "compare: {text}");
 }
 
-/// Runs real QEMU (no guest, QMP on stdio) through `commands` (JSON lines, after
-/// `qmp_capabilities`, before `quit`); returns the transcript, or `None` without the emulator.
-pub fn qmp_session(commands: &[String]) -> Option<String> {
-    let mut child = Command::new("qemu-system-x86_64")
+/// Starts real QEMU with no guest, QMP on stdio (stdin and stdout piped, stderr dropped) and
+/// `extra` arguments (e.g. `-blockdev ...`). QEMU keeps running when its input ends: send
+/// `quit` or kill it.
+pub fn spawn_qemu(extra: &[&str]) -> std::io::Result<std::process::Child> {
+    Command::new("qemu-system-x86_64")
         .args([
             "-M",
             "none",
@@ -95,11 +96,17 @@ pub fn qmp_session(commands: &[String]) -> Option<String> {
             "-qmp",
             "stdio",
         ])
+        .args(extra)
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())
         .stderr(Stdio::null())
         .spawn()
-        .ok()?;
+}
+
+/// Runs real QEMU through `commands` (JSON lines, after `qmp_capabilities`, before `quit`);
+/// returns the transcript, or `None` without the emulator.
+pub fn qmp_session(commands: &[String]) -> Option<String> {
+    let mut child = spawn_qemu(&[]).ok()?;
     let mut input = String::from("{\"execute\":\"qmp_capabilities\"}\n");
     for c in commands {
         input += c;
