@@ -203,7 +203,14 @@ fn overlay_writes_over_backing_match_qemu_io() {
     let dir = tempfile::tempdir().unwrap();
     let base = dir.path().join("base.qcow2");
     create_with_qemu(&base, 4 * MIB, "");
-    qemu_io(&base, &["write -P 0x11 0 1M", "write -P 0x22 3M 512k"]);
+    qemu_io(
+        &base,
+        &[
+            "write -P 0x11 0 1M",
+            "write -P 0x22 3M 512k",
+            "write -z 1M 64k",
+        ],
+    );
     let ours = dir.path().join("ours.qcow2");
     let theirs = dir.path().join("theirs.qcow2");
     create_image("qcow2", s(&ours), 4 * MIB, Some(s(&base)), Some("qcow2")).unwrap();
@@ -233,6 +240,11 @@ fn overlay_writes_over_backing_match_qemu_io() {
         .unwrap();
     g.write("top", 3 * MIB + 131_072, WriteKind::Zeroes, &[], 65536)
         .unwrap();
+    // Partial zeroes where the chain's status is zero (backing unallocated, a backing zero
+    // cluster) zero the whole cluster instead of copying it up, as QEMU does.
+    for off in [2 * MIB + 512, MIB + 4096] {
+        g.write("top", off, WriteKind::Zeroes, &[], 4096).unwrap();
+    }
     let whole = g.read("top", 0, 4 * MIB).unwrap();
     assert_eq!(&whole[990..1000], &[0x11; 10]);
     assert_eq!(&whole[1000..1100], &[0x33; 100]);
@@ -247,6 +259,8 @@ fn overlay_writes_over_backing_match_qemu_io() {
             &format!("write -z {} 4096", 3 * MIB),
             &format!("discard {} 65536", 3 * MIB + 65536),
             &format!("write -z {} 65536", 3 * MIB + 131_072),
+            &format!("write -z {} 4096", 2 * MIB + 512),
+            &format!("write -z {} 4096", MIB + 4096),
         ],
     );
     assert_check_clean(&ours);

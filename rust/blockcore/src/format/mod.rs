@@ -115,6 +115,10 @@ pub trait Backing {
     /// Reads guest bytes `[offset, offset + buf.len())` of the backing node; past its end the
     /// buffer reads as zeros.
     fn read(&mut self, offset: u64, buf: &mut [u8]) -> Result<(), FormatError>;
+    /// Whether QEMU's block status of the backing chain calls `[offset, offset + len)` zero
+    /// (unallocated down the whole chain, zero clusters, or past the end of a short backing),
+    /// not merely whether it reads as zeros.
+    fn is_zero(&mut self, offset: u64, len: u64) -> Result<bool, FormatError>;
 }
 
 /// No backing node: everything unallocated reads as zeros.
@@ -129,6 +133,10 @@ impl Backing for NoBacking {
     fn read(&mut self, _offset: u64, buf: &mut [u8]) -> Result<(), FormatError> {
         buf.fill(0);
         Ok(())
+    }
+
+    fn is_zero(&mut self, _offset: u64, _len: u64) -> Result<bool, FormatError> {
+        Ok(true)
     }
 }
 
@@ -227,6 +235,17 @@ pub trait FormatDriver: Send + std::fmt::Debug {
     ) -> Result<(), FormatError> {
         let _ = backing;
         self.discard(offset, len)
+    }
+    /// Whether block status calls `[offset, offset + len)` zero through the backing chain (see
+    /// [`Backing::is_zero`]). Formats without allocation information answer `false`.
+    fn is_zero_backed(
+        &mut self,
+        offset: u64,
+        len: u64,
+        backing: &mut dyn Backing,
+    ) -> Result<bool, FormatError> {
+        let _ = (offset, len, backing);
+        Ok(false)
     }
     /// Whether the format can have a backing node (qcow2).
     fn supports_backing(&self) -> bool {

@@ -978,6 +978,30 @@ impl Backing for GraphBacking<'_> {
         tail.fill(0);
         Ok(())
     }
+
+    fn is_zero(&mut self, offset: u64, len: u64) -> Result<bool, FormatError> {
+        let to_format = |e: GraphError| match e {
+            GraphError::Format(f) => f,
+            other => FormatError::Io(std::io::Error::other(other.to_string())),
+        };
+        let node = self.graph.get(&self.node).map_err(to_format)?;
+        let blen = node.length().map_err(to_format)?;
+        // Past the end of a short backing the chain reads zeros, and block status says so.
+        let inside = blen.saturating_sub(offset).min(len);
+        if inside == 0 {
+            return Ok(true);
+        }
+        match node.data {
+            DataPath::Format(_) => self
+                .graph
+                .with_driver(&self.node.clone(), |f, bk| {
+                    f.is_zero_backed(offset, inside, bk)
+                })
+                .map_err(to_format),
+            // Host files and null-co report data (no hole detection here).
+            _ => Ok(false),
+        }
+    }
 }
 
 #[cfg(test)]

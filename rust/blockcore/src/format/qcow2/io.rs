@@ -440,7 +440,12 @@ impl Qcow2 {
                 .lookup(self.storage.as_ref(), GuestOffset(pos))?;
             let rest_is_zero = match kind {
                 ClusterKind::ZeroPlain | ClusterKind::ZeroAlloc { .. } => true,
-                ClusterKind::Unallocated => !bk.present(),
+                // What the rest of the cluster is, is up to the backing chain's block status.
+                ClusterKind::Unallocated => {
+                    let cstart = first * cs;
+                    let cend = (cstart + cs).min(self.header.size);
+                    bk.is_zero(cstart, pos - cstart)? && bk.is_zero(pos + n, cend - (pos + n))?
+                }
                 _ => false,
             };
             if rest_is_zero {
@@ -450,6 +455,35 @@ impl Qcow2 {
             }
         }
         Ok(())
+    }
+
+    /// QEMU's `is_zero` over this image: every cluster of the range (clamped to the image) is
+    /// a zero cluster, or unallocated where the backing chain's status is zero.
+    pub(super) fn range_is_zero(
+        &mut self,
+        offset: u64,
+        len: u64,
+        bk: &mut dyn Backing,
+    ) -> Result<bool, FormatError> {
+        let cs = self.geo.cluster_size();
+        let end = (offset + len).min(self.header.size);
+        let mut pos = offset;
+        while pos < end {
+            let piece = (pos - pos % cs + cs).min(end) - pos;
+            let kind = self
+                .mapping
+                .lookup(self.storage.as_ref(), GuestOffset(pos))?;
+            let zero = match kind {
+                ClusterKind::ZeroPlain | ClusterKind::ZeroAlloc { .. } => true,
+                ClusterKind::Unallocated => bk.is_zero(pos, piece)?,
+                ClusterKind::Normal { .. } | ClusterKind::Compressed { .. } => false,
+            };
+            if !zero {
+                return Ok(false);
+            }
+            pos += piece;
+        }
+        Ok(true)
     }
 
     /// Discard: whole clusters only; partial clusters are left as they are (QEMU ignores them).

@@ -291,6 +291,15 @@ impl FormatDriver for Qcow2 {
         self.discard_guest(offset, len, backing.present())
     }
 
+    fn is_zero_backed(
+        &mut self,
+        offset: u64,
+        len: u64,
+        backing: &mut dyn Backing,
+    ) -> Result<bool, FormatError> {
+        self.range_is_zero(offset, len, backing)
+    }
+
     fn supports_backing(&self) -> bool {
         true
     }
