@@ -91,10 +91,8 @@ impl Qcow2 {
                 }
                 ClusterKind::ZeroPlain | ClusterKind::ZeroAlloc { .. } => chunk.fill(0),
                 ClusterKind::Unallocated => bk.read(pos, chunk)?,
-                ClusterKind::Compressed { .. } => {
-                    return Err(FormatError::Unsupported(
-                        "reading compressed qcow2 clusters is not supported".into(),
-                    ))
+                ClusterKind::Compressed { host, size } => {
+                    self.read_compressed(host, size, geo.in_cluster(GuestOffset(pos)), chunk)?
                 }
             }
             done += len;
@@ -272,12 +270,45 @@ impl Qcow2 {
             ClusterKind::Normal { host, .. } => self.storage.read_at(buf, host.0 + within)?,
             ClusterKind::ZeroPlain | ClusterKind::ZeroAlloc { .. } => buf.fill(0),
             ClusterKind::Unallocated => bk.read(at, buf)?,
-            ClusterKind::Compressed { .. } => {
-                return Err(FormatError::Unsupported(
-                    "partial writes to compressed qcow2 clusters are not supported".into(),
-                ))
+            ClusterKind::Compressed { host, size } => {
+                self.read_compressed(host, size, within, buf)?
             }
         }
+        Ok(())
+    }
+
+    /// Reads `buf` from offset `within` of a compressed cluster stored in `size` bytes at
+    /// `host`: a raw deflate stream (compression type zlib) that must fill the whole cluster,
+    /// as QEMU's `qcow2_zlib_decompress` requires.
+    fn read_compressed(
+        &mut self,
+        host: u64,
+        size: u64,
+        within: u64,
+        buf: &mut [u8],
+    ) -> Result<(), FormatError> {
+        if self.header.compression_type != 0 {
+            return Err(FormatError::Unsupported(
+                "reading zstd-compressed qcow2 clusters is not supported".into(),
+            ));
+        }
+        let cs = self.geo.cluster_size() as usize;
+        let avail = self.storage.len()?.saturating_sub(host).min(size);
+        let mut input = vec![0u8; avail as usize];
+        self.storage.read_at(&mut input, host)?;
+        let mut out = vec![0u8; cs];
+        let mut z = flate2::Decompress::new(false);
+        // A stream that fills the cluster is good whatever follows it; anything short is EIO.
+        let result = z.decompress(&input, &mut out, flate2::FlushDecompress::Finish);
+        if z.total_out() != cs as u64 {
+            let why = result.map_or_else(|e| e.to_string(), |s| format!("{s:?}"));
+            return Err(FormatError::Io(std::io::Error::new(
+                std::io::ErrorKind::InvalidData,
+                format!("compressed cluster at {host:#x} does not inflate to a cluster: {why}"),
+            )));
+        }
+        let w = within as usize;
+        buf.copy_from_slice(&out[w..w + buf.len()]);
         Ok(())
     }
 

@@ -1,18 +1,19 @@
 //! The qcow2 format (versions 2 and 3), over any [`Storage`].
 //!
 //! One file per concern, as in imago: [`header`] (first cluster), [`mapping`] (L1/L2),
-//! [`refcount`] (refcount table and blocks), [`alloc`] (finding and counting clusters), `io` (the
-//! guest read/write/zero/discard paths), [`bitmaps`] (persistent dirty bitmaps) and [`create`]
-//! (what `qemu-img create -f qcow2` writes). [`units`] keeps guest offsets, host offsets and
-//! cluster indexes apart.
+//! [`refcount`] (refcount table and blocks), `alloc` (finding and counting clusters), `io` (the
+//! guest read/write/zero/discard paths), [`bitmaps`] (persistent dirty bitmaps), [`snapshot`]
+//! (internal snapshots) and [`create`] (what `qemu-img create -f qcow2` writes). [`units`] keeps
+//! guest offsets, host offsets and cluster indexes apart.
 //!
 //! Supported: cluster sizes 512 B..2 MiB, refcount widths 1..64 bits, zero clusters, internal
-//! snapshots left intact (shared clusters are copied on write; refcounts already count them),
-//! persistent dirty bitmaps. Refused at open: extended L2 entries, external data files,
-//! encryption, unknown incompatible features. Compressed clusters are refused when read or
-//! partially overwritten (whole-cluster overwrites, zeroing and discard free them fine).
-//! Backing files are recorded but not opened: an unallocated cluster is a distinct outcome of
-//! the read path (`read_unallocated`) that reads zeros until a backing-chain layer fills it.
+//! snapshots (created, deleted, and copied on write after), persistent dirty bitmaps, reading
+//! zlib-compressed clusters (partial overwrites copy them up decompressed), backing chains.
+//! Refused at open: extended L2 entries, external data files, encryption, unknown incompatible
+//! features; zstd-compressed clusters are refused when read. The backing node is not this
+//! driver's business: every guest path takes a [`Backing`] that unallocated
+//! clusters read from (the graph passes the node's `backing` child), and whose presence decides
+//! what zeroes and discards leave behind, as `bs->backing` does in QEMU.
 //!
 //! Metadata is written through (no dirty cache), in an order that keeps the image consistent
 //! after a crash of the process: refcounts are raised before anything points at the cluster,
