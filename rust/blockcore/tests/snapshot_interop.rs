@@ -382,3 +382,47 @@ fn image_locks_are_seen_by_qemu_and_from_qemu() {
     child.wait().unwrap();
     g.add_format("d", "qcow2", "f", true).unwrap();
 }
+
+/// Over a sparse raw backing file, block status sees holes as zero (as QEMU's `file` driver
+/// does with `SEEK_DATA`): partial zeroes over a hole zero the overlay cluster, over data they
+/// copy it up; the overlay equals `qemu-io`'s byte for byte.
+#[test]
+fn overlay_over_sparse_raw_backing_matches_qemu_io() {
+    if !have_qemu() {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let base = dir.path().join("base.raw");
+    qemu_img(&["create", "-q", "-f", "raw", s(&base), "4M"]);
+    let (ok, text) = run(
+        "qemu-io",
+        &["-f", "raw", "-c", "write -P 0x11 0 128k", s(&base)],
+    );
+    assert!(ok, "{text}");
+    let mut files = Vec::new();
+    for name in ["ours.qcow2", "theirs.qcow2"] {
+        let p = dir.path().join(name);
+        create_image("qcow2", s(&p), 4 * MIB, Some(s(&base)), Some("raw")).unwrap();
+        files.push(p);
+    }
+    let mut g = Graph::new();
+    g.add_file("base-file", s(&base), true).unwrap();
+    g.add_format("base", "raw", "base-file", true).unwrap();
+    open_node(&mut g, "top", &files[0], false);
+    g.set_backing("top", Some("base")).unwrap();
+    for off in [2 * MIB + 512, 4096, 3 * MIB + 60 * 1024] {
+        g.write("top", off, WriteKind::Zeroes, &[], 8192).unwrap();
+    }
+    g.close_all();
+    drop(g);
+    qemu_io(
+        &files[1],
+        &[
+            &format!("write -z {} 8192", 2 * MIB + 512),
+            "write -z 4096 8192",
+            &format!("write -z {} 8192", 3 * MIB + 60 * 1024),
+        ],
+    );
+    assert_check_clean(&files[0]);
+    assert_same_bytes(&files[0], &files[1]);
+}

@@ -56,6 +56,15 @@ impl FormatDriver for Raw {
         self.read_only
     }
 
+    fn is_zero_backed(
+        &mut self,
+        offset: u64,
+        len: u64,
+        _backing: &mut dyn crate::format::Backing,
+    ) -> Result<bool, FormatError> {
+        Ok(self.storage.is_hole(offset, len)?)
+    }
+
     fn set_read_only(&mut self) {
         self.read_only = true;
     }

@@ -998,8 +998,9 @@ impl Backing for GraphBacking<'_> {
                     f.is_zero_backed(offset, inside, bk)
                 })
                 .map_err(to_format),
-            // Host files and null-co report data (no hole detection here).
-            _ => Ok(false),
+            DataPath::Protocol(ref st) => Ok(st.is_hole(offset, inside)?),
+            // null-co reports data (its read-zeroes option is off by default).
+            DataPath::Null => Ok(false),
         }
     }
 }

@@ -47,4 +47,10 @@ pub trait Storage: Send + Sync + Debug {
     fn filename(&self) -> Option<&str> {
         None
     }
+    /// Whether `[offset, offset + len)` holds no data (a hole, or past the end), as QEMU's
+    /// `file` driver reports it in block status (`SEEK_DATA`). Stores that cannot tell say no.
+    fn is_hole(&self, offset: u64, len: u64) -> io::Result<bool> {
+        let _ = (offset, len);
+        Ok(false)
+    }
 }
