@@ -22,6 +22,7 @@ __all__ = [
     "NodeInUse",
     "NodeInfo",
     "NodeNotFound",
+    "PermissionConflict",
     "Qcow2Info",
     "SizeMismatch",
     "SnapshotInfo",
@@ -50,6 +51,14 @@ class LockConflict(ImageError):
     ``args == (message, 11)`` with QEMU's message, e.g. ``Failed to get "write" lock`` or
     ``Failed to get shared "write" lock``. Raised by ``Graph.add_format`` (qcow2 over a locked
     file, before the image is read) and ``create_image`` (before anything is truncated)."""
+
+class PermissionConflict(ImageError):
+    """Two parents of one node need permissions the other does not share (QEMU's permission
+    system, within one process); ``args == (message, 1)`` with QEMU's message, e.g.
+    ``Permission conflict on node 'f': permissions 'write, resize' are both required by node
+    'a' (uses node 'f' as 'file' child) and unshared by node 'b' (uses node 'f' as 'file'
+    child).`` Raised by ``Graph.add_format`` when a second qcow2 node is put on a ``file`` node
+    that a qcow2 node already uses (checked before image locks)."""
 
 class SnapshotNotFound(CoreError):
     """No internal snapshot matches; ``args == (id, name)`` as given (``None`` when absent)."""

@@ -84,6 +84,13 @@ create_exception!(
     "Another user holds a conflicting image lock; args: (message, errno 11)."
 );
 
+create_exception!(
+    reference._core,
+    PermissionConflict,
+    ImageError,
+    "Parents of one node need permissions the other does not share; args: (message, errno 1)."
+);
+
 /// Converts a graph error into the matching Python exception.
 pub fn to_py(err: GraphError) -> PyErr {
     match err {
@@ -97,6 +104,7 @@ pub fn to_py(err: GraphError) -> PyErr {
         GraphError::Format(e) => format_to_py(&e),
         GraphError::Cycle { child, parent } => CycleError::new_err((child, parent)),
         GraphError::SnapshotNotFound { id, name } => SnapshotNotFound::new_err((id, name)),
+        GraphError::PermissionConflict(m) => PermissionConflict::new_err((m, 1)),
     }
 }
 
@@ -123,5 +131,6 @@ pub fn register(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add("SnapshotNotFound", py.get_type::<SnapshotNotFound>())?;
     m.add("CycleError", py.get_type::<CycleError>())?;
     m.add("LockConflict", py.get_type::<LockConflict>())?;
+    m.add("PermissionConflict", py.get_type::<PermissionConflict>())?;
     Ok(())
 }

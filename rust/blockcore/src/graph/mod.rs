@@ -58,6 +58,9 @@ pub enum GraphError {
         /// The node that would become its parent.
         parent: String,
     },
+    /// Two parents of a node need permissions the other does not share (QEMU's message).
+    #[error("{0}")]
+    PermissionConflict(String),
     /// No internal snapshot matches.
     #[error("snapshot with id {id:?} and name {name:?} not found")]
     SnapshotNotFound {
@@ -364,12 +367,12 @@ impl Graph {
             DataPath::Protocol(s) => s.clone(),
             _ => return Err(GraphError::NoMedium(file.into())),
         };
-        // QEMU attaches the `file` child, taking its permissions, before the driver reads a byte.
-        let wanted = Self::format_perms(driver, read_only);
-        if let Some((perm, shared)) = wanted {
-            let (p, s) = self.lock_perms(file);
-            self.check_locks(file, p | perm, s & shared)?;
-        }
+        // QEMU attaches the `file` child, taking its permissions, before the driver reads a byte:
+        // first the parents of the file node must agree, then other users of the file.
+        let wanted = Self::format_perms(driver, read_only).unwrap_or((0, lock::PERM_ALL));
+        self.check_parent_perms(name, file, wanted)?;
+        let (p, s) = self.lock_perms(file);
+        self.check_locks(file, p | wanted.0, s & wanted.1)?;
         let mut fmt = format::open(driver, store, read_only)?;
         let loaded = fmt.take_loaded_bitmaps();
         let mut bitmaps = Vec::with_capacity(loaded.len());
@@ -838,6 +841,41 @@ impl Graph {
                 lock::PERM_ALL & !(lock::PERM_WRITE | lock::PERM_RESIZE),
             )
         })
+    }
+
+    /// QEMU's `bdrv_parent_perms_conflict` for a new parent `new` of `file` wanting `wanted`:
+    /// parents newest first (QEMU inserts at the head), every ordered pair checked.
+    fn check_parent_perms(
+        &self,
+        new: &str,
+        file: &str,
+        wanted: (u8, u8),
+    ) -> Result<(), GraphError> {
+        let mut parents: Vec<(String, (u8, u8))> = vec![(new.to_string(), wanted)];
+        for n in self.nodes.iter().rev() {
+            let Driver::Format { name } = &n.driver else {
+                continue;
+            };
+            if n.children
+                .iter()
+                .any(|c| c.role == "file" && c.node == file)
+            {
+                let perms = Self::format_perms(name, n.read_only).unwrap_or((0, lock::PERM_ALL));
+                parents.push((n.name.clone(), perms));
+            }
+        }
+        for (a, (_, a_shared)) in &parents {
+            for (b, (b_perm, _)) in &parents {
+                if a == b || b_perm & a_shared == *b_perm {
+                    continue;
+                }
+                let perms = lock::perm_names(b_perm & !a_shared);
+                return Err(GraphError::PermissionConflict(format!(
+                    "Permission conflict on node '{file}': permissions '{perms}' are both required by node '{b}' (uses node '{file}' as 'file' child) and unshared by node '{a}' (uses node '{file}' as 'file' child)."
+                )));
+            }
+        }
+        Ok(())
     }
 
     /// The permissions the parents of `file` hold on it and what they share.

@@ -283,3 +283,20 @@ fn qcow2_nodes_lock_their_files_as_qemu() {
     assert!(g.close_all().is_empty());
     format::create_image("qcow2", base, 1 << 20, None, None).unwrap();
 }
+
+#[test]
+fn second_qcow2_parent_of_one_file_node_conflicts_as_in_qemu() {
+    let (_d, mut g) = chain_graph();
+    let err = g.add_format("b", "qcow2", "top-file", true).unwrap_err();
+    assert_eq!(
+        err.to_string(),
+        "Permission conflict on node 'top-file': permissions 'write, resize' are both required by node 'top' (uses node 'top-file' as 'file' child) and unshared by node 'b' (uses node 'top-file' as 'file' child)."
+    );
+    let err = g.add_format("c", "qcow2", "top-file", false).unwrap_err();
+    assert!(err.to_string().contains("required by node 'top'"), "{err}");
+    assert!(err.to_string().contains("unshared by node 'c'"), "{err}");
+    // Raw takes nothing, so it fits; two read-only qcow2 parents share what they need.
+    g.add_format("r", "raw", "top-file", false).unwrap();
+    g.reopen_read_only("top").unwrap();
+    g.add_format("ro", "qcow2", "top-file", true).unwrap();
+}

@@ -75,6 +75,17 @@ pub enum LockError {
     Io(#[from] io::Error),
 }
 
+/// QEMU's `bdrv_perm_names`: the names of the bits of `perm`, in bit order, comma-separated.
+pub fn perm_names(perm: u8) -> String {
+    PERM_NAMES
+        .iter()
+        .enumerate()
+        .filter(|(i, _)| perm & (1 << i) != 0)
+        .map(|(_, n)| *n)
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
 /// QEMU's `raw_check_lock_bytes`: can a user with `perm`, sharing `shared`, open `file`?
 pub fn check(file: &File, perm: u8, shared: u8) -> Result<(), LockError> {
     for (i, name) in PERM_NAMES.iter().enumerate() {
