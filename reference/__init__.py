@@ -18,6 +18,7 @@ FEATURES: frozenset[str] = frozenset(
         "blockdev-snapshot",
         "blockdev-snapshot-internal-sync",
         "blockdev-snapshot-sync",
+        "image-locking",
         "persistent-bitmaps",
         "transaction",
     }

@@ -34,6 +34,13 @@ def is_wellformed_id(name: str) -> bool:
     return _WELLFORMED_ID.fullmatch(name) is not None
 
 
+def has_protocol(filename: str) -> bool:
+    """QEMU's path_has_protocol(): a ``:`` before any ``/`` (``json:{...}``, ``null-co://``);
+    such names are never taken relative to an image's directory."""
+    head = re.split(r"[:/]", filename, maxsplit=1)
+    return len(head) == 2 and filename[len(head[0])] == ":"
+
+
 def strerror(errno: int) -> str:
     """The C library's message for ``errno`` (what QEMU prints after ``: ``)."""
     return os.strerror(errno)
@@ -187,7 +194,9 @@ class BlockLayer:
         if driver == "file":
             filename = options["filename"]
             try:
-                self.graph.add_file(name, filename, read_only)
+                # QEMU's ``locking`` (on, off, auto = on for local files on Linux).
+                locking = options.get("locking", "auto") != "off"
+                self.graph.add_file(name, filename, read_only, locking)
             except _core.ImageError as e:
                 _, errno = e.args
                 raise QMPError(f"Could not open '{filename}': {strerror(errno)}") from None
@@ -370,7 +379,7 @@ class BlockLayer:
     def _full_backing_filename(self, info: _core.NodeInfo) -> str:
         """The header's backing file name, relative ones taken from the image's directory."""
         assert info.backing_file is not None
-        if os.path.isabs(info.backing_file):
+        if os.path.isabs(info.backing_file) or has_protocol(info.backing_file):
             return info.backing_file
         return os.path.join(os.path.dirname(self._file_child_filename(info)), info.backing_file)
 
