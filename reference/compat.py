@@ -50,11 +50,12 @@ class VersionProfile:
     #: i.e. as if the bitmap had been disabled, so a failed ``block-dirty-bitmap-enable`` leaves
     #: the bitmap *disabled*. Found by the differential test ``failing_several_kinds``.
     toggle_abort_uses_unrecorded_state: bool = True
-    #: QEMU defect (7.2; fixed by 10.0): rolling back a transaction in which an internal
-    #: snapshot was taken of an overlay that an earlier ``blockdev-snapshot-sync`` of the same
-    #: transaction opened aborts QEMU (``bdrv_do_drained_end: Assertion
-    #: `bs->quiesce_counter > 0' failed``). Found by ``mixed_snapshot_then_failing_bitmap_merge``.
-    internal_snapshot_of_new_overlay_rollback_crashes: bool = False
+    #: QEMU defect (7.2; fixed by 10.0): rolling back a transaction in which a snapshot action
+    #: (internal, or an external one of it) drained an overlay that an earlier
+    #: ``blockdev-snapshot-sync`` of the same transaction opened aborts QEMU
+    #: (``bdrv_do_drained_end: Assertion `bs->quiesce_counter > 0' failed``). Found by
+    #: ``mixed_snapshot_then_failing_bitmap_merge`` and the snapshot-history property test.
+    rollback_after_draining_new_overlay_crashes: bool = False
 
     @property
     def version_info(self) -> dict[str, object]:
@@ -74,7 +75,7 @@ PROFILES: dict[str, VersionProfile] = {
         grouped_word="Transaction",
         reports_active=False,
         file_format_specific=False,
-        internal_snapshot_of_new_overlay_rollback_crashes=True,
+        rollback_after_draining_new_overlay_crashes=True,
     ),
     "10.0": VersionProfile(
         name="10.0",

@@ -3,8 +3,9 @@
 
 External snapshots (``blockdev-snapshot``, ``blockdev-snapshot-sync``) put an overlay above a
 node: :class:`ExternalSnapshot` holds one such operation through prepare, commit, abort and clean.
-Internal snapshots live in the qcow2 image: :func:`internal_snapshot_node`,
-:func:`create_internal` and :func:`delete_internal` do QEMU's checks in QEMU's order and raise
+Internal snapshots live in the qcow2 image: :func:`internal_snapshot_root`,
+:func:`check_internal_snapshot`, :func:`create_internal` and :func:`delete_internal` do QEMU's
+checks in QEMU's order and raise
 :class:`QMPError` with QEMU's message at the first that fails.
 
 This module decides what QEMU decides (names, checks, messages); the graph and the image
@@ -19,6 +20,7 @@ from typing import Any
 
 from reference import _core
 from reference.block import BlockLayer, snapshot_info, strerror
+from reference.compat import VersionProfile
 from reference.errors import QMPError
 
 #: Image formats QEMU knows but this reference cannot create (``Unknown file format`` is only
@@ -32,6 +34,21 @@ EAGAIN = 11
 BACKING_FORMATS = frozenset({"qcow2"})
 #: The image formats with internal snapshots (QEMU also has rbd).
 INTERNAL_SNAPSHOT_FORMATS = frozenset({"qcow2"})
+
+
+def drained_new_overlay_crash(
+    profile: VersionProfile, drained: str | None, new: set[str]
+) -> str | None:
+    """Why QEMU dies rolling back an action that drained ``drained``, if it does: 7.2 aborts
+    when that node is an overlay an earlier ``blockdev-snapshot-sync`` of the same transaction
+    opened (its drained section is ended twice). ``new``: those overlays."""
+    if not profile.rollback_after_draining_new_overlay_crashes or drained not in new:
+        return None
+    return (
+        f"QEMU {profile.name} aborts rolling back this transaction (bdrv_do_drained_end: "
+        f"Assertion `bs->quiesce_counter > 0' failed): '{drained}' was opened by an earlier "
+        "blockdev-snapshot-sync of it"
+    )
 
 
 # ---- external snapshots ---------------------------------------------------------------------
@@ -55,7 +72,7 @@ class ExternalSnapshot:
     committed: bool = False
 
     def prepare_old(self, old: str) -> None:
-        """Checks on the node to snapshot, after its lookup (§2.9 steps 3-5)."""
+        """Checks on the node to snapshot, after its lookup and drain (§2.9 steps 3-5)."""
         self.old = old
         # The op blocker "external snapshot": a backing child carries it.
         self.layer.check_not_backing(old)
@@ -173,9 +190,13 @@ def _root_node(layer: BlockLayer, device: str) -> str:
     return node
 
 
-def internal_snapshot_node(layer: BlockLayer, device: str, name: str) -> str:
-    """The checks of ``blockdev-snapshot-internal-sync`` (§2.11 steps 1-7); returns the node."""
-    node = _root_node(layer, device)
+def internal_snapshot_root(layer: BlockLayer, device: str) -> str:
+    """The node of ``blockdev-snapshot-internal-sync`` (§2.11 step 1); QEMU drains it next."""
+    return _root_node(layer, device)
+
+
+def check_internal_snapshot(layer: BlockLayer, node: str, device: str, name: str) -> None:
+    """The other checks of ``blockdev-snapshot-internal-sync`` (§2.11 steps 3-7)."""
     info = layer.graph.node(node)
     assert info is not None
     if info.read_only:
@@ -190,7 +211,6 @@ def internal_snapshot_node(layer: BlockLayer, device: str, name: str) -> str:
     # QEMU compares the name as given with the stored (possibly truncated) names.
     if any(sn.name == name for sn in layer.graph.snapshots(node)):
         raise QMPError(f"Snapshot with name '{name}' already exists on device '{device}'")
-    return node
 
 
 def create_internal(layer: BlockLayer, node: str, device: str, name: str) -> _core.SnapshotInfo:

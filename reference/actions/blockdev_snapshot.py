@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from reference.actions.base import Action, Context
-from reference.snapshots import ExternalSnapshot
+from reference.snapshots import ExternalSnapshot, drained_new_overlay_crash
 
 
 class BlockdevSnapshot(Action):
@@ -30,3 +30,6 @@ class BlockdevSnapshot(Action):
 
     def clean(self) -> None:
         self.snapshot.clean()
+
+    def qemu_crash(self) -> str | None:
+        return drained_new_overlay_crash(self.ctx.profile, self.snapshot.old, self.ctx.new_overlays)

@@ -16,9 +16,9 @@ class BlockdevSnapshotInternalSync(Action):
     def prepare(self) -> None:
         layer = self.ctx.layer
         device, name = self.data["device"], self.data["name"]
-        node = snapshots.internal_snapshot_node(layer, device, name)
-        self._node = node
-        created = snapshots.create_internal(layer, node, device, name)
+        self._node = snapshots.internal_snapshot_root(layer, device)
+        snapshots.check_internal_snapshot(layer, self._node, device, name)
+        created = snapshots.create_internal(layer, self._node, device, name)
         self._created = (created.id, created.name)
 
     def abort(self) -> None:
@@ -27,17 +27,6 @@ class BlockdevSnapshotInternalSync(Action):
             self.ctx.layer.graph.snapshot_delete(self._node, snapshot_id, name)
 
     def qemu_crash(self) -> str | None:
-        """QEMU 7.2 dies rolling back a snapshot of an overlay that an earlier
-        ``blockdev-snapshot-sync`` of the same transaction opened (its drained section is ended
-        twice); an overlay given to ``blockdev-snapshot`` is fine."""
-        if (
-            self.ctx.profile.internal_snapshot_of_new_overlay_rollback_crashes
-            and self._created is not None
-            and self._node in self.ctx.new_overlays
-        ):
-            return (
-                f"QEMU {self.ctx.profile.name} aborts rolling back this transaction "
-                "(bdrv_do_drained_end: Assertion `bs->quiesce_counter > 0' failed): "
-                f"internal snapshot of '{self._node}', an overlay opened by this transaction"
-            )
-        return None
+        return snapshots.drained_new_overlay_crash(
+            self.ctx.profile, self._node, self.ctx.new_overlays
+        )

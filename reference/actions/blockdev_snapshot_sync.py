@@ -6,7 +6,7 @@ from __future__ import annotations
 from typing import Any
 
 from reference.actions.base import Action, Context
-from reference.snapshots import ExternalSnapshot, open_new_overlay
+from reference.snapshots import ExternalSnapshot, drained_new_overlay_crash, open_new_overlay
 
 
 class BlockdevSnapshotSync(Action):
@@ -36,3 +36,6 @@ class BlockdevSnapshotSync(Action):
 
     def clean(self) -> None:
         self.snapshot.clean()
+
+    def qemu_crash(self) -> str | None:
+        return drained_new_overlay_crash(self.ctx.profile, self.snapshot.old, self.ctx.new_overlays)
