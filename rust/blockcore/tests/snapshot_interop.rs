@@ -426,3 +426,44 @@ fn overlay_over_sparse_raw_backing_matches_qemu_io() {
     assert_check_clean(&files[0]);
     assert_same_bytes(&files[0], &files[1]);
 }
+
+/// qcow2 v2 (compat 0.10) overlays: zeroes are explicit zeros and discard does nothing (QEMU
+/// returns ENOTSUP, having no zero flag to hide the backing), as `qemu-io` shows.
+#[test]
+fn v2_overlay_zeroes_and_discard_match_qemu_io() {
+    if !have_qemu() {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let base = dir.path().join("base.qcow2");
+    create_with_qemu(&base, MIB, "compat=0.10");
+    qemu_io(&base, &["write -P 0x11 0 1M"]);
+    let mut files = Vec::new();
+    for name in ["ours.qcow2", "theirs.qcow2"] {
+        let p = dir.path().join(name);
+        let opts = format!("compat=0.10,backing_file={},backing_fmt=qcow2", s(&base));
+        create_with_qemu(&p, MIB, &opts);
+        files.push(p);
+    }
+    let mut g = Graph::new();
+    open_node(&mut g, "base", &base, true);
+    open_node(&mut g, "top", &files[0], false);
+    g.set_backing("top", Some("base")).unwrap();
+    write(&mut g, "top", 0, 131_072, 0x22);
+    g.write("top", 0, WriteKind::Discard, &[], 65536).unwrap();
+    g.write("top", 200_000, WriteKind::Zeroes, &[], 70_000)
+        .unwrap();
+    assert_eq!(g.read("top", 0, 2).unwrap(), [0x22, 0x22]);
+    g.close_all();
+    drop(g);
+    qemu_io(
+        &files[1],
+        &[
+            "write -P 0x22 0 128k",
+            "discard 0 64k",
+            "write -z 200000 70000",
+        ],
+    );
+    assert_check_clean(&files[0]);
+    assert_same_bytes(&files[0], &files[1]);
+}

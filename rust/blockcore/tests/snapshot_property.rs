@@ -1,4 +1,4 @@
-//! Property test: random sequences of guest writes (data, zeroes, discard), internal snapshots
+//! Property test (qcow2 v3 with 4/16/64-bit refcounts and v2): random sequences of guest writes (data, zeroes, discard), internal snapshots
 //! (create, delete), external snapshots (new overlay appended, old layer reopened read-only),
 //! persistent bitmaps and close/reopen keep every image clean for `qemu-img check`, the data
 //! equal to a plain model of the disk, every internal snapshot equal to the disk when it was
@@ -10,7 +10,7 @@
 #[allow(dead_code)] // each test binary uses a different subset
 mod common;
 
-use blockcore::format::qcow2::{CreateOptions, Qcow2};
+use blockcore::format::qcow2::{Compat, CreateOptions, Qcow2};
 use blockcore::format::SnapshotParams;
 use blockcore::graph::{Graph, WriteKind};
 use blockcore::storage::FileStorage;
@@ -76,7 +76,11 @@ struct ModelSnapshot {
 struct World {
     dir: tempfile::TempDir,
     cluster: u64,
+    compat: Compat,
+    refcount_bits: u64,
     files: Vec<PathBuf>,
+    /// What the backing node of the active image reads (frozen once it became read-only).
+    backing_disk: Option<Vec<u8>>,
     g: Graph,
     disk: Vec<u8>,
     snaps: Vec<ModelSnapshot>,
@@ -89,12 +93,15 @@ fn node(i: usize) -> String {
 }
 
 impl World {
-    fn new(cluster: u64) -> Self {
+    fn new(cluster: u64, compat: Compat, refcount_bits: u64) -> Self {
         let dir = tempfile::tempdir().unwrap();
         let mut w = Self {
             dir,
             cluster,
+            compat,
+            refcount_bits,
             files: Vec::new(),
+            backing_disk: None,
             g: Graph::new(),
             disk: vec![0; SIZE as usize],
             snaps: Vec::new(),
@@ -118,6 +125,8 @@ impl World {
             .join(format!("img{}.qcow2", self.files.len()));
         let opts = CreateOptions {
             cluster_size: self.cluster,
+            compat: self.compat,
+            refcount_bits: self.refcount_bits,
             backing_file: self.files.last().map(|p| s(p).to_string()),
             backing_format: self.files.last().map(|_| "qcow2".to_string()),
             ..CreateOptions::new(SIZE)
@@ -172,12 +181,14 @@ impl World {
                 self.g
                     .write(&top, off, WriteKind::Discard, &[], len)
                     .unwrap();
-                // Whole clusters read as zeros afterwards; partial ones are left alone.
+                // Whole clusters read as zeros afterwards; partial ones are left alone; v2 over
+                // a backing cannot discard at all (no zero flag).
                 let cs = self.cluster;
                 let first = off.div_ceil(cs) * cs;
                 let end = off + len;
                 let last = if end == SIZE { end } else { end / cs * cs };
-                if last > first {
+                let v2_backed = self.compat == Compat::V0_10 && self.backing_disk.is_some();
+                if last > first && !v2_backed {
                     self.disk[first as usize..last as usize].fill(0);
                 }
                 self.mark(off, len);
@@ -231,9 +242,13 @@ impl World {
                 self.g.add_file(&file, s(&self.files[new]), false).unwrap();
                 self.g.add_format(&n, "qcow2", &file, false).unwrap();
                 self.g.append_overlay(&node(old), &n).unwrap();
+                self.backing_disk = Some(self.disk.clone());
                 assert!(self.g.reopen_read_only(&node(old)).unwrap().is_empty());
             }
             Op::BitmapAdd { gran_bits, enabled } => {
+                if self.compat == Compat::V0_10 {
+                    return; // QEMU: Cannot store dirty bitmaps in qcow2 v2 files
+                }
                 let name = format!("b{}", self.bitmaps.len());
                 let gran = 1u64 << gran_bits;
                 self.g
@@ -336,13 +351,20 @@ fn random_snapshot_histories_stay_consistent() {
         failure_persistence: None,
         ..Config::default()
     };
+    let format = prop_oneof![
+        Just((Compat::V1_1, 16u64)),
+        Just((Compat::V1_1, 4)),
+        Just((Compat::V1_1, 64)),
+        Just((Compat::V0_10, 16)),
+    ];
     let strategy = (
         prop_oneof![Just(512u64), Just(4096), Just(65536)],
+        format,
         proptest::collection::vec(op(), 1..30),
     );
     TestRunner::new(config)
-        .run(&strategy, |(cluster, ops)| {
-            let mut w = World::new(cluster);
+        .run(&strategy, |(cluster, (compat, refcount_bits), ops)| {
+            let mut w = World::new(cluster, compat, refcount_bits);
             for op in &ops {
                 w.apply(op);
                 w.check_model();

@@ -524,6 +524,11 @@ impl Qcow2 {
         len: u64,
         backing: bool,
     ) -> Result<(), FormatError> {
+        if self.header.version < 3 && backing {
+            // v2 has no zero flag, and dropping the cluster would show the backing: QEMU
+            // refuses (ENOTSUP), which makes the guest's discard a no-op.
+            return Ok(());
+        }
         let cs = self.geo.cluster_size();
         for (pos, n, whole) in self.split_clusters(offset, len) {
             if whole {
