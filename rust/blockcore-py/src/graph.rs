@@ -397,9 +397,15 @@ impl Graph {
             .map_err(to_py)
     }
 
-    fn write_zeroes(&self, node: &str, offset: u64, length: u64) -> PyResult<()> {
+    #[pyo3(signature = (node, offset, length, may_unmap=true))]
+    fn write_zeroes(&self, node: &str, offset: u64, length: u64, may_unmap: bool) -> PyResult<()> {
+        let kind = if may_unmap {
+            WriteKind::Zeroes
+        } else {
+            WriteKind::ZeroesNoUnmap
+        };
         self.g()
-            .write(node, offset, WriteKind::Zeroes, &[], length)
+            .write(node, offset, kind, &[], length)
             .map_err(to_py)
     }
 

@@ -467,3 +467,51 @@ fn v2_overlay_zeroes_and_discard_match_qemu_io() {
     assert_check_clean(&files[0]);
     assert_same_bytes(&files[0], &files[1]);
 }
+
+/// `qemu-io write -z` without `-u` keeps allocated clusters allocated under the zero flag
+/// (also clusters shared with an internal snapshot); with `-u` they are freed. Both match
+/// `qemu-io` byte for byte.
+#[test]
+fn zeroes_with_and_without_unmap_match_qemu_io() {
+    if !have_qemu() {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let files = [
+        dir.path().join("ours.qcow2"),
+        dir.path().join("theirs.qcow2"),
+    ];
+    create_with_qemu(&files[0], 2 * MIB, "");
+    qemu_io(&files[0], &["write -P 0x11 0 1M"]);
+    qemu_img(&["snapshot", "-c", "s", s(&files[0])]);
+    qemu_io(&files[0], &["write -P 0x12 512k 256k"]);
+    // One image, copied: the snapshot's date is the same in both.
+    std::fs::copy(&files[0], &files[1]).unwrap();
+    let mut g = Graph::new();
+    open_node(&mut g, "d", &files[0], false);
+    let ops: [(u64, u64, bool); 4] = [
+        (0, 131_072, false),            // shared with the snapshot, kept allocated
+        (512 * 1024, 65536, false),     // own cluster, kept allocated
+        (640 * 1024, 65536, true),      // own cluster, freed
+        (900 * 1024 + 17, 5000, false), // partial: explicit zeros
+    ];
+    let mut cmds = Vec::new();
+    for (off, len, unmap) in ops {
+        let kind = if unmap {
+            WriteKind::Zeroes
+        } else {
+            WriteKind::ZeroesNoUnmap
+        };
+        g.write("d", off, kind, &[], len).unwrap();
+        cmds.push(format!(
+            "write -z{} {off} {len}",
+            if unmap { " -u" } else { "" }
+        ));
+    }
+    g.close_all();
+    drop(g);
+    let cmds: Vec<&str> = cmds.iter().map(String::as_str).collect();
+    qemu_io(&files[1], &cmds);
+    assert_check_clean(&files[0]);
+    assert_same_bytes(&files[0], &files[1]);
+}

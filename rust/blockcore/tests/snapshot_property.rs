@@ -28,7 +28,7 @@ const MAX_CHAIN: usize = 4;
 #[derive(Clone, Debug)]
 enum Op {
     Write { off: u64, len: u64, byte: u8 },
-    Zero { off: u64, len: u64 },
+    Zero { off: u64, len: u64, unmap: bool },
     Discard { off: u64, len: u64 },
     InternalSnapshot,
     DeleteSnapshot(usize),
@@ -47,7 +47,7 @@ fn range() -> impl Strategy<Value = (u64, u64)> {
 fn op() -> impl Strategy<Value = Op> {
     prop_oneof![
         6 => (range(), any::<u8>()).prop_map(|((off, len), byte)| Op::Write { off, len, byte }),
-        2 => range().prop_map(|(off, len)| Op::Zero { off, len }),
+        2 => (range(), any::<bool>()).prop_map(|((off, len), unmap)| Op::Zero { off, len, unmap }),
         2 => range().prop_map(|(off, len)| Op::Discard { off, len }),
         2 => Just(Op::InternalSnapshot),
         1 => (0..4usize).prop_map(Op::DeleteSnapshot),
@@ -170,10 +170,13 @@ impl World {
                 self.disk[off as usize..(off + len) as usize].fill(byte);
                 self.mark(off, len);
             }
-            Op::Zero { off, len } => {
-                self.g
-                    .write(&top, off, WriteKind::Zeroes, &[], len)
-                    .unwrap();
+            Op::Zero { off, len, unmap } => {
+                let kind = if unmap {
+                    WriteKind::Zeroes
+                } else {
+                    WriteKind::ZeroesNoUnmap
+                };
+                self.g.write(&top, off, kind, &[], len).unwrap();
                 self.disk[off as usize..(off + len) as usize].fill(0);
                 self.mark(off, len);
             }

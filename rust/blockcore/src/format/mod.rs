@@ -217,13 +217,16 @@ pub trait FormatDriver: Send + std::fmt::Debug {
         self.write(offset, data)
     }
     /// [`FormatDriver::write_zeroes`]; the range reads as zeros even with a backing node.
+    /// `may_unmap` is QEMU's `BDRV_REQ_MAY_UNMAP` (`qemu-io write -z -u`): without it qcow2
+    /// keeps allocated clusters allocated under the zero flag.
     fn write_zeroes_backed(
         &mut self,
         offset: u64,
         len: u64,
         backing: &mut dyn Backing,
+        may_unmap: bool,
     ) -> Result<(), FormatError> {
-        let _ = backing;
+        let _ = (backing, may_unmap);
         self.write_zeroes(offset, len)
     }
     /// [`FormatDriver::discard`] as QEMU does it over a backing node.

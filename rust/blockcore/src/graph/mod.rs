@@ -227,8 +227,10 @@ pub struct Graph {
 pub enum WriteKind {
     /// Write data.
     Data,
-    /// Write zeroes.
+    /// Write zeroes, allowing unmap (`BDRV_REQ_MAY_UNMAP`, `qemu-io write -z -u`).
     Zeroes,
+    /// Write zeroes, keeping allocated clusters allocated (`qemu-io write -z`).
+    ZeroesNoUnmap,
     /// Discard (unmap).
     Discard,
 }
@@ -664,7 +666,8 @@ impl Graph {
             (DataPath::Protocol(s), _) => s.write_zeroes(offset, len).map_err(FormatError::from)?,
             (DataPath::Format(_), kind) => self.with_driver(node, |f, bk| match kind {
                 WriteKind::Data => f.write_backed(offset, data, bk),
-                WriteKind::Zeroes => f.write_zeroes_backed(offset, len, bk),
+                WriteKind::Zeroes => f.write_zeroes_backed(offset, len, bk, true),
+                WriteKind::ZeroesNoUnmap => f.write_zeroes_backed(offset, len, bk, false),
                 WriteKind::Discard => f.discard_backed(offset, len, bk),
             })?,
             (DataPath::Null, _) => {}

@@ -373,13 +373,15 @@ impl Qcow2 {
         Ok(())
     }
 
-    /// Makes whole guest clusters read as zeros, freeing their host clusters (QEMU's zeroize
-    /// with `BDRV_REQ_MAY_UNMAP`).
+    /// Makes whole guest clusters read as zeros (QEMU's `zero_in_l2_slice`): with `unmap`
+    /// (`BDRV_REQ_MAY_UNMAP`) their host clusters are freed, without it allocated clusters keep
+    /// their offset under the zero flag; compressed clusters are always freed.
     fn zeroize_clusters(
         &mut self,
         first: u64,
         n: u64,
         bk: &mut dyn Backing,
+        unmap: bool,
     ) -> Result<(), FormatError> {
         let v3 = self.header.version >= 3;
         if !v3 {
@@ -392,7 +394,14 @@ impl Qcow2 {
             return self.discard_clusters(first, n, bk.present());
         }
         self.for_each_table(first, n, |s, l2, idx, count| {
-            s.rewrite_entries(l2, idx, count, |_, _| Some(OFLAG_ZERO))
+            s.rewrite_entries(l2, idx, count, |kind, old| {
+                Some(match kind {
+                    ClusterKind::Normal { .. } | ClusterKind::ZeroAlloc { .. } if !unmap => {
+                        old | OFLAG_ZERO
+                    }
+                    _ => OFLAG_ZERO,
+                })
+            })
         })
     }
 
@@ -458,12 +467,13 @@ impl Qcow2 {
         offset: u64,
         len: u64,
         bk: &mut dyn Backing,
+        unmap: bool,
     ) -> Result<(), FormatError> {
         let cs = self.geo.cluster_size();
         for (pos, n, whole) in self.split_clusters(offset, len) {
             let first = pos / cs;
             if whole {
-                self.zeroize_clusters(first, n.div_ceil(cs), bk)?;
+                self.zeroize_clusters(first, n.div_ceil(cs), bk, unmap)?;
                 continue;
             }
             let kind = self
@@ -480,7 +490,7 @@ impl Qcow2 {
                 _ => false,
             };
             if rest_is_zero {
-                self.zeroize_clusters(first, 1, bk)?;
+                self.zeroize_clusters(first, 1, bk, unmap)?;
             } else {
                 self.write_zero_bytes(pos, n, bk)?;
             }

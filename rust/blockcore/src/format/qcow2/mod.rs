@@ -245,7 +245,7 @@ impl FormatDriver for Qcow2 {
     }
 
     fn write_zeroes(&mut self, offset: u64, len: u64) -> Result<(), FormatError> {
-        self.write_zeroes_backed(offset, len, &mut NoBacking)
+        self.write_zeroes_backed(offset, len, &mut NoBacking, true)
     }
 
     fn discard(&mut self, offset: u64, len: u64) -> Result<(), FormatError> {
@@ -277,9 +277,10 @@ impl FormatDriver for Qcow2 {
         offset: u64,
         len: u64,
         backing: &mut dyn Backing,
+        may_unmap: bool,
     ) -> Result<(), FormatError> {
         self.check_write(offset, len)?;
-        self.zero_guest(offset, len, backing)
+        self.zero_guest(offset, len, backing, may_unmap)
     }
 
     fn discard_backed(
