@@ -22,6 +22,15 @@ What is dropped, and why:
 * ``extent-size-hint`` in ``format-specific`` of type ``file``: only reported on file systems
   that support extent size hints (XFS), so host dependent.
 
+What is masked (the key and the value's type kept, the value replaced):
+
+* ``date-sec``, ``date-nsec``, ``vm-clock-sec``, ``vm-clock-nsec`` of an internal snapshot
+  (``SnapshotInfo``: any mapping with ``vm-state-size``): the wall clock and the running VM's
+  virtual clock when the snapshot was taken. An integer becomes ``"<int>"``; anything else is
+  kept, so a wrong type still shows;
+* the DATE and VM_CLOCK columns of ``qemu-img snapshot -l`` (``2026-11-27 02:46:32``,
+  ``0000:00:00.003``) → ``<date>``, ``<vm-clock>``.
+
 What is kept on purpose although it might look accidental:
 
 * list order everywhere: QEMU's bitmap lists are newest-first and node lists in creation order;
@@ -46,11 +55,15 @@ from conformance.endpoints import Endpoint, JSONObject
 
 AUTO_NODE_NAME = re.compile(r"#block[0-9]+")
 QEMU_IO_TIMING = re.compile(r"[0-9]{2}:[0-9]{2}:[0-9]{2}\.[0-9]{2} sec \([^)]*\)")
+SNAPSHOT_LIST_DATE = re.compile(r"[0-9]{4}-[0-9]{2}-[0-9]{2} [0-9]{2}:[0-9]{2}:[0-9]{2}")
+SNAPSHOT_LIST_VM_CLOCK = re.compile(r"[0-9]{4}:[0-9]{2}:[0-9]{2}\.[0-9]{3}")
 
 #: Keys dropped wherever they occur (see the module docstring for the reasons).
 DROPPED_KEYS = frozenset({"actual-size"})
 #: Keys dropped from the event envelope.
 DROPPED_EVENT_KEYS = frozenset({"timestamp"})
+#: Clock readings of an internal snapshot (``SnapshotInfo``), masked to ``"<int>"``.
+SNAPSHOT_CLOCK_KEYS = frozenset({"date-sec", "date-nsec", "vm-clock-sec", "vm-clock-nsec"})
 
 
 class Normalizer:
@@ -75,6 +88,8 @@ class Normalizer:
         if self.workdir:
             text = text.replace(self.workdir, "{dir}")
         text = AUTO_NODE_NAME.sub(self._auto_name, text)
+        text = SNAPSHOT_LIST_DATE.sub("<date>", text)
+        text = SNAPSHOT_LIST_VM_CLOCK.sub("<vm-clock>", text)
         return QEMU_IO_TIMING.sub("<timing>", text)
 
     def value(self, value: Any) -> Any:
@@ -90,8 +105,12 @@ class Normalizer:
     def _mapping(self, mapping: Mapping[str, Any]) -> JSONObject:
         result: JSONObject = {}
         is_file_specific = mapping.get("type") == "file" and isinstance(mapping.get("data"), dict)
+        is_snapshot_info = "vm-state-size" in mapping
         for key, item in mapping.items():
             if key in DROPPED_KEYS:
+                continue
+            if is_snapshot_info and key in SNAPSHOT_CLOCK_KEYS and type(item) is int:
+                result[key] = "<int>"
                 continue
             kept = item
             if is_file_specific and key == "data":

@@ -47,7 +47,8 @@ Step keys common to all kinds: ``versions`` (run the step only there), ``expect`
 ``class`` and/or ``desc`` (a string, or a mapping version → string), ``events`` (list of event
 names, in order). ``expect`` of an ``observe`` step: ``bitmaps: {NODE: [subset dicts] | null}``
 (same length and order; each listed key must match). ``qemu_crashes: true`` (or a list of
-versions) on an execute step says real QEMU dies there (recorded as ``crashed``) while a
+versions) on an execute step says real QEMU dies there (recorded as ``crashed``: SIGSEGV, or
+SIGABRT for a failed assertion) while a
 faithful-but-sane implementation answers a ``GenericError`` (any text); nothing after that step
 is compared. ``qemu_hangs`` (same forms) says real QEMU stops answering there (a deadlock):
 QEMU must not reply within :data:`HANG_TIMEOUT` seconds (recorded as ``hung``) and the reference
@@ -91,6 +92,9 @@ EVENT_ORDERS = ("per-job",)
 TOOL_TIMEOUT = 60.0
 #: Seconds without a reply after which a ``qemu_hangs`` step counts as hung.
 HANG_TIMEOUT = 5.0
+#: How real QEMU dies at a ``qemu_crashes`` step: a segmentation fault, or a failed assertion
+#: (``abort()``, e.g. ``bdrv_do_drained_end: Assertion `bs->quiesce_counter > 0' failed``).
+CRASH_SIGNALS = ("SIGSEGV", "SIGABRT")
 
 
 class ScenarioError(Exception):
@@ -549,7 +553,7 @@ def check_expectations(scenario: Scenario, transcript: Transcript, *, qemu: bool
     """Every way ``transcript`` violates the scenario's ``expect`` entries (empty: all met).
 
     ``qemu`` says whether the endpoint is real QEMU: then ``qemu_crashes`` steps must crash
-    with SIGSEGV; otherwise they must answer a GenericError.
+    with one of :data:`CRASH_SIGNALS`; otherwise they must answer a GenericError.
     """
     problems: list[str] = []
     entries = transcript.by_step()
@@ -574,8 +578,8 @@ def check_expectations(scenario: Scenario, transcript: Transcript, *, qemu: bool
             problems.append(f"{where}: endpoint hung")
             continue
         if step.crashes_qemu(version):
-            if qemu and entry.get("crashed") != "SIGSEGV":
-                problems.append(f"{where}: expected QEMU to crash (SIGSEGV), got {entry}")
+            if qemu and entry.get("crashed") not in CRASH_SIGNALS:
+                problems.append(f"{where}: expected QEMU to crash {CRASH_SIGNALS}, got {entry}")
             if not qemu:
                 error = entry.get("reply", {}).get("error")
                 if not error or error.get("class") != "GenericError":
@@ -666,7 +670,8 @@ def compare_transcripts(
     """Differences between ``candidate`` and the ``oracle`` (real QEMU), step by step.
 
     A ``qemu_crashes`` step is satisfied when the oracle crashed and the candidate answered any
-    GenericError; comparison stops there. ``key_order`` also compares JSON key order.
+    GenericError, or both crashed (with any of :data:`CRASH_SIGNALS`); comparison stops there.
+    ``key_order`` also compares JSON key order.
     """
     steps = {step.index: step for step in scenario.steps}
     problems: list[str] = []
@@ -708,6 +713,13 @@ def compare_transcripts(
                     f"{candidate.endpoint}, got {got}"
                 )
             break
+        if (
+            step is not None
+            and step.crashes_qemu(oracle.version)
+            and want.get("crashed") in CRASH_SIGNALS
+            and got.get("crashed") in CRASH_SIGNALS
+        ):
+            break  # both died at a known crash; which signal (7.2: SEGV or ABRT) is chance
         difference = _first_difference(got, want)
         if difference is None and key_order:
             difference = _key_order_difference(got, want)

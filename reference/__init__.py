@@ -9,11 +9,23 @@ from reference.machine import Machine
 
 #: Block-layer features beyond dirty bitmaps that this reference implements. Scenarios name
 #: what they need (``requires:``); the differential tests compare only what is implemented and
-#: say so when they skip. The snapshots issue adds ``blockdev-snapshot*``, ``backing-chains``
-#: and ``image-locking``. Not yet: ``job-drain-order`` (10.0: a job being cancelled with its
-#: txn does not pause for the graph changes of a sibling that finishes first).
+#: say so when they skip. The jobs issue adds ``blockdev-backup``/``drive-backup``, the
+#: snapshots issue ``blockdev-snapshot*``, ``backing-chains`` and ``image-locking``. Not yet:
+#: ``job-drain-order`` (10.0: a job being cancelled with its txn does not pause for the graph
+#: changes of a sibling that finishes first).
 FEATURES: frozenset[str] = frozenset(
-    {"bitmaps", "persistent-bitmaps", "transaction", "blockdev-backup", "drive-backup"}
+    {
+        "backing-chains",
+        "bitmaps",
+        "blockdev-backup",
+        "blockdev-snapshot",
+        "blockdev-snapshot-internal-sync",
+        "blockdev-snapshot-sync",
+        "drive-backup",
+        "image-locking",
+        "persistent-bitmaps",
+        "transaction",
+    }
 )
 
 __all__ = ["FEATURES", "Machine", "QMPError"]

@@ -12,6 +12,7 @@ import json
 import os
 import random
 import re
+import time
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -19,6 +20,8 @@ from reference import _core
 from reference.compat import VersionProfile
 from reference.errors import QMPError
 
+#: QEMU's block layer counts lengths in sectors of this many bytes.
+SECTOR_SIZE = 512
 #: ``null-co``'s default size (1 GiB), as QEMU's null driver.
 NULL_CO_DEFAULT_SIZE = 1 << 30
 #: QEMU's id_wellformed(): a letter, then letters, digits, '-', '.', '_'.
@@ -83,6 +86,13 @@ def qdict_json(options: dict[str, Any]) -> str:
     return "{" + ", ".join(parts) + "}"
 
 
+def has_protocol(filename: str) -> bool:
+    """QEMU's path_has_protocol(): a ``:`` before any ``/`` (``json:{...}``, ``null-co://``);
+    such names are never taken relative to an image's directory."""
+    head = re.split(r"[:/]", filename, maxsplit=1)
+    return len(head) == 2 and filename[len(head[0])] == ":"
+
+
 def strerror(errno: int) -> str:
     """The C library's message for ``errno`` (what QEMU prints after ``: ``)."""
     return os.strerror(errno)
@@ -107,6 +117,12 @@ class BlockLayer:
     job_targets: dict[str, str] = field(default_factory=dict)
     #: Options of nodes QEMU names by ``json:{...}`` (blkdebug), as QEMU keeps them.
     json_options: dict[str, dict[str, Any]] = field(default_factory=dict)
+    #: qcow2 nodes opened with ``backing: null``: if the header names a backing file, QEMU
+    #: spells their file name as ``json:{"backing": null, ...}`` while nothing is attached.
+    no_backing: set[str] = field(default_factory=set)
+    #: The host clock when the machine started: the emulated VM clock counts from here
+    #: (``vm-clock-*`` of internal snapshots).
+    started_ns: int = field(default_factory=time.monotonic_ns)
     _counter: int = 0
     _rand: random.Random = field(default_factory=lambda: random.Random(0))
 
@@ -167,6 +183,37 @@ class BlockLayer:
         except QMPError:
             raise QMPError(f"Node '{name}' not found") from None
 
+    # ---- graph facts QEMU checks -------------------------------------------------------------
+
+    def is_root(self, node: str) -> bool:
+        """``bdrv_is_root_node``: no parent is a node (devices may use it)."""
+        return all(role == "root" for _, role in self.graph.parents(node))
+
+    def backing_parent(self, node: str) -> str | None:
+        """The node that has ``node`` as its backing child, if any."""
+        for parent, role in self.graph.parents(node):
+            if role == "backing":
+                return parent
+        return None
+
+    def check_not_backing(self, node: str) -> None:
+        """The op blocker a backing child carries (blockdev-del, external snapshot, ...)."""
+        parent = self.backing_parent(node)
+        if parent is not None:
+            raise QMPError(f"Node '{node}' is busy: node is used as backing hd of '{parent}'")
+
+    def backing_child(self, node: str) -> str | None:
+        """The ``backing`` child of ``node``, if attached."""
+        info = self.graph.node(node)
+        if info is None:
+            return None
+        return next((child for role, child in info.children if role == "backing"), None)
+
+    def vm_clock_ns(self) -> int:
+        """The emulated VM clock: nanoseconds since the machine started (it runs, as ``-M none``
+        without ``-S`` does)."""
+        return time.monotonic_ns() - self.started_ns
+
     # ---- opening nodes -------------------------------------------------------------------------
 
     def open_blockdev(self, options: dict[str, Any], *, root: bool) -> str:
@@ -177,34 +224,16 @@ class BlockLayer:
         if name is None and root:
             raise QMPError("'node-name' must be specified for the root node")
         if driver in ("raw", "qcow2"):
-            file_ref = options["file"]
-            if isinstance(file_ref, str):
-                file_node = self.lookup(file_ref)
-                created_child = False
-            else:
-                child_opts = dict(file_ref)
-                child_opts.setdefault("read-only", read_only)
-                file_node = self.open_blockdev(child_opts, root=False)
-                created_child = True
-            try:
-                name = self._claim_name(name)
-                self._open_format(name, driver, file_node, read_only)
-            except BaseException:
-                if created_child:
-                    self.close_implicit(file_node)
-                raise
-            if created_child:
-                self.implicit.add(file_node)
-            if options.get("discard") in ("unmap", "on"):
-                self.unmap.add(name)
-            return name
+            return self._open_format_tree(options, name, driver, read_only)
         if driver == "blkdebug":
             return self._open_blkdebug(options, name, read_only)
         name = self._claim_name(name)
         if driver == "file":
             filename = options["filename"]
             try:
-                self.graph.add_file(name, filename, read_only)
+                # QEMU's ``locking`` (on, off, auto = on for local files on Linux).
+                locking = options.get("locking", "auto") != "off"
+                self.graph.add_file(name, filename, read_only, locking)
             except _core.ImageError as e:
                 _, errno = e.args
                 raise QMPError(f"Could not open '{filename}': {strerror(errno)}") from None
@@ -218,6 +247,39 @@ class BlockLayer:
             raise QMPError(f"Driver '{driver}' is not supported by this reference implementation")
         if options.get("discard") in ("unmap", "on"):
             self.unmap.add(name)
+        return name
+
+    def _open_format_tree(
+        self, options: dict[str, Any], name: str | None, driver: str, read_only: bool
+    ) -> str:
+        """A raw or qcow2 node over its ``file`` child (opened inline or referenced), then a
+        qcow2 node's backing chain."""
+        file_ref = options["file"]
+        if isinstance(file_ref, str):
+            file_node = self.lookup(file_ref)
+            created_child = False
+        else:
+            child_opts = dict(file_ref)
+            child_opts.setdefault("read-only", read_only)
+            file_node = self.open_blockdev(child_opts, root=False)
+            created_child = True
+        try:
+            name = self._claim_name(name)
+            self._open_format(name, driver, file_node, read_only)
+        except BaseException:
+            if created_child:
+                self.close_implicit(file_node)
+            raise
+        if created_child:
+            self.implicit.add(file_node)
+        if options.get("discard") in ("unmap", "on"):
+            self.unmap.add(name)
+        if driver == "qcow2":
+            try:
+                self._open_backing(name, options)
+            except BaseException:
+                self.close_implicit(name)
+                raise
         return name
 
     def _open_blkdebug(self, options: dict[str, Any], name: str | None, read_only: bool) -> str:
@@ -247,6 +309,51 @@ class BlockLayer:
         self.json_options[name] = flatten_lists(own)
         return name
 
+    def _open_backing(self, name: str, options: dict[str, Any]) -> None:
+        """The ``backing`` option of a qcow2 node: absent opens the image's own backing file
+        (read-only, automatic node names), ``null`` opens none, a string attaches an existing
+        node, a mapping opens that tree."""
+        if "backing" not in options:
+            info = self.graph.node(name)
+            assert info is not None
+            if info.backing_file is None:
+                return
+            backing = self._open_header_backing(info)
+        elif options["backing"] is None:
+            self.no_backing.add(name)
+            return
+        elif isinstance(options["backing"], str):
+            backing = self.lookup(options["backing"])
+        else:
+            child_opts = dict(options["backing"])
+            child_opts.setdefault("read-only", True)
+            backing = self.open_blockdev(child_opts, root=False)
+            self.implicit.add(backing)
+        try:
+            self.graph.set_backing(name, backing)
+        except _core.CycleError as e:
+            child, parent = e.args
+            raise QMPError(
+                f"Making '{child}' a backing child of '{parent}' would create a cycle"
+            ) from None
+
+    def _open_header_backing(self, info: _core.NodeInfo) -> str:
+        """Opens the backing file named in ``info``'s image header, as QEMU does at open."""
+        assert info.backing_file is not None
+        path = self._full_backing_filename(info)
+        fmt = info.backing_format or self.probe_format(path)
+        opts: dict[str, Any] = {
+            "driver": fmt,
+            "read-only": True,
+            "file": {"driver": "file", "filename": path},
+        }
+        try:
+            backing = self.open_blockdev(opts, root=False)
+        except QMPError as e:
+            raise QMPError(f"Could not open backing file: {e.desc}") from None
+        self.implicit.add(backing)
+        return backing
+
     def _claim_name(self, name: str | None) -> str:
         if name is None:
             return self.auto_node_name()
@@ -268,6 +375,7 @@ class BlockLayer:
         self.graph.remove_node(name)
         self.implicit.discard(name)
         self.unmap.discard(name)
+        self.no_backing.discard(name)
         self.json_filenames.pop(name, None)
         self.json_options.pop(name, None)
         for _, child in info.children:
@@ -298,7 +406,8 @@ class BlockLayer:
         return None
 
     def filename(self, info: _core.NodeInfo) -> str:
-        """The node's file name: its own, its ``file`` child's, or ``null-co://``."""
+        """The node's file name: its own, its ``file`` child's, ``null-co://``, or a ``json:``
+        pseudo name when a backing child other than the header's is attached."""
         if info.name in self.json_filenames:
             return self.json_filenames[info.name]
         filters = info.driver in FILTER_DRIVERS and info.name not in self.json_options
@@ -309,51 +418,105 @@ class BlockLayer:
             return "null-co://"
         if info.filename is not None:
             return info.filename
+        if self._backing_overridden(info):
+            return "json:" + json.dumps(self.full_options(info), sort_keys=True)
+        return self._file_child_filename(info)
+
+    def _file_child_filename(self, info: _core.NodeInfo) -> str:
         for role, child in info.children:
             child_info = self.graph.node(child)
             if role == "file" and child_info is not None:
                 return self.filename(child_info)
         return ""
 
+    def _backing_overridden(self, info: _core.NodeInfo) -> bool:
+        """Whether the runtime backing differs from what the header names (QEMU then cannot
+        describe the node by its file name alone)."""
+        backing = self.backing_child(info.name)
+        if backing is None:
+            return info.name in self.no_backing and info.backing_file is not None
+        backing_info = self.graph.node(backing)
+        assert backing_info is not None
+        if info.backing_file is None:
+            return True
+        header = self._full_backing_filename(info)
+        return self.filename(backing_info) != header or (
+            info.backing_format is not None and info.backing_format != backing_info.driver
+        )
+
+    def full_options(self, info: _core.NodeInfo) -> dict[str, Any]:
+        """The node's options as QEMU's ``json:`` file names spell them (keys sorted)."""
+        if info.filename is not None:
+            return {"driver": info.driver, "filename": info.filename}
+        options: dict[str, Any] = {}
+        backing = self.backing_child(info.name)
+        if self._backing_overridden(info):
+            backing_info = None if backing is None else self.graph.node(backing)
+            options["backing"] = None if backing_info is None else self.full_options(backing_info)
+        options["driver"] = info.driver
+        for role, child in info.children:
+            child_info = self.graph.node(child)
+            if role == "file" and child_info is not None:
+                options["file"] = self.full_options(child_info)
+        return options
+
     def filtered_child(self, info: _core.NodeInfo) -> _core.NodeInfo | None:
-        """The child a filter driver passes I/O to (QEMU reports it like a backing file)."""
-        role = FILTER_DRIVERS.get(info.driver)
+        """QEMU's ``bdrv_filter_or_cow_child``: the child a filter driver passes I/O to, or a
+        format node's backing child (query output reports either as the backing image)."""
+        role = FILTER_DRIVERS.get(info.driver, "backing")
         for child_role, child in info.children:
             if child_role == role:
                 return self.graph.node(child)
         return None
 
     def backing_depth(self, info: _core.NodeInfo) -> int:
-        """``backing_file_depth``: filtered children count as backing files."""
+        """``backing_file_depth``: backing and filtered children count alike."""
         child = self.filtered_child(info)
         return 0 if child is None else 1 + self.backing_depth(child)
 
-    def image_info(self, info: _core.NodeInfo, *, chain: bool = True) -> dict[str, Any]:
-        """``ImageInfo`` of a node, keys in QEMU's order.
+    def image_info(self, info: _core.NodeInfo, *, flat: bool = True) -> dict[str, Any]:
+        """``ImageInfo`` of a node; unless ``flat``, with the ``backing-image`` chain.
 
         A filter node (copy-before-write, blkdebug) shows its filtered child as
-        ``backing-image`` (first key; not with ``chain`` false, i.e. flat queries) and forwards
-        the child's cluster size.
+        ``backing-image`` and forwards the child's cluster size; a format node its backing child.
         """
         filename = self.filename(info)
         image: dict[str, Any] = {}
         child = self.filtered_child(info)
         cluster_size = info.cluster_size
-        if child is not None:
-            if chain:
-                image["backing-image"] = self.image_info(child)
+        if child is not None and info.driver in FILTER_DRIVERS:
             cluster_size = child.cluster_size
-        image.update({"virtual-size": info.length, "filename": filename})
+        # bdrv_getlength() counts whole 512-byte sectors: a 196616-byte file reports 197120.
+        length = -(-info.length // SECTOR_SIZE) * SECTOR_SIZE
+        image.update({"virtual-size": length, "filename": filename})
         if cluster_size is not None:
             image["cluster-size"] = cluster_size
         image["format"] = info.driver
         image["actual-size"] = _actual_size(filename) if info.driver != "null-co" else 0
+        if info.backing_file is not None:
+            image["backing-filename"] = info.backing_file
+            image["full-backing-filename"] = self._full_backing_filename(info)
+            if info.backing_format is not None:
+                image["backing-filename-format"] = info.backing_format
+        if info.driver == "qcow2":
+            snapshots = [snapshot_info(sn) for sn in self.graph.snapshots(info.name)]
+            if snapshots:
+                image["snapshots"] = snapshots
         specific = self._format_specific(info)
         if specific is not None:
             image["format-specific"] = specific
         if info.driver != "null-co":
             image["dirty-flag"] = info.dirty
+        if not flat and child is not None:
+            image["backing-image"] = self.image_info(child, flat=False)
         return image
+
+    def _full_backing_filename(self, info: _core.NodeInfo) -> str:
+        """The header's backing file name, relative ones taken from the image's directory."""
+        assert info.backing_file is not None
+        if os.path.isabs(info.backing_file) or has_protocol(info.backing_file):
+            return info.backing_file
+        return os.path.join(os.path.dirname(self._file_child_filename(info)), info.backing_file)
 
     def _format_specific(self, info: _core.NodeInfo) -> dict[str, Any] | None:
         if info.qcow2 is not None:
@@ -418,14 +581,14 @@ class BlockLayer:
         return out
 
     def device_info(self, info: _core.NodeInfo, *, flat: bool = False) -> dict[str, Any]:
-        """``BlockDeviceInfo`` of a node, keys in QEMU's order (``flat``: no backing images)."""
+        """``BlockDeviceInfo`` of a node; unless ``flat``, with the backing chain."""
         top_file = self.filename(info)
         d: dict[str, Any] = {"iops_rd": 0, "detect_zeroes": "off"}
         if self.profile.reports_active:
             d["active"] = True
         d.update(
             {
-                "image": self.image_info(info, chain=not flat),
+                "image": self.image_info(info, flat=flat),
                 "iops_wr": 0,
                 "ro": info.read_only,
                 "node-name": info.name,
@@ -436,6 +599,11 @@ class BlockLayer:
                 "write_threshold": 0,
             }
         )
+        backing = self.backing_child(info.name)
+        if backing is not None:
+            backing_info = self.graph.node(backing)
+            assert backing_info is not None
+            d["backing_file"] = self.filename(backing_info)
         bitmaps = self.dirty_bitmaps(info.name)
         if bitmaps:
             d["dirty-bitmaps"] = bitmaps
@@ -466,6 +634,22 @@ class BlockLayer:
             entry["type"] = "unknown"
             out.append(entry)
         return out
+
+
+def snapshot_info(sn: _core.SnapshotInfo) -> dict[str, Any]:
+    """QEMU's ``SnapshotInfo`` of one internal snapshot (``icount`` only when recorded)."""
+    info: dict[str, Any] = {
+        "id": sn.id,
+        "name": sn.name,
+        "vm-state-size": sn.vm_state_size,
+        "date-sec": sn.date_sec,
+        "date-nsec": sn.date_nsec,
+        "vm-clock-sec": sn.vm_clock_sec,
+        "vm-clock-nsec": sn.vm_clock_nsec,
+    }
+    if sn.icount is not None:
+        info["icount"] = sn.icount
+    return info
 
 
 def _actual_size(filename: str | None) -> int:

@@ -58,6 +58,12 @@ class VersionProfile:
     #: (4 before ``created``, 1 after; 4 + 2 when creation fails after the filter was
     #: inserted) and while a finished one leaves the graph.
     graph_change_drains: bool = False
+    #: QEMU defect (7.2; fixed by 10.0): rolling back a transaction in which a snapshot action
+    #: (internal, or an external one of it) drained an overlay that an earlier
+    #: ``blockdev-snapshot-sync`` of the same transaction opened aborts QEMU
+    #: (``bdrv_do_drained_end: Assertion `bs->quiesce_counter > 0' failed``). Found by
+    #: ``mixed_snapshot_then_failing_bitmap_merge`` and the snapshot-history property test.
+    rollback_after_draining_new_overlay_crashes: bool = False
 
     @property
     def version_info(self) -> dict[str, object]:
@@ -78,6 +84,7 @@ PROFILES: dict[str, VersionProfile] = {
         reports_active=False,
         file_format_specific=False,
         copy_bitmap_on_source=True,
+        rollback_after_draining_new_overlay_crashes=True,
     ),
     "10.0": VersionProfile(
         name="10.0",

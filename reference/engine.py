@@ -6,7 +6,9 @@
    its backup jobs join.
 3. Prepare runs in list order; each action applies its effect at once, so later actions see it.
 4. The first failure stops the loop. Every started action, the failing one included, is aborted
-   newest first; then cleaned. The transaction's error is the failing action's error.
+   newest first; then cleaned. The transaction's error is the failing action's error, unless
+   real QEMU of this version dies in that rollback (``Action.qemu_crash``): then an error
+   saying so, where QEMU gives no reply at all.
 5. On success every action is committed, then cleaned, in the profile's order.
 """
 
@@ -64,10 +66,13 @@ def run(ctx: Context, actions: list[dict[str, Any]], properties: dict[str, Any] 
                 raise _grouped_error(kind, profile.grouped_word)
             action.prepare()
     except QMPError:
+        crashes = [reason for action in started if (reason := action.qemu_crash()) is not None]
         for action in reversed(started):
             action.abort()
         for action in _ordered(started, profile.clean_order):
             action.clean()
+        if crashes:
+            raise QMPError(crashes[0]) from None
         raise
 
     for action in _ordered(started, profile.commit_order):

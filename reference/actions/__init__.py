@@ -15,6 +15,9 @@ from reference.actions.block_dirty_bitmap_enable import BlockDirtyBitmapEnable
 from reference.actions.block_dirty_bitmap_merge import BlockDirtyBitmapMerge
 from reference.actions.block_dirty_bitmap_remove import BlockDirtyBitmapRemove
 from reference.actions.blockdev_backup import BlockdevBackup
+from reference.actions.blockdev_snapshot import BlockdevSnapshot
+from reference.actions.blockdev_snapshot_internal_sync import BlockdevSnapshotInternalSync
+from reference.actions.blockdev_snapshot_sync import BlockdevSnapshotSync
 from reference.actions.drive_backup import DriveBackup
 
 ACTIONS: dict[str, type[Action]] = {
@@ -29,6 +32,9 @@ ACTIONS: dict[str, type[Action]] = {
         BlockDirtyBitmapMerge,
         BlockdevBackup,
         DriveBackup,
+        BlockdevSnapshot,
+        BlockdevSnapshotInternalSync,
+        BlockdevSnapshotSync,
     )
 }
 

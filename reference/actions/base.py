@@ -27,6 +27,8 @@ class Context:
     events: list[dict[str, Any]] = field(default_factory=list)
     #: The JobTxn that backup jobs of a ``grouped`` transaction join (None: each job alone).
     txn: int | None = None
+    #: Overlays that ``blockdev-snapshot-sync`` actions of this transaction opened and inserted.
+    new_overlays: set[str] = field(default_factory=set)
 
 
 class Action:
@@ -52,3 +54,8 @@ class Action:
 
     def clean(self) -> None:
         """Release what ``prepare`` held, after commit or abort."""
+
+    def qemu_crash(self) -> str | None:
+        """Why real QEMU of this version dies rolling this action back, if it does (asked
+        before the rollback; the engine then answers that as the transaction's error)."""
+        return None

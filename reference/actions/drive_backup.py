@@ -17,18 +17,20 @@ from reference.actions.blockdev_backup import BlockdevBackup
 from reference.block import strerror
 from reference.errors import QMPError
 
+#: errno of the core's own messages: QEMU's option checks and unknown formats (ENOTSUP), and
+#: another user's lock on the file (EAGAIN).
+_OWN_MESSAGE_ERRNOS = (95, 11)
+
 
 def create_image(filename: str, fmt: str, size: int) -> None:
     """``bdrv_img_create`` without a backing file, with QEMU's messages."""
     try:
-        _core.create_image(filename, fmt, size)
-    except ValueError:
-        raise QMPError(f"Unknown file format '{fmt}'") from None
+        _core.create_image(fmt, filename, size)
     except _core.ImageError as e:
         message, errno = e.args
-        if errno:
-            raise QMPError(f"Could not create '{filename}': {strerror(errno)}") from None
-        raise QMPError(str(message)) from None
+        if errno in _OWN_MESSAGE_ERRNOS:
+            raise QMPError(str(message)) from None
+        raise QMPError(f"Could not create '{filename}': {strerror(errno)}") from None
 
 
 class DriveBackup(BlockdevBackup):

@@ -39,5 +39,6 @@ def load_all() -> None:
         core,
         hmp,
         jobs,
+        snapshots,
         transaction,
     )

@@ -23,7 +23,8 @@ def blockdev_add(machine: Machine, args: dict[str, Any]) -> dict[str, Any]:
 
 @command("blockdev-del")
 def blockdev_del(machine: Machine, args: dict[str, Any]) -> dict[str, Any]:
-    """Closes a monitor-owned node nobody uses (QEMU's check order: find, device, owner, users)."""
+    """Closes a monitor-owned node nobody uses (QEMU's check order: find, device, op blockers
+    (a backing child's), owner, users)."""
     layer = machine.layer
     name = args["node-name"]
     if layer.graph.node(name) is None:
@@ -32,6 +33,7 @@ def blockdev_del(machine: Machine, args: dict[str, Any]) -> dict[str, Any]:
     backends = {b for b, _ in layer.graph.backends()}
     if any(p in backends for p, _ in parents):
         raise QMPError(f"Node {name} is in use")
+    layer.check_not_backing(name)
     if name not in layer.monitor_owned:
         raise QMPError(f"Node {name} is not owned by the monitor")
     if parents:
@@ -47,7 +49,8 @@ def blockdev_del(machine: Machine, args: dict[str, Any]) -> dict[str, Any]:
 
 @command("query-named-block-nodes")
 def query_named_block_nodes(machine: Machine, args: dict[str, Any]) -> list[dict[str, Any]]:
-    """Every node, newest first; ``flat`` leaves out backing (and filtered) images."""
+    """Every node, newest first; ``flat`` leaves out backing (and filtered) images: no
+    ``backing-image``, and ``backing_file_depth`` stays 0."""
     return machine.layer.named_nodes(flat=bool(args.get("flat", False)))
 
 

@@ -107,6 +107,33 @@ pub fn job_to_py(err: CoreJobError) -> PyErr {
     }
 }
 
+create_exception!(
+    reference._core,
+    SnapshotNotFound,
+    CoreError,
+    "No internal snapshot matches; args: (id, name)."
+);
+create_exception!(
+    reference._core,
+    CycleError,
+    CoreError,
+    "Attaching would create a cycle; args: (child, parent)."
+);
+
+create_exception!(
+    reference._core,
+    LockConflict,
+    ImageError,
+    "Another user holds a conflicting image lock; args: (message, errno 11)."
+);
+
+create_exception!(
+    reference._core,
+    PermissionConflict,
+    ImageError,
+    "Parents of one node need permissions the other does not share; args: (message, errno 1)."
+);
+
 /// Converts a graph error into the matching Python exception.
 pub fn to_py(err: GraphError) -> PyErr {
     match err {
@@ -118,11 +145,17 @@ pub fn to_py(err: GraphError) -> PyErr {
         GraphError::BitmapExists(n) => BitmapExists::new_err(n),
         GraphError::SizeMismatch(e) => SizeMismatch::new_err((e.dest, e.src)),
         GraphError::Format(e) => format_to_py(&e),
+        GraphError::Cycle { child, parent } => CycleError::new_err((child, parent)),
+        GraphError::SnapshotNotFound { id, name } => SnapshotNotFound::new_err((id, name)),
+        GraphError::PermissionConflict(m) => PermissionConflict::new_err((m, 1)),
     }
 }
 
 /// Converts a format error into `ImageError(message, errno)`.
 pub fn format_to_py(err: &FormatError) -> PyErr {
+    if let FormatError::Locked(m) = err {
+        return LockConflict::new_err((m.clone(), err.errno()));
+    }
     ImageError::new_err((err.to_string(), err.errno()))
 }
 
@@ -144,5 +177,9 @@ pub fn register(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add("JobVerbError", py.get_type::<JobVerbError>())?;
     m.add("JobAlreadyPaused", py.get_type::<JobAlreadyPaused>())?;
     m.add("JobNotPaused", py.get_type::<JobNotPaused>())?;
+    m.add("SnapshotNotFound", py.get_type::<SnapshotNotFound>())?;
+    m.add("CycleError", py.get_type::<CycleError>())?;
+    m.add("LockConflict", py.get_type::<LockConflict>())?;
+    m.add("PermissionConflict", py.get_type::<PermissionConflict>())?;
     Ok(())
 }

@@ -3,7 +3,7 @@
 use crate::errors::{job_to_py, to_py};
 use crate::jobs::{self, JobEvent, JobInfo};
 use blockcore::bitmap::{Bits, DirtyBitmap};
-use blockcore::format::BitmapStoreError;
+use blockcore::format::{BitmapStoreError, SnapshotEntry, SnapshotParams};
 use blockcore::graph::{self, Driver, GraphError, Node, WriteKind};
 use blockcore::job::backup::BackupParams;
 use blockcore::job::GraphDrains;
@@ -33,6 +33,36 @@ pub struct NodeInfo {
     filename: Option<String>,
     dirty: bool,
     qcow2: Option<Qcow2Info>,
+    backing_file: Option<String>,
+    backing_format: Option<String>,
+}
+
+/// One internal snapshot (QEMU's `SnapshotInfo`).
+#[pyclass(frozen, get_all, module = "reference._core")]
+pub struct SnapshotInfo {
+    id: String,
+    name: String,
+    vm_state_size: u64,
+    date_sec: u32,
+    date_nsec: u32,
+    vm_clock_sec: u64,
+    vm_clock_nsec: u64,
+    icount: Option<u64>,
+}
+
+impl SnapshotInfo {
+    fn of(e: SnapshotEntry) -> Self {
+        Self {
+            id: e.id,
+            name: String::from_utf8_lossy(&e.name).into_owned(),
+            vm_state_size: e.vm_state_size,
+            date_sec: e.date_sec,
+            date_nsec: e.date_nsec,
+            vm_clock_sec: e.vm_clock_nsec / 1_000_000_000,
+            vm_clock_nsec: e.vm_clock_nsec % 1_000_000_000,
+            icount: e.icount,
+        }
+    }
 }
 
 /// qcow2 facts of a node (`ImageInfoSpecificQCow2`).
@@ -52,6 +82,10 @@ impl NodeInfo {
     fn of(node: &Node) -> Result<Self, GraphError> {
         let facts = node.format().map(|f| f.facts()).unwrap_or_default();
         Ok(Self {
+            backing_file: node.format().and_then(|f| f.backing_file().map(Into::into)),
+            backing_format: node
+                .format()
+                .and_then(|f| f.backing_format().map(Into::into)),
             dirty: facts.dirty,
             qcow2: facts.qcow2.map(|q| Qcow2Info {
                 compat: q.compat,
@@ -152,8 +186,11 @@ impl Graph {
 
     // ---- nodes and backends ----
 
-    fn add_file(&self, name: &str, filename: &str, read_only: bool) -> PyResult<()> {
-        self.g().add_file(name, filename, read_only).map_err(to_py)
+    #[pyo3(signature = (name, filename, read_only, locking=true))]
+    fn add_file(&self, name: &str, filename: &str, read_only: bool, locking: bool) -> PyResult<()> {
+        self.g()
+            .add_file_with(name, filename, read_only, locking)
+            .map_err(to_py)
     }
 
     fn add_null(&self, name: &str, size: u64, read_only: bool) -> PyResult<()> {
@@ -365,9 +402,15 @@ impl Graph {
             .map_err(to_py)
     }
 
-    fn write_zeroes(&self, node: &str, offset: u64, length: u64) -> PyResult<()> {
+    #[pyo3(signature = (node, offset, length, may_unmap=true))]
+    fn write_zeroes(&self, node: &str, offset: u64, length: u64, may_unmap: bool) -> PyResult<()> {
+        let kind = if may_unmap {
+            WriteKind::Zeroes
+        } else {
+            WriteKind::ZeroesNoUnmap
+        };
         self.g()
-            .write(node, offset, WriteKind::Zeroes, &[], length)
+            .write(node, offset, kind, &[], length)
             .map_err(to_py)
     }
 
@@ -578,5 +621,69 @@ impl Graph {
         let g = self.g();
         let now = g.now_ns();
         g.job(job_id).map(|j| JobInfo::of(j, now))
+    }
+    // ---- backing chains ----
+
+    fn set_backing(&self, node: &str, backing: Option<&str>) -> PyResult<()> {
+        self.g().set_backing(node, backing).map_err(to_py)
+    }
+
+    fn append_overlay(&self, node: &str, overlay: &str) -> PyResult<()> {
+        self.g().append_overlay(node, overlay).map_err(to_py)
+    }
+
+    fn remove_overlay(&self, overlay: &str, node: &str) -> PyResult<()> {
+        self.g().remove_overlay(overlay, node).map_err(to_py)
+    }
+
+    fn reopen_read_only(&self, node: &str) -> PyResult<Vec<(String, String)>> {
+        self.g().reopen_read_only(node).map_err(to_py)
+    }
+
+    // ---- internal snapshots ----
+
+    fn snapshots(&self, node: &str) -> PyResult<Vec<SnapshotInfo>> {
+        Ok(self
+            .g()
+            .snapshots(node)
+            .map_err(to_py)?
+            .into_iter()
+            .map(SnapshotInfo::of)
+            .collect())
+    }
+
+    #[pyo3(signature = (node, name, date_sec, date_nsec, vm_clock_nsec, icount=None))]
+    fn snapshot_create(
+        &self,
+        node: &str,
+        name: &str,
+        date_sec: u32,
+        date_nsec: u32,
+        vm_clock_nsec: u64,
+        icount: Option<u64>,
+    ) -> PyResult<SnapshotInfo> {
+        let params = SnapshotParams {
+            name: name.as_bytes().to_vec(),
+            date_sec,
+            date_nsec,
+            vm_clock_nsec,
+            icount,
+        };
+        self.g()
+            .snapshot_create(node, &params)
+            .map(SnapshotInfo::of)
+            .map_err(to_py)
+    }
+
+    fn snapshot_delete(
+        &self,
+        node: &str,
+        id: Option<&str>,
+        name: Option<&str>,
+    ) -> PyResult<SnapshotInfo> {
+        self.g()
+            .snapshot_delete(node, id, name.map(str::as_bytes))
+            .map(SnapshotInfo::of)
+            .map_err(to_py)
     }
 }

@@ -19,6 +19,7 @@ fn _core(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_class::<graph::BitmapInfo>()?;
     m.add_class::<graph::BitsCopy>()?;
     m.add_class::<graph::DetachedBitmap>()?;
+    m.add_class::<graph::SnapshotInfo>()?;
     m.add_class::<bits::Bitmap>()?;
     m.add_class::<jobs::JobEvent>()?;
     m.add_class::<jobs::JobInfo>()?;

@@ -11,74 +11,17 @@ use blockcore::storage::FileStorage;
 use blockcore::units::{ByteRange, Granularity};
 use std::io::{BufRead, BufReader, Write};
 use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
 use std::sync::Arc;
 
 const MIB: u64 = 1 << 20;
 
-fn have_qemu() -> bool {
-    let ok = Command::new("qemu-img")
-        .arg("--version")
-        .output()
-        .is_ok_and(|o| o.status.success());
-    if !ok {
-        eprintln!("skipping: qemu-img not found");
-    }
-    ok
-}
-
-fn run(cmd: &str, args: &[&str]) -> (bool, String) {
-    let out = Command::new(cmd)
-        .args(args)
-        .output()
-        .unwrap_or_else(|e| panic!("running {cmd}: {e}"));
-    let text = format!(
-        "{}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    (out.status.success(), text)
-}
-
-fn qemu_img(args: &[&str]) -> String {
-    let (ok, text) = run("qemu-img", args);
-    assert!(ok, "qemu-img {args:?} failed: {text}");
-    text
-}
-
-fn s(p: &Path) -> &str {
-    p.to_str().unwrap()
-}
-
-fn create_with_qemu(path: &Path, size: u64, opts: &str) {
-    let size = size.to_string();
-    let mut args = vec!["create", "-q", "-f", "qcow2"];
-    if !opts.is_empty() {
-        args.extend(["-o", opts]);
-    }
-    args.extend([s(path), size.as_str()]);
-    qemu_img(&args);
-}
+#[allow(dead_code)] // each test binary uses a different subset
+mod common;
+use common::*;
 
 fn open(path: &Path, read_only: bool) -> Qcow2 {
     let st = Arc::new(FileStorage::open(path, read_only).unwrap());
     Qcow2::open(st, read_only).unwrap()
-}
-
-/// `qemu-img check` exits 0 and finds nothing wrong (no leaks, no corruptions).
-fn assert_check_clean(path: &Path) {
-    let (ok, text) = run("qemu-img", &["check", s(path)]);
-    assert!(ok, "qemu-img check failed: {text}");
-    assert!(
-        text.contains("No errors were found on the image."),
-        "check: {text}"
-    );
-}
-
-fn assert_identical(a: &Path, b: &Path) {
-    let (ok, text) = run("qemu-img", &["compare", s(a), s(b)]);
-    assert!(ok, "qemu-img compare: {text}");
-    assert!(text.contains("Images are identical."), "compare: {text}");
 }
 
 /// The JSON `qemu-img info` prints, without whitespace.
@@ -256,28 +199,10 @@ fn zeroes_and_discard_match_qemu_io_and_check_clean() {
     }
 }
 
-/// Starts real QEMU with no guest and QMP on stdio (stdin and stdout piped, stderr dropped).
-fn spawn_qemu() -> std::io::Result<std::process::Child> {
-    Command::new("qemu-system-x86_64")
-        .args([
-            "-M",
-            "none",
-            "-nodefaults",
-            "-display",
-            "none",
-            "-qmp",
-            "stdio",
-        ])
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn()
-}
-
 /// SHA-256 of persistent bitmaps as real QEMU computes them (`x-debug-block-dirty-bitmap-sha256`
 /// after a read-only `blockdev-add`), in the order of `names`; `None` without the emulator.
 fn qemu_sha256(path: &Path, names: &[&str]) -> Option<Vec<String>> {
-    let mut child = spawn_qemu().ok()?;
+    let mut child = spawn_qemu(&[]).ok()?;
     let mut input = String::from("{\"execute\":\"qmp_capabilities\"}\n");
     input += &format!(
         "{{\"execute\":\"blockdev-add\",\"arguments\":{{\"driver\":\"qcow2\",\"node-name\":\"disk0\",\"read-only\":true,\"file\":{{\"driver\":\"file\",\"filename\":\"{}\"}}}}}}\n",
@@ -490,7 +415,7 @@ fn in_use_left_set_by_killed_qemu_loads_inconsistent() {
     let img = dir.path().join("qkill.qcow2");
     create_with_qemu(&img, 64 * MIB, "");
     qemu_img(&["bitmap", "--add", s(&img), "b1"]);
-    let Ok(mut child) = spawn_qemu() else {
+    let Ok(mut child) = spawn_qemu(&[]) else {
         eprintln!("skipping: qemu-system-x86_64 not available");
         return;
     };
@@ -730,4 +655,62 @@ fn writes_after_internal_snapshot_keep_snapshot_intact() {
     qemu_img(&["snapshot", "-a", "s1", s(&img)]);
     assert_check_clean(&img);
     assert_identical(&img, &want_snap);
+}
+
+/// Images compressed by `qemu-img convert -c` read back as their source, and partial writes,
+/// zeroes and discards of compressed clusters (copying them up decompressed) leave the same
+/// guest data and layout as `qemu-io` does, clean for `qemu-img check`.
+#[test]
+fn compressed_clusters_read_and_copy_up_like_qemu() {
+    if !have_qemu() {
+        return;
+    }
+    for cluster in [4096u64, 65536] {
+        let dir = tempfile::tempdir().unwrap();
+        let src = dir.path().join("src.raw");
+        qemu_img(&["create", "-q", "-f", "raw", s(&src), "1M"]);
+        let (ok, text) = run(
+            "qemu-io",
+            &[
+                "-f",
+                "raw",
+                "-c",
+                "write -P 0x41 0 300k",
+                "-c",
+                "write -P 0x42 512k 100k",
+                s(&src),
+            ],
+        );
+        assert!(ok, "{text}");
+        let ours = dir.path().join("ours.qcow2");
+        let opt = format!("cluster_size={cluster}");
+        qemu_img(&[
+            "convert",
+            "-c",
+            "-O",
+            "qcow2",
+            "-o",
+            &opt,
+            s(&src),
+            s(&ours),
+        ]);
+        let theirs = dir.path().join("theirs.qcow2");
+        std::fs::copy(&ours, &theirs).unwrap();
+        let mut q = open(&ours, true);
+        let mut got = vec![0u8; MIB as usize];
+        q.read(0, &mut got).unwrap();
+        assert!(got == std::fs::read(&src).unwrap(), "cluster {cluster}");
+        drop(q);
+        let ops = [
+            Op::Write(1000, 10, 0x51),
+            Op::Write(512 * 1024 + 4000, 70_000, 0x52),
+            Op::Zero(200 * 1024 + 7, 100),
+            Op::Discard(0, 2 * cluster),
+            Op::Write(600 * 1024, cluster, 0x53),
+        ];
+        apply_both(&ours, &theirs, &ops);
+        assert_check_clean(&ours);
+        assert_identical(&ours, &theirs);
+        assert_eq!(map_shape(&ours), map_shape(&theirs), "cluster {cluster}");
+    }
 }

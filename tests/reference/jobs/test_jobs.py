@@ -23,8 +23,8 @@ CLUSTER = 65536
 
 def _machine(tmp: Path, version: str = "10.0", size: int = 4 * MIB, fmt: str = "qcow2") -> Machine:
     """A machine with device drv0 (source ``a.<fmt>``, node disk0) and raw target ``tgt``."""
-    _core.create_image(str(tmp / f"a.{fmt}"), fmt, size)
-    _core.create_image(str(tmp / "t.raw"), "raw", size)
+    _core.create_image(fmt, str(tmp / f"a.{fmt}"), size)
+    _core.create_image("raw", str(tmp / "t.raw"), size)
     m = Machine(version)
     m.add_drive({"id": "drv0", "if": "none", "file": str(tmp / f"a.{fmt}"), "format": fmt,
                  "node-name": "disk0"})  # fmt: skip

@@ -38,6 +38,9 @@ pub enum FormatError {
     /// The image uses a feature this implementation does not support (QEMU's wording).
     #[error("{0}")]
     Unsupported(String),
+    /// Another user of the image holds a conflicting lock (`Failed to get "write" lock`).
+    #[error("{0}")]
+    Locked(String),
 }
 
 impl FormatError {
@@ -49,6 +52,7 @@ impl FormatError {
             FormatError::OutOfRange { .. } => 5, // EIO
             FormatError::Corrupt(_) => 5,
             FormatError::Unsupported(_) => 95, // ENOTSUP
+            FormatError::Locked(_) => 11,      // EAGAIN
         }
     }
 }
@@ -103,6 +107,77 @@ pub struct Qcow2Facts {
     pub bitmaps: Vec<(String, u64, Vec<String>)>,
 }
 
+/// Where a format node's unallocated clusters read from: its `backing` child, or nothing.
+pub trait Backing {
+    /// Whether a backing node is attached (QEMU's `bs->backing`). Without one, unallocated
+    /// clusters read as zeros and may be left unallocated by write-zeroes and discard.
+    fn present(&self) -> bool;
+    /// Reads guest bytes `[offset, offset + buf.len())` of the backing node; past its end the
+    /// buffer reads as zeros.
+    fn read(&mut self, offset: u64, buf: &mut [u8]) -> Result<(), FormatError>;
+    /// Whether QEMU's block status of the backing chain calls `[offset, offset + len)` zero
+    /// (unallocated down the whole chain, zero clusters, or past the end of a short backing),
+    /// not merely whether it reads as zeros.
+    fn is_zero(&mut self, offset: u64, len: u64) -> Result<bool, FormatError>;
+}
+
+/// No backing node: everything unallocated reads as zeros.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct NoBacking;
+
+impl Backing for NoBacking {
+    fn present(&self) -> bool {
+        false
+    }
+
+    fn read(&mut self, _offset: u64, buf: &mut [u8]) -> Result<(), FormatError> {
+        buf.fill(0);
+        Ok(())
+    }
+
+    fn is_zero(&mut self, _offset: u64, _len: u64) -> Result<bool, FormatError> {
+        Ok(true)
+    }
+}
+
+/// One internal snapshot of an image (QEMU's `QEMUSnapshotInfo`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SnapshotEntry {
+    /// The snapshot id (`"1"`, `"2"`, ...).
+    pub id: String,
+    /// The name as stored (bytes; QEMU's names are C strings of at most 255 bytes).
+    pub name: Vec<u8>,
+    /// Size of the saved VM state (0: disk-only snapshot).
+    pub vm_state_size: u64,
+    /// Wall clock seconds at creation.
+    pub date_sec: u32,
+    /// Wall clock nanoseconds at creation.
+    pub date_nsec: u32,
+    /// Guest virtual clock in nanoseconds.
+    pub vm_clock_nsec: u64,
+    /// Instruction count, `None` when not recorded (stored as -1).
+    pub icount: Option<u64>,
+}
+
+/// What a new internal snapshot records besides the disk state.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct SnapshotParams {
+    /// The name; truncated to 255 bytes as QEMU's `pstrcpy` into a 256-byte field does.
+    pub name: Vec<u8>,
+    /// Wall clock seconds.
+    pub date_sec: u32,
+    /// Wall clock nanoseconds.
+    pub date_nsec: u32,
+    /// Guest virtual clock in nanoseconds.
+    pub vm_clock_nsec: u64,
+    /// Instruction count, if recorded.
+    pub icount: Option<u64>,
+}
+
+fn not_supported() -> FormatError {
+    FormatError::Unsupported("Operation not supported".into())
+}
+
 /// An open image of some format.
 pub trait FormatDriver: Send + std::fmt::Debug {
     /// The format's QEMU driver name (`raw`, `qcow2`).
@@ -121,6 +196,93 @@ pub trait FormatDriver: Send + std::fmt::Debug {
     fn write_zeroes(&mut self, offset: u64, len: u64) -> Result<(), FormatError>;
     /// Discards `[offset, offset + len)`; afterwards it reads as zeros.
     fn discard(&mut self, offset: u64, len: u64) -> Result<(), FormatError>;
+    /// [`FormatDriver::read`] with unallocated clusters read from `backing`.
+    fn read_backed(
+        &mut self,
+        offset: u64,
+        buf: &mut [u8],
+        backing: &mut dyn Backing,
+    ) -> Result<(), FormatError> {
+        let _ = backing;
+        self.read(offset, buf)
+    }
+    /// [`FormatDriver::write`]; partial clusters are completed from `backing` (copy-up).
+    fn write_backed(
+        &mut self,
+        offset: u64,
+        data: &[u8],
+        backing: &mut dyn Backing,
+    ) -> Result<(), FormatError> {
+        let _ = backing;
+        self.write(offset, data)
+    }
+    /// [`FormatDriver::write_zeroes`]; the range reads as zeros even with a backing node.
+    /// `may_unmap` is QEMU's `BDRV_REQ_MAY_UNMAP` (`qemu-io write -z -u`): without it qcow2
+    /// keeps allocated clusters allocated under the zero flag.
+    fn write_zeroes_backed(
+        &mut self,
+        offset: u64,
+        len: u64,
+        backing: &mut dyn Backing,
+        may_unmap: bool,
+    ) -> Result<(), FormatError> {
+        let _ = (backing, may_unmap);
+        self.write_zeroes(offset, len)
+    }
+    /// [`FormatDriver::discard`] as QEMU does it over a backing node.
+    fn discard_backed(
+        &mut self,
+        offset: u64,
+        len: u64,
+        backing: &mut dyn Backing,
+    ) -> Result<(), FormatError> {
+        let _ = backing;
+        self.discard(offset, len)
+    }
+    /// Whether block status calls `[offset, offset + len)` zero through the backing chain (see
+    /// [`Backing::is_zero`]). Formats without allocation information answer `false`.
+    fn is_zero_backed(
+        &mut self,
+        offset: u64,
+        len: u64,
+        backing: &mut dyn Backing,
+    ) -> Result<bool, FormatError> {
+        let _ = (offset, len, backing);
+        Ok(false)
+    }
+    /// Whether the format can have a backing node (qcow2).
+    fn supports_backing(&self) -> bool {
+        false
+    }
+    /// Backing file name recorded in the image.
+    fn backing_file(&self) -> Option<&str> {
+        None
+    }
+    /// Backing format recorded in the image.
+    fn backing_format(&self) -> Option<&str> {
+        None
+    }
+    /// Switches the driver to read-only (after a read-only reopen; nothing is written).
+    fn set_read_only(&mut self);
+    /// The internal snapshots, in table order. ENOTSUP for formats without them.
+    fn snapshots(&self) -> Result<Vec<SnapshotEntry>, FormatError> {
+        Err(not_supported())
+    }
+    /// Creates an internal snapshot of the current disk state.
+    fn snapshot_create(&mut self, params: &SnapshotParams) -> Result<SnapshotEntry, FormatError> {
+        let _ = params;
+        Err(not_supported())
+    }
+    /// Deletes the first snapshot matching `id` and/or `name` (both must match when both are
+    /// given); `Ok(None)` when none does.
+    fn snapshot_delete(
+        &mut self,
+        id: Option<&str>,
+        name: Option<&[u8]>,
+    ) -> Result<Option<SnapshotEntry>, FormatError> {
+        let _ = (id, name);
+        Err(not_supported())
+    }
     /// Makes everything written so far durable, metadata included.
     fn flush(&mut self) -> Result<(), FormatError>;
     /// Writes whole clusters compressed (`compress: true` backups). Formats without compressed
@@ -130,6 +292,17 @@ pub trait FormatDriver: Send + std::fmt::Debug {
         Err(FormatError::Unsupported(
             "Compression is not supported for this drive".into(),
         ))
+    }
+    /// [`FormatDriver::write_compressed`] over a backing node (an uncompressible last cluster
+    /// that is written plainly is completed from `backing`).
+    fn write_compressed_backed(
+        &mut self,
+        offset: u64,
+        data: &[u8],
+        backing: &mut dyn Backing,
+    ) -> Result<(), FormatError> {
+        let _ = backing;
+        self.write_compressed(offset, data)
     }
     /// Whether the guest cluster holding `offset` is allocated in this layer (data or zero
     /// clusters; what QEMU's `bdrv_is_allocated` says for a top layer). Formats without
@@ -169,6 +342,57 @@ pub trait FormatDriver: Send + std::fmt::Debug {
     /// Flushes and releases the image. After this the driver must not be used.
     fn close(&mut self) -> Result<(), FormatError> {
         self.flush()
+    }
+}
+
+/// Creates (truncating) host file `path` as an empty image of format `driver` and `size` bytes,
+/// as `qemu-img create -f DRIVER [-b BACKING -F BACKING_FORMAT] PATH SIZE` does.
+pub fn create_image(
+    driver: &str,
+    path: &str,
+    size: u64,
+    backing_file: Option<&str>,
+    backing_format: Option<&str>,
+) -> Result<(), FormatError> {
+    match driver {
+        "qcow2" => {
+            let opts = qcow2::CreateOptions {
+                backing_file: backing_file.map(Into::into),
+                backing_format: backing_format.map(Into::into),
+                ..qcow2::CreateOptions::new(size)
+            };
+            opts.check()?;
+            let store = open_for_create(path)?;
+            qcow2::Qcow2::create(Arc::new(store), &opts)
+        }
+        "raw" => {
+            if backing_file.is_some() {
+                return Err(FormatError::Unsupported(
+                    "Backing file not supported for file format 'raw'".into(),
+                ));
+            }
+            let store = open_for_create(path)?;
+            store.set_len(0)?;
+            store.set_len(size)?;
+            Ok(store.flush()?)
+        }
+        other => Err(FormatError::Unsupported(format!(
+            "Unknown file format '{other}'"
+        ))),
+    }
+}
+
+/// Opens `path` for creating an image in it, refusing (before anything is truncated) a file
+/// another user holds, as QEMU's `file` driver does: it wants `write` and `resize` and shares
+/// everything but `resize`.
+fn open_for_create(path: &str) -> Result<crate::storage::FileStorage, FormatError> {
+    use crate::storage::lock;
+    let store = crate::storage::FileStorage::open_for_create(path)?;
+    let perm = lock::PERM_WRITE | lock::PERM_RESIZE;
+    match lock::check(store.file(), perm, lock::PERM_ALL & !lock::PERM_RESIZE) {
+        Ok(()) => Ok(store),
+        Err(lock::LockError::Conflict(c)) => Err(FormatError::Locked(c.0)),
+        Err(lock::LockError::Io(e)) => Err(e.into()),
     }
 }
 

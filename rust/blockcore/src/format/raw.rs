@@ -55,6 +55,19 @@ impl FormatDriver for Raw {
     fn read_only(&self) -> bool {
         self.read_only
     }
+
+    fn is_zero_backed(
+        &mut self,
+        offset: u64,
+        len: u64,
+        _backing: &mut dyn crate::format::Backing,
+    ) -> Result<bool, FormatError> {
+        Ok(self.storage.is_hole(offset, len)?)
+    }
+
+    fn set_read_only(&mut self) {
+        self.read_only = true;
+    }
     fn read(&mut self, offset: u64, buf: &mut [u8]) -> Result<(), FormatError> {
         self.check(offset, buf.len() as u64)?;
         self.storage.debug_event("read_aio");

@@ -13,8 +13,12 @@
 mod observed;
 
 use crate::bitmap::{Bits, DirtyBitmap, SizeMismatch};
-use crate::format::{self, FormatDriver, FormatError, LoadedBitmap};
+use crate::format::{
+    self, Backing, FormatDriver, FormatError, LoadedBitmap, NoBacking, SnapshotEntry,
+    SnapshotParams,
+};
 use crate::job::JobSet;
+use crate::storage::lock::{self, LockError};
 use crate::storage::{BlkdebugStorage, FileStorage, InjectRule, StateRule, Storage};
 use crate::units::{ByteRange, Granularity};
 pub(crate) use observed::ObservedStorage;
@@ -47,6 +51,25 @@ pub enum GraphError {
     /// The node is still referenced (as a child or by a device).
     #[error("node '{0}' is in use")]
     NodeInUse(String),
+    /// Attaching `child` under `parent` would create a cycle.
+    #[error("Making '{child}' a backing child of '{parent}' would create a cycle")]
+    Cycle {
+        /// The node that would become a child.
+        child: String,
+        /// The node that would become its parent.
+        parent: String,
+    },
+    /// Two parents of a node need permissions the other does not share (QEMU's message).
+    #[error("{0}")]
+    PermissionConflict(String),
+    /// No internal snapshot matches.
+    #[error("snapshot with id {id:?} and name {name:?} not found")]
+    SnapshotNotFound {
+        /// The id asked for.
+        id: Option<String>,
+        /// The name asked for.
+        name: Option<String>,
+    },
 }
 
 /// What a node is.
@@ -86,7 +109,7 @@ impl Driver {
     }
 }
 
-/// A child edge: `role` is QEMU's child name (`file`, later `backing`).
+/// A child edge: `role` is QEMU's child name (`file`, `backing`).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Child {
     /// The child role.
@@ -130,6 +153,8 @@ pub struct Node {
     /// Dirty bitmaps, newest first (QEMU pushes new bitmaps on the head of the list).
     pub bitmaps: Vec<DirtyBitmap>,
     pub(crate) data: DataPath,
+    /// For a `file` node with locking on: the file whose lock bytes stand for its users.
+    pub(crate) lock_file: Option<Arc<FileStorage>>,
 }
 
 impl Node {
@@ -225,8 +250,10 @@ pub struct Graph {
 pub enum WriteKind {
     /// Write data.
     Data,
-    /// Write zeroes.
+    /// Write zeroes, allowing unmap (`BDRV_REQ_MAY_UNMAP`, `qemu-io write -z -u`).
     Zeroes,
+    /// Write zeroes, keeping allocated clusters allocated (`qemu-io write -z`).
+    ZeroesNoUnmap,
     /// Discard (unmap).
     Discard,
     /// Write data as compressed clusters (whole clusters; formats without compression refuse).
@@ -301,16 +328,30 @@ impl Graph {
         Ok(())
     }
 
-    /// Adds a `file` node over host file `filename`.
+    /// Adds a `file` node over host file `filename`, with image locking on (QEMU's default).
     pub fn add_file(
         &mut self,
         name: &str,
         filename: &str,
         read_only: bool,
     ) -> Result<(), GraphError> {
+        self.add_file_with(name, filename, read_only, true)
+    }
+
+    /// Adds a `file` node over host file `filename`; `locking` is QEMU's `locking` option
+    /// (on: the node's users take OFD locks on the file, see [`crate::storage::lock`]).
+    pub fn add_file_with(
+        &mut self,
+        name: &str,
+        filename: &str,
+        read_only: bool,
+        locking: bool,
+    ) -> Result<(), GraphError> {
         self.check_free(name)?;
-        let store = FileStorage::open(filename, read_only).map_err(FormatError::from)?;
+        let store = Arc::new(FileStorage::open(filename, read_only).map_err(FormatError::from)?);
+        let lock_file = locking.then(|| store.clone());
         self.nodes.push(Node {
+            lock_file,
             name: name.into(),
             driver: Driver::File {
                 filename: filename.into(),
@@ -318,7 +359,7 @@ impl Graph {
             read_only,
             children: Vec::new(),
             bitmaps: Vec::new(),
-            data: DataPath::Protocol(Arc::new(ObservedStorage::new(Arc::new(store)))),
+            data: DataPath::Protocol(Arc::new(ObservedStorage::new(store))),
         });
         Ok(())
     }
@@ -333,6 +374,7 @@ impl Graph {
             children: Vec::new(),
             bitmaps: Vec::new(),
             data: DataPath::Null,
+            lock_file: None,
         });
         Ok(())
     }
@@ -352,6 +394,12 @@ impl Graph {
             DataPath::Protocol(s) => s.clone(),
             _ => return Err(GraphError::NoMedium(file.into())),
         };
+        // QEMU attaches the `file` child, taking its permissions, before the driver reads a byte:
+        // first the parents of the file node must agree, then other users of the file.
+        let wanted = Self::format_perms(driver, read_only).unwrap_or((0, lock::PERM_ALL));
+        self.check_parent_perms(name, file, wanted)?;
+        let (p, s) = self.lock_perms(file);
+        self.check_locks(file, p | wanted.0, s & wanted.1)?;
         let mut fmt = format::open(driver, store, read_only)?;
         let loaded = fmt.take_loaded_bitmaps();
         let mut bitmaps = Vec::with_capacity(loaded.len());
@@ -370,8 +418,10 @@ impl Graph {
             }],
             bitmaps,
             data: DataPath::Format(fmt),
+            lock_file: None,
         });
         self.drain_store_writes(name);
+        self.apply_locks(file)?;
         Ok(())
     }
 
@@ -400,6 +450,7 @@ impl Graph {
             }],
             bitmaps: Vec::new(),
             data: DataPath::Protocol(Arc::new(ObservedStorage::new(dbg))),
+            lock_file: None,
         });
         Ok(())
     }
@@ -424,7 +475,17 @@ impl Graph {
             return Err(GraphError::NodeInUse(name.into()));
         }
         self.close_node(name)?;
+        let files: Vec<String> = self
+            .get(name)?
+            .children
+            .iter()
+            .filter(|c| c.role == "file")
+            .map(|c| c.node.clone())
+            .collect();
         self.nodes.retain(|n| n.name != name);
+        for f in files {
+            self.apply_locks(&f)?;
+        }
         Ok(())
     }
 
@@ -446,13 +507,22 @@ impl Graph {
         Ok(())
     }
 
-    /// Closes every node, top-down (formats before their files): what `quit` does.
+    /// Closes every node, top-down (formats before their files): what `quit` does. Image locks
+    /// are released at once, as when QEMU exits, even though the graph lives on.
     pub fn close_all(&mut self) -> Vec<(String, GraphError)> {
         let names: Vec<String> = self.nodes().map(|n| n.name.clone()).collect();
-        names
+        let mut errors: Vec<(String, GraphError)> = names
             .into_iter()
             .filter_map(|n| self.close_node(&n).err().map(|e| (n, e)))
-            .collect()
+            .collect();
+        for n in &mut self.nodes {
+            if let Some(f) = n.lock_file.take() {
+                if let Err(e) = lock::apply(f.file(), 0, lock::PERM_ALL) {
+                    errors.push((n.name.clone(), FormatError::from(e).into()));
+                }
+            }
+        }
+        errors
     }
 
     // ---- dirty bitmaps -------------------------------------------------------------------------
@@ -570,12 +640,65 @@ impl Graph {
                 size: length
             })?
         ];
-        match &mut n.data {
-            DataPath::Protocol(s) => s.read_at(&mut buf, offset).map_err(FormatError::from)?,
-            DataPath::Format(f) => f.read(offset, &mut buf)?,
-            DataPath::Filter { .. } | DataPath::Null => {}
-        }
+        self.read_into(node, offset, &mut buf)?;
         Ok(buf)
+    }
+
+    /// Reads into `buf` (range checked by the caller), through the backing chain.
+    fn read_into(&mut self, node: &str, offset: u64, buf: &mut [u8]) -> Result<(), GraphError> {
+        let n = self.get_mut(node)?;
+        match &mut n.data {
+            DataPath::Protocol(s) => s.read_at(buf, offset).map_err(FormatError::from)?,
+            DataPath::Format(_) => {
+                self.with_driver(node, |f, bk| f.read_backed(offset, buf, bk))?;
+            }
+            DataPath::Filter { .. } => {
+                let child = n.child("file").map(str::to_string);
+                let child = child.ok_or_else(|| GraphError::NoMedium(node.into()))?;
+                self.read_into(&child, offset, buf)?;
+            }
+            DataPath::Null => buf.fill(0),
+        }
+        Ok(())
+    }
+
+    /// The `backing` child of `node`, if any.
+    pub fn backing_of(&self, node: &str) -> Option<String> {
+        self.node(node)?
+            .children
+            .iter()
+            .find(|c| c.role == "backing")
+            .map(|c| c.node.clone())
+    }
+
+    /// Runs `f` on the format driver of `node` with its backing child as the [`Backing`]. The
+    /// driver is taken out of the node for the call, so the backing chain can be read through
+    /// the graph (the chain has no cycles, so it never reaches `node` again).
+    fn with_driver<T>(
+        &mut self,
+        node: &str,
+        f: impl FnOnce(&mut dyn FormatDriver, &mut dyn Backing) -> Result<T, FormatError>,
+    ) -> Result<T, GraphError> {
+        let backing = self.backing_of(node);
+        let n = self.get_mut(node)?;
+        let mut data = std::mem::replace(&mut n.data, DataPath::Null);
+        let result = match &mut data {
+            DataPath::Format(drv) => match backing {
+                Some(b) => f(
+                    drv.as_mut(),
+                    &mut GraphBacking {
+                        graph: self,
+                        node: b,
+                    },
+                ),
+                None => f(drv.as_mut(), &mut NoBacking),
+            },
+            _ => Err(FormatError::Unsupported("Operation not supported".into())),
+        };
+        if let Ok(n) = self.get_mut(node) {
+            n.data = data;
+        }
+        Ok(result?)
     }
 
     /// Writes to `node` (data, zeroes or discard), marking the node's enabled bitmaps and, through
@@ -620,13 +743,17 @@ impl Graph {
                 s.write_at(data, offset).map_err(FormatError::from)?
             }
             (DataPath::Protocol(s), _) => s.write_zeroes(offset, len).map_err(FormatError::from)?,
-            (DataPath::Format(f), WriteKind::Data) => f.write(offset, data)?,
-            (DataPath::Format(f), WriteKind::Compressed) => f.write_compressed(offset, data)?,
-            (DataPath::Format(f), WriteKind::Zeroes) => f.write_zeroes(offset, len)?,
-            (DataPath::Format(f), WriteKind::Discard) => f.discard(offset, len)?,
+            (DataPath::Format(_), kind) => self.with_driver(node, |f, bk| match kind {
+                WriteKind::Data => f.write_backed(offset, data, bk),
+                WriteKind::Compressed => f.write_compressed_backed(offset, data, bk),
+                WriteKind::Zeroes => f.write_zeroes_backed(offset, len, bk, true),
+                WriteKind::ZeroesNoUnmap => f.write_zeroes_backed(offset, len, bk, false),
+                WriteKind::Discard => f.discard_backed(offset, len, bk),
+            })?,
             (DataPath::Filter { .. }, _) | (DataPath::Null, _) => {}
         }
-        n.record_write(ByteRange::new(offset, len));
+        self.get_mut(node)?
+            .record_write(ByteRange::new(offset, len));
         self.drain_store_writes(node);
         Ok(())
     }
@@ -646,6 +773,276 @@ impl Graph {
         }
         self.drain_store_writes(node);
         Ok(())
+    }
+
+    // ---- backing chains -------------------------------------------------------------------------
+
+    /// Whether `target` is `from` or reachable from it through children of any role.
+    fn reaches(&self, from: &str, target: &str) -> bool {
+        let mut stack = vec![from.to_string()];
+        let mut seen: Vec<String> = Vec::new();
+        while let Some(n) = stack.pop() {
+            if n == target {
+                return true;
+            }
+            if seen.contains(&n) {
+                continue;
+            }
+            if let Some(node) = self.node(&n) {
+                stack.extend(node.children.iter().map(|c| c.node.clone()));
+            }
+            seen.push(n);
+        }
+        false
+    }
+
+    /// Checks that `backing` may become the backing child of `node`.
+    fn check_backing(&self, node: &str, backing: &str) -> Result<(), GraphError> {
+        let n = self.get(node)?;
+        self.get(backing)?;
+        if !n.format().is_some_and(|f| f.supports_backing()) {
+            return Err(FormatError::Unsupported(format!(
+                "Driver '{}' of node '{node}' does not support backing files",
+                n.driver.name()
+            ))
+            .into());
+        }
+        if self.reaches(backing, node) {
+            return Err(GraphError::Cycle {
+                child: backing.into(),
+                parent: node.into(),
+            });
+        }
+        Ok(())
+    }
+
+    /// Attaches `backing` as the `backing` child of `node` (replacing any), or detaches it.
+    pub fn set_backing(&mut self, node: &str, backing: Option<&str>) -> Result<(), GraphError> {
+        if let Some(b) = backing {
+            self.check_backing(node, b)?;
+        }
+        let n = self.get_mut(node)?;
+        n.children.retain(|c| c.role != "backing");
+        if let Some(b) = backing {
+            n.children.push(Child {
+                role: "backing".into(),
+                node: b.into(),
+            });
+        }
+        Ok(())
+    }
+
+    /// QEMU's `bdrv_append`: `node` becomes the backing child of `overlay`, and every other
+    /// parent of `node` (node edges of any role, backends) points at `overlay` instead.
+    pub fn append_overlay(&mut self, node: &str, overlay: &str) -> Result<(), GraphError> {
+        self.check_backing(overlay, node)?;
+        self.repoint(node, overlay);
+        self.set_backing(overlay, Some(node))
+    }
+
+    /// Undoes [`Graph::append_overlay`]: `overlay` loses its backing child and every parent of
+    /// `overlay` points at `node` again.
+    pub fn remove_overlay(&mut self, overlay: &str, node: &str) -> Result<(), GraphError> {
+        self.get(overlay)?;
+        self.get(node)?;
+        self.set_backing(overlay, None)?;
+        self.repoint(overlay, node);
+        Ok(())
+    }
+
+    /// Re-points every edge to `from` (except from `to` itself) and every backend at `to`.
+    fn repoint(&mut self, from: &str, to: &str) {
+        for n in &mut self.nodes {
+            if n.name == to {
+                continue;
+            }
+            for c in &mut n.children {
+                if c.node == from {
+                    c.node = to.into();
+                }
+            }
+        }
+        for b in &mut self.backends {
+            if b.root.as_deref() == Some(from) {
+                b.root = Some(to.into());
+            }
+        }
+    }
+
+    /// Reopens `node` and its `file` child read-only, as QEMU does with the old active layer
+    /// at an external snapshot's commit: persistent bitmaps (not `skip_store`) are stored first
+    /// and then become read-only. If storing fails the reopen is abandoned (QEMU ignores the
+    /// error and the node stays writable): the result lists `(node, message)` then.
+    pub fn reopen_read_only(&mut self, node: &str) -> Result<Vec<(String, String)>, GraphError> {
+        let n = self.get_mut(node)?;
+        if n.read_only {
+            return Ok(Vec::new());
+        }
+        if let DataPath::Format(fmt) = &mut n.data {
+            let persistent: Vec<&crate::bitmap::DirtyBitmap> = n
+                .bitmaps
+                .iter()
+                .filter(|b| b.state.persistent && !b.state.skip_store)
+                .collect();
+            let stored = fmt.store_bitmaps(&persistent).and_then(|()| fmt.flush());
+            if let Err(e) = stored {
+                self.drain_store_writes(node);
+                return Ok(vec![(node.to_string(), e.to_string())]);
+            }
+            fmt.set_read_only();
+            for bm in &mut n.bitmaps {
+                if bm.state.persistent {
+                    bm.state.readonly = true;
+                }
+            }
+        }
+        n.read_only = true;
+        let file = n
+            .children
+            .iter()
+            .find(|c| c.role == "file")
+            .map(|c| c.node.clone());
+        self.drain_store_writes(node);
+        if let Some(f) = file {
+            self.get_mut(&f)?.read_only = true;
+            self.apply_locks(&f)?;
+        }
+        Ok(Vec::new())
+    }
+
+    // ---- image locking ----------------------------------------------------------------------
+
+    /// What a format node of `driver` takes on its `file` child: qcow2 (its `file` child holds
+    /// metadata) needs consistent reads, and writes and resizes when writable, and never shares
+    /// writes or resizes. Raw passes on its parents' needs; devices are the only parents that
+    /// need any, and the reference has none.
+    fn format_perms(driver: &str, read_only: bool) -> Option<(u8, u8)> {
+        (driver == "qcow2").then(|| {
+            let perm = lock::PERM_CONSISTENT_READ
+                | if read_only {
+                    0
+                } else {
+                    lock::PERM_WRITE | lock::PERM_RESIZE
+                };
+            (
+                perm,
+                lock::PERM_ALL & !(lock::PERM_WRITE | lock::PERM_RESIZE),
+            )
+        })
+    }
+
+    /// QEMU's `bdrv_parent_perms_conflict` for a new parent `new` of `file` wanting `wanted`:
+    /// parents newest first (QEMU inserts at the head), every ordered pair checked.
+    fn check_parent_perms(
+        &self,
+        new: &str,
+        file: &str,
+        wanted: (u8, u8),
+    ) -> Result<(), GraphError> {
+        let mut parents: Vec<(String, (u8, u8))> = vec![(new.to_string(), wanted)];
+        for n in self.nodes.iter().rev() {
+            let Driver::Format { name } = &n.driver else {
+                continue;
+            };
+            if n.children
+                .iter()
+                .any(|c| c.role == "file" && c.node == file)
+            {
+                let perms = Self::format_perms(name, n.read_only).unwrap_or((0, lock::PERM_ALL));
+                parents.push((n.name.clone(), perms));
+            }
+        }
+        for (a, (_, a_shared)) in &parents {
+            for (b, (b_perm, _)) in &parents {
+                if a == b || b_perm & a_shared == *b_perm {
+                    continue;
+                }
+                let perms = lock::perm_names(b_perm & !a_shared);
+                return Err(GraphError::PermissionConflict(format!(
+                    "Permission conflict on node '{file}': permissions '{perms}' are both required by node '{b}' (uses node '{file}' as 'file' child) and unshared by node '{a}' (uses node '{file}' as 'file' child)."
+                )));
+            }
+        }
+        Ok(())
+    }
+
+    /// The permissions the parents of `file` hold on it and what they share.
+    fn lock_perms(&self, file: &str) -> (u8, u8) {
+        let (mut perm, mut shared) = (0, lock::PERM_ALL);
+        for n in &self.nodes {
+            let Driver::Format { name } = &n.driver else {
+                continue;
+            };
+            if !n
+                .children
+                .iter()
+                .any(|c| c.role == "file" && c.node == file)
+            {
+                continue;
+            }
+            if let Some((p, s)) = Self::format_perms(name, n.read_only) {
+                perm |= p;
+                shared &= s;
+            }
+        }
+        (perm, shared)
+    }
+
+    fn check_locks(&self, file: &str, perm: u8, shared: u8) -> Result<(), GraphError> {
+        let Some(f) = self.get(file)?.lock_file.as_ref() else {
+            return Ok(());
+        };
+        match lock::check(f.file(), perm, shared) {
+            Ok(()) => Ok(()),
+            Err(LockError::Conflict(c)) => Err(FormatError::Locked(c.0).into()),
+            Err(LockError::Io(e)) => Err(FormatError::from(e).into()),
+        }
+    }
+
+    /// Makes the lock bytes of `file` match what its parents hold now.
+    fn apply_locks(&self, file: &str) -> Result<(), GraphError> {
+        let Some(f) = self.get(file)?.lock_file.as_ref() else {
+            return Ok(());
+        };
+        let (perm, shared) = self.lock_perms(file);
+        lock::apply(f.file(), perm, shared).map_err(FormatError::from)?;
+        Ok(())
+    }
+
+    // ---- internal snapshots --------------------------------------------------------------------
+
+    /// The internal snapshots of `node`'s image, in table order.
+    pub fn snapshots(&self, node: &str) -> Result<Vec<SnapshotEntry>, GraphError> {
+        match self.get(node)?.format() {
+            Some(f) => Ok(f.snapshots()?),
+            None => Err(FormatError::Unsupported("Operation not supported".into()).into()),
+        }
+    }
+
+    /// Creates an internal snapshot of `node`'s image.
+    pub fn snapshot_create(
+        &mut self,
+        node: &str,
+        params: &SnapshotParams,
+    ) -> Result<SnapshotEntry, GraphError> {
+        let r = self.with_driver(node, |f, _| f.snapshot_create(params));
+        self.drain_store_writes(node);
+        r
+    }
+
+    /// Deletes the first snapshot of `node` matching `id` and/or `name`.
+    pub fn snapshot_delete(
+        &mut self,
+        node: &str,
+        id: Option<&str>,
+        name: Option<&[u8]>,
+    ) -> Result<SnapshotEntry, GraphError> {
+        let r = self.with_driver(node, |f, _| f.snapshot_delete(id, name));
+        self.drain_store_writes(node);
+        r?.ok_or_else(|| GraphError::SnapshotNotFound {
+            id: id.map(Into::into),
+            name: name.map(|n| String::from_utf8_lossy(n).into_owned()),
+        })
     }
 
     /// Marks the `file` child's bitmaps with the store writes a format node caused. When the
@@ -685,6 +1082,70 @@ impl Graph {
                     t.record_write(r);
                 }
             }
+        }
+    }
+}
+
+/// The backing child of a format node, read through the graph.
+struct GraphBacking<'a> {
+    graph: &'a mut Graph,
+    node: String,
+}
+
+impl Backing for GraphBacking<'_> {
+    fn present(&self) -> bool {
+        true
+    }
+
+    fn read(&mut self, offset: u64, buf: &mut [u8]) -> Result<(), FormatError> {
+        let to_format = |e: GraphError| match e {
+            GraphError::Format(f) => f,
+            other => FormatError::Io(std::io::Error::other(other.to_string())),
+        };
+        let len = self.graph.get(&self.node).and_then(|n| n.length());
+        let len = len.map_err(to_format)?;
+        let inside = len.saturating_sub(offset).min(buf.len() as u64) as usize;
+        let (head, tail) = buf.split_at_mut(inside);
+        if !head.is_empty() {
+            self.graph
+                .read_into(&self.node, offset, head)
+                .map_err(to_format)?;
+        }
+        tail.fill(0);
+        Ok(())
+    }
+
+    fn is_zero(&mut self, offset: u64, len: u64) -> Result<bool, FormatError> {
+        let to_format = |e: GraphError| match e {
+            GraphError::Format(f) => f,
+            other => FormatError::Io(std::io::Error::other(other.to_string())),
+        };
+        let node = self.graph.get(&self.node).map_err(to_format)?;
+        let blen = node.length().map_err(to_format)?;
+        // Past the end of a short backing the chain reads zeros, and block status says so.
+        let inside = blen.saturating_sub(offset).min(len);
+        if inside == 0 {
+            return Ok(true);
+        }
+        match node.data {
+            DataPath::Format(_) => self
+                .graph
+                .with_driver(&self.node.clone(), |f, bk| {
+                    f.is_zero_backed(offset, inside, bk)
+                })
+                .map_err(to_format),
+            DataPath::Protocol(ref st) => Ok(st.is_hole(offset, inside)?),
+            // A filter (copy-before-write) reports what its `file` child does.
+            DataPath::Filter { .. } => match node.child("file").map(str::to_string) {
+                Some(child) => GraphBacking {
+                    graph: &mut *self.graph,
+                    node: child,
+                }
+                .is_zero(offset, inside),
+                None => Ok(false),
+            },
+            // null-co reports data (its read-zeroes option is off by default).
+            DataPath::Null => Ok(false),
         }
     }
 }

@@ -60,6 +60,10 @@ impl Storage for ObservedStorage {
         self.log(ByteRange::new(offset, len));
         Ok(())
     }
+    fn is_hole(&self, offset: u64, len: u64) -> io::Result<bool> {
+        self.inner.is_hole(offset, len)
+    }
+
     fn filename(&self) -> Option<&str> {
         self.inner.filename()
     }

@@ -83,3 +83,220 @@ fn write_past_end_is_refused_and_marks_nothing() {
         .is_err());
     assert_eq!(g.bitmap("disk0", "a").unwrap().bits.count(), 0);
 }
+
+/// A graph with qcow2 nodes `base` (read-only, 1 MiB of 0x11 then zeros) and `top` (empty,
+/// writable, no backing child yet) and a backend `drv0` on `base`.
+fn chain_graph() -> (TempDir, Graph) {
+    let dir = TempDir::new().unwrap();
+    let path = |n: &str| dir.path().join(n).to_str().unwrap().to_string();
+    format::create_image("qcow2", &path("base.qcow2"), 4 << 20, None, None).unwrap();
+    format::create_image("qcow2", &path("top.qcow2"), 4 << 20, None, None).unwrap();
+    let mut g = Graph::new();
+    g.add_file("base-file", &path("base.qcow2"), false).unwrap();
+    g.add_format("base", "qcow2", "base-file", false).unwrap();
+    g.write("base", 0, WriteKind::Data, &[0x11; 1 << 20], 1 << 20)
+        .unwrap();
+    g.add_file("top-file", &path("top.qcow2"), false).unwrap();
+    g.add_format("top", "qcow2", "top-file", false).unwrap();
+    g.add_backend("drv0", Some("base")).unwrap();
+    (dir, g)
+}
+
+#[test]
+fn append_overlay_repoints_parents_and_reads_through() {
+    let (_d, mut g) = chain_graph();
+    g.append_overlay("base", "top").unwrap();
+    assert_eq!(g.backend("drv0").unwrap().root.as_deref(), Some("top"));
+    assert_eq!(g.backing_of("top").as_deref(), Some("base"));
+    assert_eq!(g.parents("base"), vec![("top".into(), "backing".into())]);
+    assert_eq!(g.read("top", 0, 3).unwrap(), vec![0x11; 3]);
+    g.write("top", 10, WriteKind::Data, &[0x22; 5], 5).unwrap();
+    assert_eq!(
+        g.read("top", 8, 9).unwrap(),
+        [0x11, 0x11, 0x22, 0x22, 0x22, 0x22, 0x22, 0x11, 0x11]
+    );
+    assert_eq!(g.read("base", 10, 1).unwrap(), vec![0x11]);
+    // Undo: the backend is back on base, top has no backing and reads its own clusters only.
+    g.remove_overlay("top", "base").unwrap();
+    assert_eq!(g.backend("drv0").unwrap().root.as_deref(), Some("base"));
+    assert_eq!(g.backing_of("top"), None);
+    // The written cluster was copied up whole; the next one was never written.
+    assert_eq!(g.read("top", 8, 4).unwrap(), [0x11, 0x11, 0x22, 0x22]);
+    assert_eq!(g.read("top", 65536, 2).unwrap(), [0, 0]);
+    assert!(g.parents("base").iter().all(|(p, _)| p != "top"));
+}
+
+#[test]
+fn backing_refuses_cycles_and_formats_without_backing() {
+    let (_d, mut g) = chain_graph();
+    g.set_backing("top", Some("base")).unwrap();
+    let err = g.set_backing("base", Some("top")).unwrap_err();
+    assert_eq!(
+        err.to_string(),
+        "Making 'top' a backing child of 'base' would create a cycle"
+    );
+    assert!(matches!(
+        g.append_overlay("top", "top"),
+        Err(GraphError::Cycle { .. })
+    ));
+    let err = g.set_backing("base-file", Some("top")).unwrap_err();
+    assert!(
+        matches!(err, GraphError::Format(FormatError::Unsupported(_))),
+        "{err}"
+    );
+    assert!(matches!(
+        g.set_backing("top", Some("nope")),
+        Err(GraphError::NodeNotFound(_))
+    ));
+    // Detaching and re-attaching is allowed.
+    g.set_backing("top", None).unwrap();
+    g.set_backing("top", Some("base")).unwrap();
+}
+
+#[test]
+fn backing_shorter_than_overlay_reads_zeros_past_its_end() {
+    let dir = TempDir::new().unwrap();
+    let raw = dir.path().join("b.raw");
+    std::fs::write(&raw, vec![0x77u8; 1000]).unwrap();
+    let top = dir.path().join("t.qcow2");
+    format::create_image("qcow2", top.to_str().unwrap(), 1 << 20, None, None).unwrap();
+    let mut g = Graph::new();
+    g.add_file("bf", raw.to_str().unwrap(), true).unwrap();
+    g.add_format("b", "raw", "bf", true).unwrap();
+    g.add_file("tf", top.to_str().unwrap(), false).unwrap();
+    g.add_format("t", "qcow2", "tf", false).unwrap();
+    g.set_backing("t", Some("b")).unwrap();
+    let got = g.read("t", 990, 20).unwrap();
+    assert_eq!(&got[..10], &[0x77; 10]);
+    assert_eq!(&got[10..], &[0; 10]);
+    // Copy-up of the partial cluster takes the short backing's bytes and zeros past its end.
+    g.write("t", 5000, WriteKind::Data, &[1; 4], 4).unwrap();
+    g.set_backing("t", None).unwrap();
+    assert_eq!(
+        g.read("t", 996, 8).unwrap(),
+        [0x77, 0x77, 0x77, 0x77, 0, 0, 0, 0]
+    );
+}
+
+#[test]
+fn reopen_read_only_marks_persistent_bitmaps_readonly_once() {
+    let (_d, mut g) = chain_graph();
+    g.bitmap_add("base", "p", gran(65536), true, true).unwrap();
+    g.bitmap_add("base", "t", gran(65536), true, false).unwrap();
+    assert!(g.reopen_read_only("base").unwrap().is_empty());
+    assert!(g.get("base").unwrap().read_only && g.get("base-file").unwrap().read_only);
+    assert!(g.bitmap("base", "p").unwrap().state.readonly);
+    assert!(!g.bitmap("base", "t").unwrap().state.readonly);
+    let stored = g.get("base").unwrap().format().unwrap().facts();
+    assert_eq!(stored.qcow2.unwrap().bitmaps.len(), 1);
+    // A second reopen is a no-op.
+    assert!(g.reopen_read_only("base").unwrap().is_empty());
+    assert!(matches!(
+        g.write("base", 0, WriteKind::Data, &[0; 512], 512),
+        Err(GraphError::Format(FormatError::ReadOnly))
+    ));
+}
+
+#[test]
+fn internal_snapshot_errors() {
+    let (_d, mut g) = raw_graph(1 << 20);
+    let p = SnapshotParams::default();
+    let err = g.snapshot_create("disk0", &p).unwrap_err();
+    assert!(
+        matches!(&err, GraphError::Format(e) if e.errno() == 95),
+        "{err}"
+    );
+    assert!(matches!(g.snapshots("disk0"), Err(GraphError::Format(e)) if e.errno() == 95));
+    let (_d2, mut g) = chain_graph();
+    let s = g
+        .snapshot_create(
+            "top",
+            &SnapshotParams {
+                name: vec![b'n'; 300],
+                ..p
+            },
+        )
+        .unwrap();
+    assert_eq!((s.id.as_str(), s.name.len()), ("1", 255));
+    let err = g.snapshot_delete("top", Some("2"), None).unwrap_err();
+    assert!(matches!(
+        err,
+        GraphError::SnapshotNotFound {
+            id: Some(_),
+            name: None
+        }
+    ));
+    let err = g.snapshot_delete("top", None, None).unwrap_err();
+    assert!(matches!(
+        err,
+        GraphError::SnapshotNotFound {
+            id: None,
+            name: None
+        }
+    ));
+    assert_eq!(g.snapshot_delete("top", Some("1"), None).unwrap().id, "1");
+    g.reopen_read_only("top").unwrap();
+    let err = g
+        .snapshot_create("top", &SnapshotParams::default())
+        .unwrap_err();
+    assert!(matches!(err, GraphError::Format(FormatError::ReadOnly)));
+}
+
+#[test]
+fn qcow2_nodes_lock_their_files_as_qemu() {
+    let (d, mut g) = chain_graph();
+    let top = d.path().join("top.qcow2");
+    let top = top.to_str().unwrap();
+    // A second writable qcow2 node on an image in use fails before reading anything.
+    g.add_file("again-file", top, false).unwrap();
+    let err = g
+        .add_format("again", "qcow2", "again-file", false)
+        .unwrap_err();
+    assert_eq!(err.to_string(), "Failed to get \"write\" lock");
+    let err = g
+        .add_format("again", "qcow2", "again-file", true)
+        .unwrap_err();
+    assert_eq!(err.to_string(), "Failed to get shared \"write\" lock");
+    // Raw over the same file takes no locks; neither does a file node with locking off.
+    g.add_format("as-raw", "raw", "again-file", false).unwrap();
+    g.add_file_with("nolock-file", top, false, false).unwrap();
+    g.add_format("nolock", "qcow2", "nolock-file", false)
+        .unwrap();
+    // Creating an image over a file in use is refused and leaves it alone.
+    let len = std::fs::metadata(top).unwrap().len();
+    let err = format::create_image("qcow2", top, 1 << 20, None, None).unwrap_err();
+    assert!(matches!(&err, FormatError::Locked(m) if m == "Failed to get \"write\" lock"));
+    assert_eq!(std::fs::metadata(top).unwrap().len(), len);
+    // Read-only users share consistent reads with each other.
+    g.reopen_read_only("nolock").unwrap();
+    g.remove_node("nolock").unwrap();
+    g.reopen_read_only("top").unwrap();
+    g.add_format("ro2", "qcow2", "again-file", true).unwrap();
+    // Once every qcow2 user is gone, the file is free again.
+    g.remove_node("ro2").unwrap();
+    g.remove_node("top").unwrap();
+    format::create_image("qcow2", top, 1 << 20, None, None).unwrap();
+    // `quit` (close_all) releases every lock although the graph still exists.
+    let base = d.path().join("base.qcow2");
+    let base = base.to_str().unwrap();
+    assert!(format::create_image("qcow2", base, 1 << 20, None, None).is_err());
+    assert!(g.close_all().is_empty());
+    format::create_image("qcow2", base, 1 << 20, None, None).unwrap();
+}
+
+#[test]
+fn second_qcow2_parent_of_one_file_node_conflicts_as_in_qemu() {
+    let (_d, mut g) = chain_graph();
+    let err = g.add_format("b", "qcow2", "top-file", true).unwrap_err();
+    assert_eq!(
+        err.to_string(),
+        "Permission conflict on node 'top-file': permissions 'write, resize' are both required by node 'top' (uses node 'top-file' as 'file' child) and unshared by node 'b' (uses node 'top-file' as 'file' child)."
+    );
+    let err = g.add_format("c", "qcow2", "top-file", false).unwrap_err();
+    assert!(err.to_string().contains("required by node 'top'"), "{err}");
+    assert!(err.to_string().contains("unshared by node 'c'"), "{err}");
+    // Raw takes nothing, so it fits; two read-only qcow2 parents share what they need.
+    g.add_format("r", "raw", "top-file", false).unwrap();
+    g.reopen_read_only("top").unwrap();
+    g.add_format("ro", "qcow2", "top-file", true).unwrap();
+}

@@ -444,6 +444,7 @@ impl Graph {
             ],
             bitmaps: Vec::new(),
             data: DataPath::Filter { len },
+            lock_file: None,
         });
 
         // The filter's anonymous, disabled bitmaps at the job's cluster size, as QEMU lists
@@ -569,6 +570,22 @@ impl Graph {
         }
     }
 
+    /// Whether the cluster at `offset` of `node` is allocated in it or anywhere down its backing
+    /// chain (QEMU's `bdrv_is_allocated_above` to the bottom): what a backup reads as data
+    /// rather than zeroes. Past the end of a short backing the chain reads zeros.
+    pub fn is_allocated_in_chain(&mut self, node: &str, offset: u64) -> Result<bool, GraphError> {
+        let mut cur = node.to_string();
+        loop {
+            if self.is_allocated(&cur, offset)? {
+                return Ok(true);
+            }
+            match self.backing_of(&cur) {
+                Some(b) if offset < self.get(&b)?.length()? => cur = b,
+                _ => return Ok(false),
+            }
+        }
+    }
+
     /// The next run of clusters to copy at or after byte `from`: `(offset, end)`, at most
     /// `limit` bytes.
     fn next_run(bits: &Bits, cluster: u64, len: u64, limit: u64, from: u64) -> Option<(u64, u64)> {
@@ -582,12 +599,12 @@ impl Graph {
     }
 
     /// The end of the run of clusters from `off` (before `end`) whose allocation status in the
-    /// source's top layer is that of the first.
+    /// source's backing chain is that of the first.
     fn same_status_end(&mut self, b: &Backup, off: u64, end: u64) -> Result<u64, GraphError> {
-        let first = self.is_allocated(&b.source, off)?;
+        let first = self.is_allocated_in_chain(&b.source, off)?;
         let mut pos = off + b.cluster_size;
         while pos < end {
-            if self.is_allocated(&b.source, pos)? != first {
+            if self.is_allocated_in_chain(&b.source, pos)? != first {
                 return Ok(pos);
             }
             pos += b.cluster_size;
@@ -603,7 +620,7 @@ impl Graph {
         let mut o = off;
         while o < end && zero {
             zero = !self
-                .is_allocated(&b.source, o)
+                .is_allocated_in_chain(&b.source, o)
                 .map_err(|e| (true, errno_of(&e)))?;
             o += b.cluster_size.min(64 * 1024);
         }
@@ -713,6 +730,10 @@ impl Graph {
         let si = self.nodes.iter().position(|n| n.name == b.source)?;
         let ti = self.nodes.iter().position(|n| n.name == b.target)?;
         if si == ti || self.nodes[ti].read_only {
+            return None;
+        }
+        // Nodes with a backing chain read (and copy up) through the graph.
+        if self.backing_of(&b.source).is_some() || self.backing_of(&b.target).is_some() {
             return None;
         }
         let (src, tgt) = if si < ti {

@@ -177,6 +177,9 @@ impl Storage for BlkdebugStorage {
     fn filename(&self) -> Option<&str> {
         self.inner.filename()
     }
+    fn is_hole(&self, offset: u64, len: u64) -> io::Result<bool> {
+        self.inner.is_hole(offset, len)
+    }
     fn debug_event(&self, event: &str) {
         let mut r = self.lock();
         let state = r.state;

@@ -3,6 +3,7 @@
 use super::Storage;
 use std::fs::{File, OpenOptions};
 use std::io;
+use std::os::fd::AsRawFd;
 use std::os::unix::fs::FileExt;
 use std::path::Path;
 
@@ -40,6 +41,28 @@ impl FileStorage {
             filename: path.to_string_lossy().into_owned(),
             read_only: false,
         })
+    }
+
+    /// Opens (creating it if needed) a file for reading and writing without truncating it, as
+    /// QEMU's `file` driver does before it checks the locks of an image it is about to create.
+    pub fn open_for_create(path: impl AsRef<Path>) -> io::Result<Self> {
+        let path = path.as_ref();
+        let file = OpenOptions::new()
+            .read(true)
+            .write(true)
+            .create(true)
+            .truncate(false)
+            .open(path)?;
+        Ok(Self {
+            file,
+            filename: path.to_string_lossy().into_owned(),
+            read_only: false,
+        })
+    }
+
+    /// The open file (for image locks).
+    pub fn file(&self) -> &File {
+        &self.file
     }
 
     /// Whether the file was opened without write access.
@@ -86,5 +109,22 @@ impl Storage for FileStorage {
 
     fn filename(&self) -> Option<&str> {
         Some(&self.filename)
+    }
+
+    fn is_hole(&self, offset: u64, len: u64) -> io::Result<bool> {
+        let Ok(start) = libc::off_t::try_from(offset) else {
+            return Ok(true);
+        };
+        // SAFETY: lseek on an open fd has no memory effects; SEEK_DATA only reads the offset.
+        let data = unsafe { libc::lseek(self.file.as_raw_fd(), start, libc::SEEK_DATA) };
+        if data == -1 {
+            let e = io::Error::last_os_error();
+            // ENXIO: no data at or after `offset` (a trailing hole, or past the end).
+            return match e.raw_os_error() {
+                Some(libc::ENXIO) => Ok(true),
+                _ => Ok(false),
+            };
+        }
+        Ok(data as u64 >= offset.saturating_add(len))
     }
 }

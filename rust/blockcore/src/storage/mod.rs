@@ -7,6 +7,7 @@
 
 mod blkdebug;
 mod file;
+pub mod lock;
 mod memory;
 
 pub use blkdebug::{BlkdebugStorage, InjectRule, IoType, StateRule};
@@ -57,5 +58,11 @@ pub trait Storage: Send + Sync + Debug {
     /// flush request (its `iotype` `flush`).
     fn flush_request(&self) -> io::Result<()> {
         self.flush()
+    }
+    /// Whether `[offset, offset + len)` holds no data (a hole, or past the end), as QEMU's
+    /// `file` driver reports it in block status (`SEEK_DATA`). Stores that cannot tell say no.
+    fn is_hole(&self, offset: u64, len: u64) -> io::Result<bool> {
+        let _ = (offset, len);
+        Ok(false)
     }
 }

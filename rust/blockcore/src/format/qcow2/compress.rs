@@ -8,7 +8,7 @@
 use super::mapping::{ClusterKind, OFLAG_COMPRESSED};
 use super::units::{GuestOffset, HostOffset};
 use super::Qcow2;
-use crate::format::FormatError;
+use crate::format::{Backing, FormatError};
 use flate2::{Compress, Compression, Decompress, FlushCompress, FlushDecompress, Status};
 
 /// Deflate window bits QEMU uses for qcow2 clusters.
@@ -55,7 +55,10 @@ impl Qcow2 {
         size: u64,
     ) -> Result<Vec<u8>, FormatError> {
         self.check_zlib()?;
-        let mut raw = vec![0u8; size as usize];
+        // The L2 entry rounds the stream up to whole sectors, which may run past the end of
+        // the file (the last stream of `qemu-img convert -c`): read only what is there.
+        let avail = self.storage.len()?.saturating_sub(host).min(size);
+        let mut raw = vec![0u8; avail as usize];
         self.storage.debug_event("read_compressed");
         self.storage.read_at(&mut raw, host)?;
         let mut out = vec![0u8; self.geo.cluster_size() as usize];
@@ -69,6 +72,7 @@ impl Qcow2 {
         &mut self,
         offset: u64,
         data: &[u8],
+        bk: &mut dyn Backing,
     ) -> Result<(), FormatError> {
         self.check_zlib()?;
         let cs = self.geo.cluster_size();
@@ -86,7 +90,7 @@ impl Qcow2 {
             cluster.resize(cs as usize, 0);
             match deflate(&cluster, cs as usize - 1) {
                 Some(z) => self.write_one_compressed(pos, &z)?,
-                None => self.write_guest(pos, chunk)?,
+                None => self.write_guest(pos, chunk, bk)?,
             }
         }
         Ok(())

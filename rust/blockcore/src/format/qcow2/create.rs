@@ -64,6 +64,11 @@ impl CreateOptions {
         }
     }
 
+    /// QEMU's option checks, in its words (before anything is created).
+    pub fn check(&self) -> Result<(), FormatError> {
+        self.validate()
+    }
+
     /// QEMU's option checks, in its words.
     fn validate(&self) -> Result<(), FormatError> {
         let bad = |m: &str| Err(FormatError::Unsupported(m.to_string()));

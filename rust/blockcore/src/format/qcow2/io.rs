@@ -7,7 +7,7 @@
 use super::mapping::{check_entry, ClusterKind, L1E_OFFSET_MASK, OFLAG_COPIED, OFLAG_ZERO};
 use super::units::GuestOffset;
 use super::Qcow2;
-use crate::format::FormatError;
+use crate::format::{Backing, FormatError};
 
 /// How a write treats one cluster.
 #[derive(Clone, Copy, PartialEq, Eq)]
@@ -20,7 +20,12 @@ enum Treatment {
 
 impl Qcow2 {
     /// Reads guest bytes; the range is checked by the caller.
-    pub(super) fn read_guest(&mut self, offset: u64, buf: &mut [u8]) -> Result<(), FormatError> {
+    pub(super) fn read_guest(
+        &mut self,
+        offset: u64,
+        buf: &mut [u8],
+        bk: &mut dyn Backing,
+    ) -> Result<(), FormatError> {
         let mut done = 0usize;
         while done < buf.len() {
             let pos = offset + done as u64;
@@ -29,8 +34,8 @@ impl Qcow2 {
             let want = ((buf.len() - done) as u64).min(table_end - pos) as usize;
             let chunk = &mut buf[done..done + want];
             match self.mapping.l2_offset(l1i)? {
-                None => self.read_unallocated(pos, chunk)?,
-                Some((l2, _)) => self.read_in_table(l2, pos, chunk)?,
+                None => bk.read(pos, chunk)?,
+                Some((l2, _)) => self.read_in_table(l2, pos, chunk, bk)?,
             }
             done += want;
         }
@@ -38,7 +43,13 @@ impl Qcow2 {
     }
 
     /// Reads a range inside one L2 table, one host read per contiguous run.
-    fn read_in_table(&mut self, l2: u64, offset: u64, buf: &mut [u8]) -> Result<(), FormatError> {
+    fn read_in_table(
+        &mut self,
+        l2: u64,
+        offset: u64,
+        buf: &mut [u8],
+        bk: &mut dyn Backing,
+    ) -> Result<(), FormatError> {
         let geo = self.geo;
         let cs = geo.cluster_size();
         let storage = self.storage.clone();
@@ -80,22 +91,13 @@ impl Qcow2 {
                     storage.read_at(chunk, host.0 + geo.in_cluster(GuestOffset(pos)))?
                 }
                 ClusterKind::ZeroPlain | ClusterKind::ZeroAlloc { .. } => chunk.fill(0),
-                ClusterKind::Unallocated => self.read_unallocated(pos, chunk)?,
+                ClusterKind::Unallocated => bk.read(pos, chunk)?,
                 ClusterKind::Compressed { host, size } => {
-                    let cluster = self.read_compressed_cluster(host, size)?;
-                    let within = geo.in_cluster(GuestOffset(pos)) as usize;
-                    chunk.copy_from_slice(&cluster[within..within + chunk.len()]);
+                    self.read_compressed(host, size, geo.in_cluster(GuestOffset(pos)), chunk)?
                 }
             }
             done += len;
         }
-        Ok(())
-    }
-
-    /// What an unallocated guest range reads as. Without a backing chain (not opened yet) that
-    /// is zeros; a backing-chain layer replaces this with a read from the backing file.
-    fn read_unallocated(&mut self, _offset: u64, buf: &mut [u8]) -> Result<(), FormatError> {
-        buf.fill(0);
         Ok(())
     }
 
@@ -138,20 +140,30 @@ impl Qcow2 {
     }
 
     /// Writes guest bytes; the range is checked by the caller.
-    pub(super) fn write_guest(&mut self, offset: u64, data: &[u8]) -> Result<(), FormatError> {
+    pub(super) fn write_guest(
+        &mut self,
+        offset: u64,
+        data: &[u8],
+        bk: &mut dyn Backing,
+    ) -> Result<(), FormatError> {
         let span = self.geo.l2_span();
         let mut done = 0usize;
         while done < data.len() {
             let pos = offset + done as u64;
             let table_end = (pos / span + 1) * span;
             let n = ((data.len() - done) as u64).min(table_end - pos) as usize;
-            self.write_in_table(pos, &data[done..done + n])?;
+            self.write_in_table(pos, &data[done..done + n], bk)?;
             done += n;
         }
         Ok(())
     }
 
-    fn write_in_table(&mut self, offset: u64, data: &[u8]) -> Result<(), FormatError> {
+    fn write_in_table(
+        &mut self,
+        offset: u64,
+        data: &[u8],
+        bk: &mut dyn Backing,
+    ) -> Result<(), FormatError> {
         let geo = self.geo;
         let cs = geo.cluster_size();
         let storage = self.storage.clone();
@@ -189,7 +201,7 @@ impl Qcow2 {
                     storage.debug_event("write_aio");
                     storage.write_at(chunk, host + geo.in_cluster(GuestOffset(pos)))?;
                 }
-                Treatment::Allocate => self.write_allocating(l2, idx, n, pos, chunk)?,
+                Treatment::Allocate => self.write_allocating(l2, idx, n, pos, chunk, bk)?,
             }
             pos = run_end;
         }
@@ -205,6 +217,7 @@ impl Qcow2 {
         n: usize,
         pos: u64,
         chunk: &[u8],
+        bk: &mut dyn Backing,
     ) -> Result<(), FormatError> {
         let geo = self.geo;
         let cs = geo.cluster_size();
@@ -222,13 +235,13 @@ impl Qcow2 {
             let mut buf = vec![0u8; total as usize];
             let cluster_start = pos - head;
             if head > 0 {
-                self.cow_fill(old[0], cluster_start, &mut buf[..head as usize])?;
+                self.cow_fill_at(old[0], cluster_start, &mut buf[..head as usize], bk)?;
             }
             if tail > 0 {
                 let at = (total - tail) as usize;
                 let last = old[n - 1];
                 let src = cluster_start + total - tail;
-                self.cow_fill_at(last, src, &mut buf[at..])?;
+                self.cow_fill_at(last, src, &mut buf[at..], bk)?;
             }
             buf[head as usize..head as usize + chunk.len()].copy_from_slice(chunk);
             storage.debug_event("write_aio");
@@ -248,13 +261,14 @@ impl Qcow2 {
         Ok(())
     }
 
-    /// Fills `buf` with what the cluster of entry `e` holds from its start.
-    fn cow_fill(&mut self, e: u64, cluster_start: u64, buf: &mut [u8]) -> Result<(), FormatError> {
-        self.cow_fill_at(e, cluster_start, buf)
-    }
-
     /// Fills `buf` with what guest offset `at` (inside the cluster of entry `e`) reads as.
-    fn cow_fill_at(&mut self, e: u64, at: u64, buf: &mut [u8]) -> Result<(), FormatError> {
+    fn cow_fill_at(
+        &mut self,
+        e: u64,
+        at: u64,
+        buf: &mut [u8],
+        bk: &mut dyn Backing,
+    ) -> Result<(), FormatError> {
         let within = self.geo.in_cluster(GuestOffset(at));
         match ClusterKind::decode(e, self.geo) {
             ClusterKind::Normal { host, .. } => {
@@ -262,13 +276,26 @@ impl Qcow2 {
                 self.storage.read_at(buf, host.0 + within)?
             }
             ClusterKind::ZeroPlain | ClusterKind::ZeroAlloc { .. } => buf.fill(0),
-            ClusterKind::Unallocated => self.read_unallocated(at, buf)?,
+            ClusterKind::Unallocated => bk.read(at, buf)?,
             ClusterKind::Compressed { host, size } => {
-                let cluster = self.read_compressed_cluster(host, size)?;
-                let within = within as usize;
-                buf.copy_from_slice(&cluster[within..within + buf.len()]);
+                self.read_compressed(host, size, within, buf)?
             }
         }
+        Ok(())
+    }
+
+    /// Reads `buf` from offset `within` of a compressed cluster stored in `size` bytes at
+    /// `host` (decompressed by [`compress`](super::compress), the one zlib implementation).
+    fn read_compressed(
+        &mut self,
+        host: u64,
+        size: u64,
+        within: u64,
+        buf: &mut [u8],
+    ) -> Result<(), FormatError> {
+        let cluster = self.read_compressed_cluster(host, size)?;
+        let w = within as usize;
+        buf.copy_from_slice(&cluster[w..w + buf.len()]);
         Ok(())
     }
 
@@ -333,28 +360,41 @@ impl Qcow2 {
         Ok(())
     }
 
-    /// Makes whole guest clusters read as zeros, freeing their host clusters (QEMU's zeroize
-    /// with `BDRV_REQ_MAY_UNMAP`).
-    fn zeroize_clusters(&mut self, first: u64, n: u64) -> Result<(), FormatError> {
+    /// Makes whole guest clusters read as zeros (QEMU's `zero_in_l2_slice`): with `unmap`
+    /// (`BDRV_REQ_MAY_UNMAP`) their host clusters are freed, without it allocated clusters keep
+    /// their offset under the zero flag; compressed clusters are always freed.
+    fn zeroize_clusters(
+        &mut self,
+        first: u64,
+        n: u64,
+        bk: &mut dyn Backing,
+        unmap: bool,
+    ) -> Result<(), FormatError> {
         let v3 = self.header.version >= 3;
         if !v3 {
-            if self.header.backing_file.is_some() {
+            if bk.present() {
                 // v2 has no zero flag: with a backing file only explicit zeros will do.
                 let cs = self.geo.cluster_size();
                 let end = ((first + n) * cs).min(self.header.size);
-                return self.write_zero_bytes(first * cs, end - first * cs);
+                return self.write_zero_bytes(first * cs, end - first * cs, bk);
             }
-            return self.discard_clusters(first, n);
+            return self.discard_clusters(first, n, bk.present());
         }
         self.for_each_table(first, n, |s, l2, idx, count| {
-            s.rewrite_entries(l2, idx, count, |_, _| Some(OFLAG_ZERO))
+            s.rewrite_entries(l2, idx, count, |kind, old| {
+                Some(match kind {
+                    ClusterKind::Normal { .. } | ClusterKind::ZeroAlloc { .. } if !unmap => {
+                        old | OFLAG_ZERO
+                    }
+                    _ => OFLAG_ZERO,
+                })
+            })
         })
     }
 
     /// Discards whole guest clusters (QEMU's `qcow2_cluster_discard`, not a full discard).
-    fn discard_clusters(&mut self, first: u64, n: u64) -> Result<(), FormatError> {
+    fn discard_clusters(&mut self, first: u64, n: u64, backing: bool) -> Result<(), FormatError> {
         let v3 = self.header.version >= 3;
-        let backing = self.header.backing_file.is_some();
         self.for_each_table(first, n, |s, l2, idx, count| {
             s.rewrite_entries(l2, idx, count, |kind, _| {
                 (backing || kind.is_allocated()).then_some(if v3 { OFLAG_ZERO } else { 0 })
@@ -362,13 +402,18 @@ impl Qcow2 {
         })
     }
 
-    fn write_zero_bytes(&mut self, offset: u64, len: u64) -> Result<(), FormatError> {
+    fn write_zero_bytes(
+        &mut self,
+        offset: u64,
+        len: u64,
+        bk: &mut dyn Backing,
+    ) -> Result<(), FormatError> {
         const CHUNK: u64 = 1 << 20;
         let zeros = vec![0u8; CHUNK.min(len) as usize];
         let mut done = 0;
         while done < len {
             let n = CHUNK.min(len - done);
-            self.write_guest(offset + done, &zeros[..n as usize])?;
+            self.write_guest(offset + done, &zeros[..n as usize], bk)?;
             done += n;
         }
         Ok(())
@@ -404,12 +449,18 @@ impl Qcow2 {
     /// Write-zeroes: zero flags for whole clusters (freeing them), explicit zeros for partial
     /// clusters unless the rest of the cluster already reads as zeros (then the whole cluster
     /// gets the zero flag), as QEMU's `qcow2_co_pwrite_zeroes` does.
-    pub(super) fn zero_guest(&mut self, offset: u64, len: u64) -> Result<(), FormatError> {
+    pub(super) fn zero_guest(
+        &mut self,
+        offset: u64,
+        len: u64,
+        bk: &mut dyn Backing,
+        unmap: bool,
+    ) -> Result<(), FormatError> {
         let cs = self.geo.cluster_size();
         for (pos, n, whole) in self.split_clusters(offset, len) {
             let first = pos / cs;
             if whole {
-                self.zeroize_clusters(first, n.div_ceil(cs))?;
+                self.zeroize_clusters(first, n.div_ceil(cs), bk, unmap)?;
                 continue;
             }
             let kind = self
@@ -417,24 +468,68 @@ impl Qcow2 {
                 .lookup(self.storage.as_ref(), GuestOffset(pos))?;
             let rest_is_zero = match kind {
                 ClusterKind::ZeroPlain | ClusterKind::ZeroAlloc { .. } => true,
-                ClusterKind::Unallocated => self.header.backing_file.is_none(),
+                // What the rest of the cluster is, is up to the backing chain's block status.
+                ClusterKind::Unallocated => {
+                    let cstart = first * cs;
+                    let cend = (cstart + cs).min(self.header.size);
+                    bk.is_zero(cstart, pos - cstart)? && bk.is_zero(pos + n, cend - (pos + n))?
+                }
                 _ => false,
             };
             if rest_is_zero {
-                self.zeroize_clusters(first, 1)?;
+                self.zeroize_clusters(first, 1, bk, unmap)?;
             } else {
-                self.write_zero_bytes(pos, n)?;
+                self.write_zero_bytes(pos, n, bk)?;
             }
         }
         Ok(())
     }
 
+    /// QEMU's `is_zero` over this image: every cluster of the range (clamped to the image) is
+    /// a zero cluster, or unallocated where the backing chain's status is zero.
+    pub(super) fn range_is_zero(
+        &mut self,
+        offset: u64,
+        len: u64,
+        bk: &mut dyn Backing,
+    ) -> Result<bool, FormatError> {
+        let cs = self.geo.cluster_size();
+        let end = (offset + len).min(self.header.size);
+        let mut pos = offset;
+        while pos < end {
+            let piece = (pos - pos % cs + cs).min(end) - pos;
+            let kind = self
+                .mapping
+                .lookup(self.storage.as_ref(), GuestOffset(pos))?;
+            let zero = match kind {
+                ClusterKind::ZeroPlain | ClusterKind::ZeroAlloc { .. } => true,
+                ClusterKind::Unallocated => bk.is_zero(pos, piece)?,
+                ClusterKind::Normal { .. } | ClusterKind::Compressed { .. } => false,
+            };
+            if !zero {
+                return Ok(false);
+            }
+            pos += piece;
+        }
+        Ok(true)
+    }
+
     /// Discard: whole clusters only; partial clusters are left as they are (QEMU ignores them).
-    pub(super) fn discard_guest(&mut self, offset: u64, len: u64) -> Result<(), FormatError> {
+    pub(super) fn discard_guest(
+        &mut self,
+        offset: u64,
+        len: u64,
+        backing: bool,
+    ) -> Result<(), FormatError> {
+        if self.header.version < 3 && backing {
+            // v2 has no zero flag, and dropping the cluster would show the backing: QEMU
+            // refuses (ENOTSUP), which makes the guest's discard a no-op.
+            return Ok(());
+        }
         let cs = self.geo.cluster_size();
         for (pos, n, whole) in self.split_clusters(offset, len) {
             if whole {
-                self.discard_clusters(pos / cs, n.div_ceil(cs))?;
+                self.discard_clusters(pos / cs, n.div_ceil(cs), backing)?;
             }
         }
         Ok(())

@@ -1,19 +1,21 @@
 //! The qcow2 format (versions 2 and 3), over any [`Storage`].
 //!
 //! One file per concern, as in imago: [`header`] (first cluster), [`mapping`] (L1/L2),
-//! [`refcount`] (refcount table and blocks), [`alloc`] (finding and counting clusters), `io` (the
-//! guest read/write/zero/discard paths), [`bitmaps`] (persistent dirty bitmaps) and [`create`]
-//! (what `qemu-img create -f qcow2` writes). [`units`] keeps guest offsets, host offsets and
-//! cluster indexes apart.
+//! [`refcount`] (refcount table and blocks), `alloc` (finding and counting clusters), `io` (the
+//! guest read/write/zero/discard paths), [`bitmaps`] (persistent dirty bitmaps), [`snapshot`]
+//! (internal snapshots) and [`create`] (what `qemu-img create -f qcow2` writes). [`units`] keeps
+//! guest offsets, host offsets and cluster indexes apart.
 //!
 //! Supported: cluster sizes 512 B..2 MiB, refcount widths 1..64 bits, zero clusters, internal
-//! snapshots left intact (shared clusters are copied on write; refcounts already count them),
-//! persistent dirty bitmaps. Refused at open: extended L2 entries, external data files,
-//! encryption, unknown incompatible features. Compressed clusters (zlib) are read, written by
-//! [`FormatDriver::write_compressed`] and decompressed for partial overwrites; zstd ones are
-//! refused.
-//! Backing files are recorded but not opened: an unallocated cluster is a distinct outcome of
-//! the read path (`read_unallocated`) that reads zeros until a backing-chain layer fills it.
+//! snapshots (created, deleted, and copied on write after), persistent dirty bitmaps,
+//! zlib-compressed clusters (`compress`: read, written packed as QEMU packs them by
+//! [`FormatDriver::write_compressed`], partial overwrites copy them up decompressed), backing
+//! chains.
+//! Refused at open: extended L2 entries, external data files, encryption, unknown incompatible
+//! features; zstd-compressed clusters are refused when read. The backing node is not this
+//! driver's business: every guest path takes a [`Backing`] that unallocated
+//! clusters read from (the graph passes the node's `backing` child), and whose presence decides
+//! what zeroes and discards leave behind, as `bs->backing` does in QEMU.
 //!
 //! Metadata is written through (no dirty cache), in an order that keeps the image consistent
 //! after a crash of the process: refcounts are raised before anything points at the cluster,
@@ -28,11 +30,15 @@ pub mod header;
 mod io;
 pub mod mapping;
 pub mod refcount;
+pub mod snapshot;
 pub mod units;
 
 pub use create::{Compat, CreateOptions};
 
-use super::{BitmapStoreError, FormatDriver, FormatError, LoadedBitmap};
+use super::{
+    Backing, BitmapStoreError, FormatDriver, FormatError, LoadedBitmap, NoBacking, SnapshotEntry,
+    SnapshotParams,
+};
 use crate::bitmap::DirtyBitmap;
 use crate::storage::Storage;
 use crate::units::Granularity;
@@ -57,6 +63,10 @@ pub struct Qcow2 {
     loaded: Vec<LoadedBitmap>,
     /// Where the next compressed cluster may go in a partly used host cluster (0: none).
     free_byte_offset: u64,
+    /// The internal snapshot table.
+    snapshots: Vec<snapshot::Snapshot>,
+    /// Length in bytes of the table at `snapshots_offset` (to free it when rewritten).
+    snapshots_size: u64,
 }
 
 impl Qcow2 {
@@ -118,7 +128,10 @@ impl Qcow2 {
             directory: Vec::new(),
             loaded: Vec::new(),
             free_byte_offset: 0,
+            snapshots: Vec::new(),
+            snapshots_size: 0,
         };
+        image.load_snapshots()?;
         if update_header {
             image.write_header()?;
         }
@@ -225,24 +238,102 @@ impl FormatDriver for Qcow2 {
         self.read_only
     }
 
+    fn set_read_only(&mut self) {
+        self.read_only = true;
+    }
+
     fn read(&mut self, offset: u64, buf: &mut [u8]) -> Result<(), FormatError> {
-        self.check_range(offset, buf.len() as u64)?;
-        self.read_guest(offset, buf)
+        self.read_backed(offset, buf, &mut NoBacking)
     }
 
     fn write(&mut self, offset: u64, data: &[u8]) -> Result<(), FormatError> {
-        self.check_write(offset, data.len() as u64)?;
-        self.write_guest(offset, data)
+        self.write_backed(offset, data, &mut NoBacking)
     }
 
     fn write_zeroes(&mut self, offset: u64, len: u64) -> Result<(), FormatError> {
-        self.check_write(offset, len)?;
-        self.zero_guest(offset, len)
+        self.write_zeroes_backed(offset, len, &mut NoBacking, true)
     }
 
     fn discard(&mut self, offset: u64, len: u64) -> Result<(), FormatError> {
+        self.discard_backed(offset, len, &mut NoBacking)
+    }
+
+    fn read_backed(
+        &mut self,
+        offset: u64,
+        buf: &mut [u8],
+        backing: &mut dyn Backing,
+    ) -> Result<(), FormatError> {
+        self.check_range(offset, buf.len() as u64)?;
+        self.read_guest(offset, buf, backing)
+    }
+
+    fn write_backed(
+        &mut self,
+        offset: u64,
+        data: &[u8],
+        backing: &mut dyn Backing,
+    ) -> Result<(), FormatError> {
+        self.check_write(offset, data.len() as u64)?;
+        self.write_guest(offset, data, backing)
+    }
+
+    fn write_zeroes_backed(
+        &mut self,
+        offset: u64,
+        len: u64,
+        backing: &mut dyn Backing,
+        may_unmap: bool,
+    ) -> Result<(), FormatError> {
         self.check_write(offset, len)?;
-        self.discard_guest(offset, len)
+        self.zero_guest(offset, len, backing, may_unmap)
+    }
+
+    fn discard_backed(
+        &mut self,
+        offset: u64,
+        len: u64,
+        backing: &mut dyn Backing,
+    ) -> Result<(), FormatError> {
+        self.check_write(offset, len)?;
+        self.discard_guest(offset, len, backing.present())
+    }
+
+    fn is_zero_backed(
+        &mut self,
+        offset: u64,
+        len: u64,
+        backing: &mut dyn Backing,
+    ) -> Result<bool, FormatError> {
+        self.range_is_zero(offset, len, backing)
+    }
+
+    fn supports_backing(&self) -> bool {
+        true
+    }
+
+    fn backing_file(&self) -> Option<&str> {
+        self.header.backing_file.as_deref()
+    }
+
+    fn backing_format(&self) -> Option<&str> {
+        self.header.backing_format.as_deref()
+    }
+
+    fn snapshots(&self) -> Result<Vec<SnapshotEntry>, FormatError> {
+        Ok(self.snapshots.iter().map(|s| s.entry.clone()).collect())
+    }
+
+    fn snapshot_create(&mut self, params: &SnapshotParams) -> Result<SnapshotEntry, FormatError> {
+        self.create_snapshot(params)
+    }
+
+    fn snapshot_delete(
+        &mut self,
+        id: Option<&str>,
+        name: Option<&[u8]>,
+    ) -> Result<Option<SnapshotEntry>, FormatError> {
+        self.delete_snapshot(id, name)
     }
 
     fn flush(&mut self) -> Result<(), FormatError> {
@@ -251,8 +342,17 @@ impl FormatDriver for Qcow2 {
     }
 
     fn write_compressed(&mut self, offset: u64, data: &[u8]) -> Result<(), FormatError> {
+        self.write_compressed_backed(offset, data, &mut NoBacking)
+    }
+
+    fn write_compressed_backed(
+        &mut self,
+        offset: u64,
+        data: &[u8],
+        backing: &mut dyn Backing,
+    ) -> Result<(), FormatError> {
         self.check_write(offset, data.len() as u64)?;
-        self.write_compressed_guest(offset, data)
+        self.write_compressed_guest(offset, data, backing)
     }
 
     fn is_allocated(&mut self, offset: u64) -> Result<bool, FormatError> {

@@ -121,6 +121,9 @@ pub struct Refcounts {
     /// Where the next search for a free cluster starts (QEMU's `free_cluster_index`): lowered when
     /// a cluster's refcount drops to zero, advanced past every cluster a search looks at.
     pub free_cluster_index: u64,
+    /// While set, every cluster whose refcount drops to zero is recorded here, so the caller
+    /// can pass the discard down to the file (QEMU's `pass-discard-snapshot`, on by default).
+    pub discard_log: Option<Vec<u64>>,
 }
 
 impl Refcounts {
@@ -154,6 +157,7 @@ impl Refcounts {
             table,
             blocks: ClusterCache::new(cache_capacity(geo)),
             free_cluster_index: 0,
+            discard_log: None,
         })
     }
 
@@ -235,6 +239,7 @@ impl Refcounts {
                 )));
             };
             let mut lowest_freed = None;
+            let mut freed = Vec::new();
             let block = self.block(storage, off)?;
             let (mut lo, mut hi) = (usize::MAX, 0);
             for k in 0..in_block as usize {
@@ -251,12 +256,18 @@ impl Refcounts {
                 let (at, len) = set_entry(block, first + k, order, new);
                 lo = lo.min(at);
                 hi = hi.max(at + len);
-                if new == 0 && lowest_freed.is_none() {
-                    lowest_freed = Some(c + k as u64);
+                if new == 0 && old != 0 {
+                    if lowest_freed.is_none() {
+                        lowest_freed = Some(c + k as u64);
+                    }
+                    freed.push(c + k as u64);
                 }
             }
             if let Some(f) = lowest_freed {
                 self.free_cluster_index = self.free_cluster_index.min(f);
+            }
+            if let Some(log) = &mut self.discard_log {
+                log.extend(freed);
             }
             let block = self.blocks.get_mut(off).expect("cached");
             storage.write_at(&block[lo..hi], off + lo as u64)?;
