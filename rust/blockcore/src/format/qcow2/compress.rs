@@ -3,13 +3,17 @@
 //! A compressed cluster is a raw deflate stream (zlib `compression_type`, window of 4 KiB as
 //! QEMU uses) stored at any byte offset; its L2 entry holds that offset and the number of
 //! 512-byte sectors the stream spans beyond the first. Streams are packed one after the other
-//! as QEMU packs them. A cluster that does not shrink is written uncompressed, as QEMU does.
+//! as QEMU packs them. A cluster that does not shrink is written uncompressed, as QEMU does; a
+//! compressed write over a cluster that has a host offset fails with EIO, as in QEMU.
 
 use super::mapping::{ClusterKind, OFLAG_COMPRESSED};
 use super::units::{GuestOffset, HostOffset};
 use super::Qcow2;
 use crate::format::{Backing, FormatError};
 use flate2::{Compress, Compression, Decompress, FlushCompress, FlushDecompress, Status};
+
+/// The host-offset bits of a standard L2 entry (QEMU's `L2E_OFFSET_MASK`).
+const L2E_OFFSET_MASK: u64 = 0x00ff_ffff_ffff_fe00;
 
 /// Deflate window bits QEMU uses for qcow2 clusters.
 const WINDOW_BITS: u8 = 12;
@@ -139,6 +143,12 @@ impl Qcow2 {
         let l2 = self.l2_for_write(geo.l1_index(GuestOffset(pos)))?;
         let idx = geo.l2_index(GuestOffset(pos));
         let old = self.mapping.l2_table(storage.as_ref(), l2)?[idx];
+        // QEMU never lets a compressed cluster replace anything: an entry with a host offset
+        // (data, preallocated zero, compressed; shared with a snapshot or not) fails with EIO,
+        // after the L2 table was made writable.
+        if old & L2E_OFFSET_MASK != 0 {
+            return Err(FormatError::Io(std::io::Error::from_raw_os_error(5)));
+        }
         let host = self.alloc_compressed_bytes(z.len() as u64)?;
         let shift = 62 - (geo.cluster_bits - 8);
         if host >= 1u64 << shift {

@@ -395,3 +395,26 @@ fn create_rejects_bad_cluster_size() {
         "Cluster size must be a power of two between 512 and 2048k"
     );
 }
+
+#[test]
+fn compressed_write_refuses_clusters_with_a_host_offset_even_under_a_snapshot() {
+    let (_st, mut q) = image(with_cluster(4 * MIB, 65536));
+    let data = vec![0x5a; 65536];
+    q.write(0, &data).unwrap();
+    let snap = crate::format::SnapshotParams {
+        name: b"s".to_vec(),
+        ..Default::default()
+    };
+    q.snapshot_create(&snap).unwrap();
+    // Allocated (shared with the snapshot): EIO, as QEMU; the data is untouched.
+    let err = q.write_compressed(0, &vec![0x11; 65536]).unwrap_err();
+    assert_eq!(err.errno(), 5);
+    assert_eq!(read(&mut q, 0, 65536), data);
+    // Unallocated: compressed, readable, and the snapshot's cluster stays referenced once.
+    q.write_compressed(65536, &vec![0x11; 65536]).unwrap();
+    assert_eq!(read(&mut q, 65536, 65536), vec![0x11; 65536]);
+    assert!(q.is_allocated(65536).unwrap());
+    // A second compressed write over the compressed cluster fails too.
+    let err = q.write_compressed(65536, &vec![0x22; 65536]).unwrap_err();
+    assert_eq!(err.errno(), 5);
+}
