@@ -304,7 +304,10 @@ impl<'a> NodeIo<'a> {
 
     fn write_zeroes(&mut self, off: u64, len: u64) -> Result<(), (bool, i32)> {
         let r = match self {
-            NodeIo::Format(f) => f.write_zeroes(off, len).map_err(|e| e.errno()),
+            // Block-copy writes zeroes without BDRV_REQ_MAY_UNMAP.
+            NodeIo::Format(f) => f
+                .write_zeroes_backed(off, len, &mut crate::format::NoBacking, false)
+                .map_err(|e| e.errno()),
             NodeIo::Store(s) => s
                 .write_zeroes(off, len)
                 .map_err(|e| e.raw_os_error().unwrap_or(EIO)),
@@ -625,8 +628,9 @@ impl Graph {
             o += b.cluster_size.min(64 * 1024);
         }
         if zero && self.get(&b.source).is_ok_and(|n| n.format().is_some()) {
+            // Block-copy writes zeroes without BDRV_REQ_MAY_UNMAP.
             return self
-                .write(&b.target, off, WriteKind::Zeroes, &[], len)
+                .write(&b.target, off, WriteKind::ZeroesNoUnmap, &[], len)
                 .map_err(|e| (false, errno_of(&e)));
         }
         let data = self
@@ -1026,19 +1030,21 @@ impl Graph {
     }
 
     /// The driver's clean: the copy bitmap goes and the filter is dropped (a drained section of
-    /// the source).
+    /// the filter).
     pub(crate) fn backup_clean(&mut self, i: usize, ev: &mut Events) {
         let b = self.jobs.jobs[i].backup.clone();
         let Some(filter) = b.filter.clone() else {
             return;
         };
         let id = self.jobs.jobs[i].id.clone();
-        // QEMU 10.0 drains everything for each graph change here; 7.2 drained the source.
+        // QEMU 10.0 drains everything for each graph change here; 7.2 drained the filter it
+        // drops (so the jobs using it or its parents pause, not another backup of the same
+        // source whose filter sits below this one).
         let all = self.jobs.graph_drains.clean;
         self.drain_all_pairs(all, ev);
         let source_drain = all == 0;
         if source_drain {
-            let drained = self.drained_begin(Some(&b.source)).unwrap_or_default();
+            let drained = self.drained_begin(Some(&filter)).unwrap_or_default();
             ev.list.extend(drained);
         }
         // The filter's parents get its current `file` child: the source, or the filter of a
@@ -1065,7 +1071,7 @@ impl Graph {
             self.jobs.jobs[k].backup.filter = None;
         }
         if source_drain {
-            let resumed = self.drained_end(Some(&b.source)).unwrap_or_default();
+            let resumed = self.drained_end(Some(&filter)).unwrap_or_default();
             ev.list.extend(resumed);
         }
     }

@@ -19,7 +19,7 @@
 //! * Finalizing one job: the driver's commit (success) or abort (failure), then clean, then
 //!   BLOCK_JOB_COMPLETED or BLOCK_JOB_CANCELLED (only if the job was started), then `concluded`
 //!   and, with auto-dismiss or for a never-started job, `null` (the job is gone).
-//! * Cleaning drains the source; like QEMU's nested event loop this lets cancelled members of
+//! * Cleaning drains the job's filter; like QEMU's nested event loop this lets cancelled members of
 //!   an aborting txn stop (they report `aborting` before the finalized job's own event).
 //!
 //! Backup specifics (copying, copy-before-write, the sync bitmap) live in [`backup`].
