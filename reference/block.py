@@ -329,13 +329,20 @@ class BlockLayer:
             child_opts.setdefault("read-only", True)
             backing = self.open_blockdev(child_opts, root=False)
             self.implicit.add(backing)
+        self.attach_backing(name, backing)
+
+    def attach_backing(self, node: str, backing: str) -> None:
+        """QEMU's ``bdrv_set_backing_hd``: ``backing`` becomes ``node``'s backing child."""
         try:
-            self.graph.set_backing(name, backing)
+            self.graph.set_backing(node, backing)
         except _core.CycleError as e:
             child, parent = e.args
             raise QMPError(
                 f"Making '{child}' a backing child of '{parent}' would create a cycle"
             ) from None
+        except _core.ImageError as e:
+            raise QMPError(str(e.args[0])) from None
+        self.no_backing.discard(node)
 
     def _open_header_backing(self, info: _core.NodeInfo) -> str:
         """Opens the backing file named in ``info``'s image header, as QEMU does at open."""

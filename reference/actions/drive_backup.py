@@ -14,7 +14,7 @@ from typing import Any
 
 from reference import _core
 from reference.actions.blockdev_backup import BlockdevBackup
-from reference.block import strerror
+from reference.block import FILTER_DRIVERS, strerror
 from reference.errors import QMPError
 
 #: errno of the core's own messages: QEMU's option checks and unknown formats (ENOTSUP), and
@@ -22,10 +22,16 @@ from reference.errors import QMPError
 _OWN_MESSAGE_ERRNOS = (95, 11)
 
 
-def create_image(filename: str, fmt: str, size: int) -> None:
-    """``bdrv_img_create`` without a backing file, with QEMU's messages."""
+def create_image(
+    filename: str,
+    fmt: str,
+    size: int,
+    backing_file: str | None = None,
+    backing_format: str | None = None,
+) -> None:
+    """``bdrv_img_create``, with QEMU's messages (the backing file is only recorded)."""
     try:
-        _core.create_image(fmt, filename, size)
+        _core.create_image(fmt, filename, size, backing_file, backing_format)
     except _core.ImageError as e:
         message, errno = e.args
         if errno in _OWN_MESSAGE_ERRNOS:
@@ -53,23 +59,57 @@ class DriveBackup(BlockdevBackup):
         filename: str = data["target"]
         if fmt is None and mode != "existing":
             fmt = info.driver
-        if data["sync"] == "none":
-            raise QMPError("drive-backup with sync 'none' is not implemented by this reference")
+        # The image the target is created over: sync top, the source's backing (filters
+        # skipped; none: plain full); sync none, the source itself, which then becomes the
+        # opened target's backing node in place of the one its header names.
+        backing: str | None = None
         if data["sync"] == "top":
-            data["sync"] = "full"  # no backing file in this reference's graphs
+            backing = self._cow_backing(source)
+            if backing is None:
+                data["sync"] = "full"
+        elif data["sync"] == "none":
+            backing = source
         if mode != "existing":
             assert fmt is not None
-            create_image(filename, fmt, info.length)
+            if backing is None:
+                create_image(filename, fmt, info.length)
+            else:
+                backing_info = layer.graph.node(backing)
+                assert backing_info is not None
+                create_image(
+                    filename,
+                    fmt,
+                    info.length,
+                    layer.filename(backing_info),
+                    backing_info.driver,
+                )
         options: dict[str, Any] = {
             "driver": fmt or layer.probe_format(filename),
             "file": {"driver": "file", "filename": filename},
             "discard": "unmap",
         }
+        if data["sync"] == "none" and options["driver"] == "qcow2":
+            options["backing"] = None
         target = layer.open_blockdev(options, root=False)
         self._target = target
+        if data["sync"] == "none":
+            try:
+                layer.attach_backing(target, source)
+            except QMPError:
+                layer.close_implicit(target)
+                self._target = None
+                raise
         self.data = data
         self.create(source, target)
         layer.job_targets[self._job or ""] = target
+
+    def _cow_backing(self, node: str) -> str | None:
+        """QEMU's ``bdrv_cow_bs(bdrv_skip_filters(node))``: the backing node below any filters."""
+        layer = self.ctx.layer
+        info = layer.graph.node(node)
+        while info is not None and info.driver in FILTER_DRIVERS:
+            info = layer.filtered_child(info)
+        return None if info is None else layer.backing_child(info.name)
 
     def abort(self) -> None:
         super().abort()
