@@ -374,6 +374,13 @@ class BlockLayer:
             message, errno = e.args
             raise QMPError(str(message) if errno != 2 else strerror(errno)) from None
 
+    def close_orphans(self) -> None:
+        """Closes the implicit nodes nothing uses any more (QEMU frees a node with its last
+        reference), e.g. an overlay whose only parent was a job's filter that went away."""
+        for name in sorted(self.implicit):
+            if name in self.implicit and not self.graph.parents(name):
+                self.close_implicit(name)
+
     def close_implicit(self, name: str) -> None:
         """Closes ``name`` and, recursively, the implicit children nobody else uses."""
         info = self.graph.node(name)

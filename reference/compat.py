@@ -64,6 +64,12 @@ class VersionProfile:
     #: (``bdrv_do_drained_end: Assertion `bs->quiesce_counter > 0' failed``). Found by
     #: ``mixed_snapshot_then_failing_bitmap_merge`` and the snapshot-history property test.
     rollback_after_draining_new_overlay_crashes: bool = False
+    #: QEMU defect (10.0; 7.2 is fine): an external snapshot of a running backup job's source
+    #: puts the overlay under the job's copy-before-write filter; dropping that filter when the
+    #: job leaves the graph (job-cancel, completion, job-finalize) aborts QEMU
+    #: (``bdrv_do_drained_end: Assertion `bs->quiesce_counter > 0' failed``). Found by
+    #: ``mixed/snapshot_of_backup_source_then_cancel``.
+    backup_clean_after_source_overlay_crashes: bool = False
 
     @property
     def version_info(self) -> dict[str, object]:
@@ -97,6 +103,7 @@ PROFILES: dict[str, VersionProfile] = {
         reports_active=True,
         file_format_specific=True,
         graph_change_drains=True,
+        backup_clean_after_source_overlay_crashes=True,
     ),
 }
 

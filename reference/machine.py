@@ -102,15 +102,22 @@ class Machine:
     def emit_all(self, events: list[dict[str, Any]]) -> None:
         """Queues events given as ``{"event": NAME, "data": {...}}``, in order.
 
-        A job-owned target (drive-backup) leaves the graph with its job's ``null``.
+        A job-owned target (drive-backup) leaves the graph with its job's ``null``. Implicit
+        nodes whose last parent was a job's filter (an overlay a snapshot put under it) leave
+        when the filter does.
         """
+        jobs_moved = False
         for event in events:
             self.emit(event["event"], event["data"])
             data = event["data"]
+            if event["event"] == "JOB_STATUS_CHANGE":
+                jobs_moved = True
             if event["event"] == "JOB_STATUS_CHANGE" and data["status"] == "null":
                 target = self.layer.job_targets.pop(str(data["id"]), None)
                 if target is not None:
                     self.layer.close_implicit(target)
+        if jobs_moved:
+            self.layer.close_orphans()
 
     # ---- the deterministic clock -------------------------------------------------------------
 

@@ -11,6 +11,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
+from reference import jobs
 from reference.block import BlockLayer
 from reference.compat import VersionProfile
 
@@ -38,6 +39,8 @@ class Action:
     kind: ClassVar[str]
     #: Whether the action can join a grouped job transaction (only the backups can).
     supports_grouped: ClassVar[bool] = False
+    #: The node this action holds drained from prepare to clean (snapshot actions).
+    _drained_node: str | None = None
 
     def __init__(self, ctx: Context, data: dict[str, Any]) -> None:
         self.ctx = ctx
@@ -59,3 +62,17 @@ class Action:
         """Why real QEMU of this version dies rolling this action back, if it does (asked
         before the rollback; the engine then answers that as the transaction's error)."""
         return None
+
+    def drain_node(self, node: str) -> None:
+        """``bdrv_drained_begin(node)`` in prepare, held until :meth:`end_drain` in clean:
+        running jobs that use the node or one of its parents pause (their events are the
+        transaction's)."""
+        self._drained_node = node
+        self.ctx.events += jobs.qmp_events(self.ctx.layer.graph.drained_begin(node))
+
+    def end_drain(self) -> None:
+        """``bdrv_drained_end`` of the node :meth:`drain_node` drained, if any."""
+        node = self._drained_node
+        if node is not None:
+            self._drained_node = None
+            self.ctx.events += jobs.qmp_events(self.ctx.layer.graph.drained_end(node))

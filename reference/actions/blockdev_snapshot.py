@@ -18,7 +18,9 @@ class BlockdevSnapshot(Action):
 
     def prepare(self) -> None:
         layer = self.ctx.layer
-        self.snapshot.prepare_old(layer.lookup(self.data["node"]))
+        old = layer.lookup(self.data["node"])
+        self.drain_node(old)
+        self.snapshot.prepare_old(old)
         overlay = layer.lookup(self.data["overlay"])
         self.snapshot.attach(overlay)
 
@@ -29,6 +31,7 @@ class BlockdevSnapshot(Action):
         self.snapshot.abort()
 
     def clean(self) -> None:
+        self.end_drain()
         self.snapshot.clean()
 
     def qemu_crash(self) -> str | None:

@@ -17,6 +17,7 @@ class BlockdevSnapshotInternalSync(Action):
         layer = self.ctx.layer
         device, name = self.data["device"], self.data["name"]
         self._node = snapshots.internal_snapshot_root(layer, device)
+        self.drain_node(self._node)
         snapshots.check_internal_snapshot(layer, self._node, device, name)
         created = snapshots.create_internal(layer, self._node, device, name)
         self._created = (created.id, created.name)
@@ -25,6 +26,9 @@ class BlockdevSnapshotInternalSync(Action):
         if self._node is not None and self._created is not None:
             snapshot_id, name = self._created
             self.ctx.layer.graph.snapshot_delete(self._node, snapshot_id, name)
+
+    def clean(self) -> None:
+        self.end_drain()
 
     def qemu_crash(self) -> str | None:
         return snapshots.drained_new_overlay_crash(

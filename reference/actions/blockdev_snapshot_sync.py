@@ -22,6 +22,7 @@ class BlockdevSnapshotSync(Action):
     def prepare(self) -> None:
         layer = self.ctx.layer
         old = layer.device_or_node(self.data.get("device"), self.data.get("node-name"))
+        self.drain_node(old)
         self.snapshot.prepare_old(old)
         overlay = open_new_overlay(layer, old, self.data)
         self.snapshot.new = overlay
@@ -35,6 +36,7 @@ class BlockdevSnapshotSync(Action):
         self.snapshot.abort()
 
     def clean(self) -> None:
+        self.end_drain()
         self.snapshot.clean()
 
     def qemu_crash(self) -> str | None:

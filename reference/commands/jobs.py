@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
-from reference import jobs
+from reference import _core, jobs
 from reference.commands import command
 from reference.errors import QMPError
 
@@ -29,12 +29,41 @@ def query_block_jobs(machine: Machine, args: dict[str, Any]) -> list[dict[str, A
     return [jobs.block_job_info(info) for info in machine.layer.graph.jobs()]
 
 
+#: Verbs that drop a backup job's filter (its clean), at once or when the job stops, and the
+#: states in which the verb is accepted.
+_CLEANING_VERBS = {
+    "cancel": ("running", "paused", "ready", "standby", "waiting", "pending"),
+    "finalize": ("pending",),
+}
+
+
+def _clean_crash(machine: Machine, info: _core.JobInfo) -> None:
+    """Refuses, as an error, a verb after which real QEMU dies dropping the job's filter: 10.0
+    aborts when the filter (below any newer backup's filters) no longer sits on the source,
+    i.e. an external snapshot put an overlay there (``VersionProfile`` says which versions)."""
+    layer = machine.layer
+    if not layer.profile.backup_clean_after_source_overlay_crashes or info.filter_node is None:
+        return
+    below: str | None = info.filter_node
+    while below is not None:
+        node = layer.graph.node(below)
+        if node is None or node.driver != "copy-before-write":
+            break
+        below = next((child for role, child in node.children if role == "file"), None)
+    if below is not None and below != info.source:
+        raise QMPError(
+            f"QEMU {layer.profile.name} aborts when job '{info.id}' drops its filter "
+            "(bdrv_do_drained_end: Assertion `bs->quiesce_counter > 0' failed): an external "
+            f"snapshot put '{below}' above its source '{info.source}'"
+        )
+
+
 def _verb(machine: Machine, job_id: str, block: bool, name: str, *extra: Any) -> dict[str, Any]:
     graph = machine.layer.graph
-    if block:
-        jobs.find_block_job(graph, job_id)
-    else:
-        jobs.find_job(graph, job_id)
+    find = jobs.find_block_job if block else jobs.find_job
+    info = find(graph, job_id)
+    if info.status in _CLEANING_VERBS.get(name, ()):
+        _clean_crash(machine, info)
     method = getattr(graph, f"job_{name}")
     machine.emit_all(jobs.apply(lambda: list(method(job_id, *extra))))
     return {}
