@@ -47,7 +47,8 @@ Step keys common to all kinds: ``versions`` (run the step only there), ``expect`
 ``class`` and/or ``desc`` (a string, or a mapping version → string), ``events`` (list of event
 names, in order). ``expect`` of an ``observe`` step: ``bitmaps: {NODE: [subset dicts] | null}``
 (same length and order; each listed key must match). ``qemu_crashes: true`` (or a list of
-versions) on an execute step says real QEMU dies there (recorded as ``crashed``) while a
+versions) on an execute step says real QEMU dies there by SIGSEGV or SIGABRT (an assertion;
+recorded as ``crashed``) while a
 faithful-but-sane implementation answers a ``GenericError`` (any text); nothing after that step
 is compared. ``qemu_hangs`` (same forms) says real QEMU stops answering there (a deadlock):
 QEMU must not reply within :data:`HANG_TIMEOUT` seconds (recorded as ``hung``) and the reference
@@ -89,6 +90,8 @@ STEP_KINDS = ("execute", "io", "observe", "run", "wait")
 EVENT_ORDERS = ("per-job",)
 #: Seconds a setup or ``run`` command may take.
 TOOL_TIMEOUT = 60.0
+#: How QEMU dies at a ``qemu_crashes`` step: a segfault, or an assertion's abort.
+CRASH_SIGNALS = ("SIGSEGV", "SIGABRT")
 #: Seconds without a reply after which a ``qemu_hangs`` step counts as hung.
 HANG_TIMEOUT = 5.0
 
@@ -549,7 +552,7 @@ def check_expectations(scenario: Scenario, transcript: Transcript, *, qemu: bool
     """Every way ``transcript`` violates the scenario's ``expect`` entries (empty: all met).
 
     ``qemu`` says whether the endpoint is real QEMU: then ``qemu_crashes`` steps must crash
-    with SIGSEGV; otherwise they must answer a GenericError.
+    with SIGSEGV or SIGABRT; otherwise they must answer a GenericError.
     """
     problems: list[str] = []
     entries = transcript.by_step()
@@ -574,8 +577,8 @@ def check_expectations(scenario: Scenario, transcript: Transcript, *, qemu: bool
             problems.append(f"{where}: endpoint hung")
             continue
         if step.crashes_qemu(version):
-            if qemu and entry.get("crashed") != "SIGSEGV":
-                problems.append(f"{where}: expected QEMU to crash (SIGSEGV), got {entry}")
+            if qemu and entry.get("crashed") not in CRASH_SIGNALS:
+                problems.append(f"{where}: expected QEMU to crash {CRASH_SIGNALS}, got {entry}")
             if not qemu:
                 error = entry.get("reply", {}).get("error")
                 if not error or error.get("class") != "GenericError":

@@ -10,8 +10,7 @@ from reference.machine import Machine
 #: Block-layer features beyond dirty bitmaps that this reference implements. Scenarios name
 #: what they need (``requires:``); the differential tests compare only what is implemented and
 #: say so when they skip. The snapshots issue adds ``blockdev-snapshot*``, ``backing-chains``
-#: and ``image-locking``. Not yet: ``job-drain-order`` (10.0: a job being cancelled with its
-#: txn does not pause for the graph changes of a sibling that finishes first).
+#: and ``image-locking``.
 FEATURES: frozenset[str] = frozenset(
     {"bitmaps", "persistent-bitmaps", "transaction", "blockdev-backup", "drive-backup"}
 )
