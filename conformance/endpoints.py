@@ -59,6 +59,8 @@ QEMU_7_2_ARGS = ("-L", "/opt/qemu-7.2/usr/share/qemu")
 COMMAND_TIMEOUT = 30.0
 #: Seconds to wait for a launched process to open its QMP socket.
 START_TIMEOUT = 15.0
+#: Seconds one connection attempt waits for the QMP greeting before it is retried.
+GREETING_TIMEOUT = 3.0
 #: Seconds a ``settle`` may take, and the polling interval of real-time endpoints.
 SETTLE_TIMEOUT = 30.0
 SETTLE_POLL = 0.01
@@ -225,8 +227,21 @@ class _QMPConnection:
         self.greeting: JSONObject = {}
         self._open = False
 
-    def connect(self) -> JSONObject:
-        greeting = self._qmp.connect(negotiate=True)
+    def connect(self, timeout: float = GREETING_TIMEOUT) -> JSONObject:
+        # qemu.qmp's legacy connect() waits for the greeting without a timeout; a QEMU that
+        # accepted the connection before its monitor was ready never sends one (seen with 7.2
+        # under load), which would block forever. Time out instead, so the caller retries.
+        client = self._qmp._qmp
+        client.await_greeting = True
+        client.negotiate = True
+        try:
+            self._qmp._sync(client.connect(self._qmp._address), timeout)
+        except BaseException:
+            # Drop the half-open connection, or QEMU (one client at a time) keeps serving it.
+            with contextlib.suppress(Exception):
+                self._qmp._sync(client.disconnect(), timeout)
+            raise
+        greeting = self._qmp._get_greeting()
         self._open = True
         self.greeting = dict(greeting or {})
         return self.greeting

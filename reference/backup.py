@@ -81,6 +81,21 @@ def bitmap_arguments(
     return sync, bitmap, mode
 
 
+def _check_min_cluster_size(size: int) -> None:
+    """x-perf ``min-cluster-size`` (9.2+), checked when the filter's block-copy state is made."""
+    if size and size & (size - 1):
+        raise QMPError(
+            "Could not create node: Cannot create block-copy-state: "
+            "min-cluster-size needs to be a power of 2"
+        )
+    if size > bitmaps.MAX_GRANULARITY:
+        # QEMU 10.0 aborts here (an assertion on the copy bitmap's granularity).
+        raise QMPError(
+            f"min-cluster-size {size} exceeds the largest bitmap granularity "
+            f"({bitmaps.MAX_GRANULARITY})"
+        )
+
+
 def _job_id_after_filter(
     layer: BlockLayer,
     source: str,
@@ -88,13 +103,16 @@ def _job_id_after_filter(
     args: dict[str, Any],
     *,
     max_chunk: int,
+    min_cluster_size: int,
     events: list[jobs.Event],
 ) -> str:
     """The checks QEMU makes after inserting the copy-before-write filter (max-chunk, job id);
     when one fails, the filter's graph changes drain all where the profile says so."""
     graph = layer.graph
     try:
-        cluster_size = max(target_info.cluster_size or MIN_CLUSTER_SIZE, MIN_CLUSTER_SIZE)
+        cluster_size = max(
+            target_info.cluster_size or MIN_CLUSTER_SIZE, MIN_CLUSTER_SIZE, min_cluster_size
+        )
         if max_chunk and max_chunk < cluster_size:
             raise QMPError(
                 f"Required max-chunk ({max_chunk}) is less than backup cluster size "
@@ -154,8 +172,16 @@ def create(
     filter_name = args.get("filter-node-name")
     if filter_name is not None:
         layer.check_new_node_name(filter_name)
+    min_cluster_size = int(perf.get("min-cluster-size", 0))
+    _check_min_cluster_size(min_cluster_size)
     job_id = _job_id_after_filter(
-        layer, source, target_info, args, max_chunk=max_chunk, events=events
+        layer,
+        source,
+        target_info,
+        args,
+        max_chunk=max_chunk,
+        min_cluster_size=min_cluster_size,
+        events=events,
     )
     speed = int(args.get("speed", 0))
     try:
@@ -176,6 +202,7 @@ def create(
             txn=txn,
             max_chunk=max_chunk,
             max_workers=max_workers,
+            min_cluster_size=min_cluster_size,
         )
     except _core.JobError as error:
         raise jobs.job_error(error) from None
