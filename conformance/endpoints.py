@@ -730,6 +730,20 @@ def parse_target(text: str) -> Target:
             None,
             "xemu",
         )
+    if kind == "mutant":
+        # The in-process reference with a deliberately broken engine (reference.testing):
+        # ``mutant:NAME[@VERSION]``, to see what the suite reports about a wrong engine.
+        name, _, version = rest.partition("@")
+        version = version or "10.0"
+        mutation = _mutation(name)
+        return Target(
+            text,
+            lambda workdir, launch: ReferenceEndpoint(
+                version, workdir=workdir, launch=launch, variant=mutation
+            ),
+            version,
+            "reference",
+        )
     if kind in ("unix", "tcp"):
         parse_socket_address(text)  # validate early
         return Target(
@@ -740,8 +754,21 @@ def parse_target(text: str) -> Target:
         )
     raise ValueError(
         f"unknown endpoint {text!r}: expected reference[:V], reference-socket[:V], "
-        "qemu[:PATH|:VERSION], qsd[:PATH], xemu:PATH, unix:PATH or tcp:HOST:PORT"
+        "qemu[:PATH|:VERSION], qsd[:PATH], xemu:PATH, unix:PATH, tcp:HOST:PORT or "
+        "mutant:NAME[@V]"
     )
+
+
+def _mutation(name: str) -> Any:
+    """A broken-engine variant of the reference by name; ValueError lists the names."""
+    try:
+        module = importlib.import_module("reference.testing.mutations")
+    except Exception as error:
+        raise ValueError(f"reference mutations not importable: {error!r}") from error
+    try:
+        return module.by_name(name)
+    except KeyError as error:
+        raise ValueError(str(error.args[0])) from None
 
 
 def free_tcp_port() -> int:

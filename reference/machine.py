@@ -18,7 +18,8 @@ from __future__ import annotations
 
 import time
 import traceback
-from typing import Any
+from contextlib import AbstractContextManager
+from typing import Any, Protocol
 
 from reference.block import BlockLayer
 from reference.commands import COMMANDS, load_all
@@ -29,10 +30,28 @@ from reference.qapi import QAPIError, UnknownCommand, load_schema
 load_all()
 
 
+class EngineVariant(Protocol):
+    """Test-only: a deliberately wrong engine (``reference.testing.mutations``).
+
+    ``applied()`` changes the engine for the duration of one command; the conformance suite's
+    broken-engine tests use it to prove that their checks catch each kind of mistake.
+    """
+
+    def applied(self) -> AbstractContextManager[None]:
+        """The context in which the engine is wrong."""
+        ...
+
+
 class Machine:
     """One emulated QEMU: its block layer, its events, its command dispatch."""
 
-    def __init__(self, version: str = "10.0", *, echo_qemu_io: bool = False) -> None:
+    def __init__(
+        self,
+        version: str = "10.0",
+        *,
+        echo_qemu_io: bool = False,
+        variant: EngineVariant | None = None,
+    ) -> None:
         self.profile: VersionProfile = profile(version)
         self.version = version
         self.layer = BlockLayer(self.profile)
@@ -43,6 +62,8 @@ class Machine:
         self._events: list[dict[str, Any]] = []
         self._closed = False
         self._schema = load_schema(version=version)
+        #: Test-only hook (None in every real use): see :class:`EngineVariant`.
+        self._variant = variant
 
     # ---- the QMP face ------------------------------------------------------------------------
 
@@ -52,6 +73,12 @@ class Machine:
 
     def execute(self, command: str, arguments: dict[str, Any] | None = None) -> dict[str, Any]:
         """Runs one command; returns the full reply (never raises for QMP errors)."""
+        if self._variant is not None:
+            with self._variant.applied():
+                return self._execute(command, arguments)
+        return self._execute(command, arguments)
+
+    def _execute(self, command: str, arguments: dict[str, Any] | None) -> dict[str, Any]:
         handler = COMMANDS.get(command)
         not_found = QMPError(f"The command {command} has not been found", COMMAND_NOT_FOUND)
         if handler is None:
