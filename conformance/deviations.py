@@ -13,10 +13,10 @@ silent pass. A deviation matches a finding when all of its given fields match:
 * ``message``: a pattern the step's message contains (:func:`contains`: mappings by subset, a
   list pattern ``[]`` only matches an empty list, other list patterns need each element to
   match some element); ``messages``: a list of such patterns, any of which may match;
-* ``last_action``: a pattern the *last* action of the step's transaction contains (a failed
-  transaction stops at its failing action, so this names the action that failed);
+* ``action``: a pattern that some action of the step's transaction contains;
 * ``subject``: a regular expression searched in the finding's subject; ``{node}`` and
-  ``{name}`` in it stand for the last action's ``data.node`` and ``data.name`` (escaped).
+  ``{name}`` in it stand for ``data.node`` and ``data.name`` (escaped) of an action that
+  matches ``action`` (any one of them may make the subject match).
 """
 
 from __future__ import annotations
@@ -62,7 +62,7 @@ class Deviation:
     versions: tuple[str, ...] = ()
     scenarios: tuple[str, ...] = ()
     messages: tuple[Any, ...] = ()
-    last_action: Any = None
+    action: Any = None
     subject: str | None = None
 
     def matches(self, finding: Finding, *, kind: str, version: str, program: str) -> bool:
@@ -77,25 +77,31 @@ class Deviation:
             return False
         if self.messages and not any(contains(finding.message, m) for m in self.messages):
             return False
-        last = _last_action(finding.message)
-        if self.last_action is not None and not contains(last, self.last_action):
-            return False
+        candidates = [{}]
+        if self.action is not None:
+            candidates = [a for a in _actions(finding.message) if contains(a, self.action)]
+            if not candidates:
+                return False
         if self.subject is None:
             return True
-        data = last.get("data") if isinstance(last.get("data"), dict) else {}
-        assert isinstance(data, dict)
-        pattern = self.subject.replace("{node}", re.escape(str(data.get("node", "")))).replace(
-            "{name}", re.escape(str(data.get("name", "")))
-        )
-        return re.search(pattern, finding.subject) is not None
+        return any(_subject_matches(self.subject, a, finding.subject) for a in candidates)
 
 
-def _last_action(message: Any) -> dict[str, Any]:
+def _subject_matches(template: str, action: dict[str, Any], subject: str) -> bool:
+    data = action.get("data") if isinstance(action.get("data"), dict) else {}
+    assert isinstance(data, dict)
+    pattern = template.replace("{node}", re.escape(str(data.get("node", "")))).replace(
+        "{name}", re.escape(str(data.get("name", "")))
+    )
+    return re.search(pattern, subject) is not None
+
+
+def _actions(message: Any) -> list[dict[str, Any]]:
     arguments = message.get("arguments") if isinstance(message, dict) else None
     actions = arguments.get("actions") if isinstance(arguments, dict) else None
-    if isinstance(actions, list) and actions and isinstance(actions[-1], dict):
-        return dict(actions[-1])
-    return {}
+    if not isinstance(actions, list):
+        return []
+    return [dict(a) for a in actions if isinstance(a, dict)]
 
 
 def _tuple(value: Any) -> tuple[str, ...]:
@@ -126,7 +132,7 @@ def load(path: Path = DEFAULT_FILE) -> list[Deviation]:
                     ([entry["message"]] if "message" in entry else [])
                     + list(entry.get("messages") or [])
                 ),
-                last_action=entry.get("last_action"),
+                action=entry.get("action"),
                 subject=entry.get("subject"),
             )
         )

@@ -83,7 +83,11 @@ def _model_findings(history: History, model: History) -> tuple[list[Finding], in
         if missing is not None and op.reply != want.reply:
             note = f"the model does not implement {missing}: compared up to step {op.index}"
             break
-        if op.index in crash_steps and op.outcome == "crashed":
+        if op.outcome in ("crashed", "hung"):
+            if op.index not in crash_steps:
+                note = (
+                    f"the endpoint {op.outcome} at step {op.index} (the liveness check's finding)"
+                )
             break
         examined += 1
         got_entry, want_entry = _visible(op), _visible(want)
