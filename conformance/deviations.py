@@ -77,7 +77,7 @@ class Deviation:
             return False
         if self.messages and not any(contains(finding.message, m) for m in self.messages):
             return False
-        candidates = [{}]
+        candidates: list[dict[str, Any]] = [{}]
         if self.action is not None:
             candidates = [a for a in _actions(finding.message) if contains(a, self.action)]
             if not candidates:
