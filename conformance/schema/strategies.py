@@ -10,7 +10,7 @@ API::
             "node": st.sampled_from(["disk0", "disk1"]),         # any property called "node"
             "actions[].data.name": st.sampled_from(["b0"]),     # one path (wins over a bare name)
         },
-        max_depth=2,      # nested $ref expansions before recursion collapses
+        max_depth=2,      # how deep one recursive type may nest in itself
         max_items=4,      # array length bound (arrays are 0..max_items long)
     )
     strategy = compiler.compile(schema)
@@ -49,12 +49,13 @@ on object schemas with hypothesis >= 6.1xx (``'many' object has no attribute 'mo
 more reason the compiled subset covers everything the converter emits; annotations (``$schema``,
 ``title``, ``description``, ``deprecated``, ``default``, ``$comment``, ``examples``) are ignored.
 
-Recursion: each ``$ref`` expansion costs one unit of ``max_depth``. With the budget spent, a
-``$ref`` is *impossible*, and impossibility propagates: an impossible ``oneOf`` branch is
-dropped, an impossible optional property is left out, an impossible array item allows only
-``[]``, an impossible required property makes its object impossible. So ``BlockdevRef`` (an
-alternate of ``BlockdevOptions`` and ``str``) collapses to its ``str`` branch at the bound, and a
-blockdev-add tree is at most ``max_depth`` nodes deep.
+Recursion: a ``$ref`` may be expanded while its definition occurs fewer than ``max_depth``
+times among the ``$ref`` expansions enclosing it. Past that, the ``$ref`` is *impossible*, and
+impossibility propagates: an impossible ``oneOf`` branch is dropped, an impossible optional
+property is left out, an impossible array item allows only ``[]``, an impossible required
+property makes its object impossible. So ``BlockdevRef`` (an alternate of ``BlockdevOptions``
+and ``str``) collapses to its ``str`` branch at the bound, and a blockdev-add tree is at most
+``max_depth`` nodes high.
 
 Steering: ``steer`` maps a property name, or a path, to a strategy used *instead of* the
 schema's for that property. Paths are property names joined by ``.``; an array's items add
@@ -66,6 +67,7 @@ some unsteered values).
 
 from __future__ import annotations
 
+from collections import Counter
 from collections.abc import Callable, Mapping
 from typing import Any
 
@@ -121,6 +123,9 @@ def json_values() -> Strategy:
 
 
 Draw = Callable[[st.SearchStrategy[Any]], Any]
+#: The ``$ref`` targets being expanded around a subschema, outermost first.
+Stack = tuple[str, ...]
+Nesting = tuple[tuple[str, int], ...]
 Gen = Callable[[Draw], Any]
 
 
@@ -157,7 +162,7 @@ class Compiler:
     def compile_at(self, schema: JSONSchema | bool, path: str) -> Strategy:
         """Like :meth:`compile`, for a schema found at ``path`` (steering sees that path)."""
         defs = schema.get("$defs", {}) if isinstance(schema, Mapping) else {}
-        gen = _Run(self, defs).compile(schema, path, self.max_depth)
+        gen = _Run(self, defs).compile(schema, path, ())
         if gen is None:
             raise Unsatisfiable(f"no value within recursion depth {self.max_depth}")
         return _generated(gen)
@@ -221,28 +226,34 @@ class _Run:
     def __init__(self, compiler: Compiler, defs: Mapping[str, JSONSchema]) -> None:
         self.compiler = compiler
         self.defs = defs
-        self.feasible_memo: dict[tuple[str, int], bool] = {}
+        self.feasible_memo: dict[tuple[str, Nesting], bool] = {}
 
-    # --- feasibility: can a schema produce a value within a depth budget? -------------------
+    # --- feasibility: can a schema produce a value within the recursion bound? --------------
 
-    def feasible(self, schema: JSONSchema | bool, depth: int) -> bool:
+    def allowed(self, ref: str, stack: Stack) -> bool:
+        """Whether ``ref`` may be expanded inside the expansions ``stack``."""
+        return stack.count(ref) < self.compiler.max_depth
+
+    def feasible(self, schema: JSONSchema | bool, stack: Stack) -> bool:
         if isinstance(schema, bool):
             return schema
         if "$ref" in schema:
-            if depth <= 0:
+            ref = str(schema["$ref"])
+            if not self.allowed(ref, stack):
                 return False
-            key = (str(schema["$ref"]), depth)
+            # only how often each definition is open matters, not the order
+            key = (ref, tuple(sorted(Counter(stack).items())))
             if key not in self.feasible_memo:
                 self.feasible_memo[key] = False  # a cycle with no way out is not feasible
-                self.feasible_memo[key] = self.feasible(self.resolve(schema["$ref"]), depth - 1)
+                self.feasible_memo[key] = self.feasible(self.resolve(ref), (*stack, ref))
             return self.feasible_memo[key]
         for keyword in ("oneOf", "anyOf"):
             if keyword in schema:
-                return any(self.feasible(b, depth) for b in schema[keyword])
+                return any(self.feasible(b, stack) for b in schema[keyword])
         if schema.get("type") == "object":
             properties = schema.get("properties", {})
             required = schema.get("required", ())
-            return all(self.feasible(properties.get(r, True), depth) for r in required)
+            return all(self.feasible(properties.get(r, True), stack) for r in required)
         return True
 
     def resolve(self, ref: str) -> JSONSchema:
@@ -261,8 +272,8 @@ class _Run:
         name = path.rsplit(".", 1)[-1]
         return None if name.endswith("[]") else steer.get(name)
 
-    def compile(self, schema: JSONSchema | bool, path: str, depth: int) -> Gen | None:
-        """A generator, or ``None`` when nothing fits within ``depth`` ``$ref`` expansions."""
+    def compile(self, schema: JSONSchema | bool, path: str, stack: Stack) -> Gen | None:
+        """A generator, or ``None`` when nothing fits within the recursion bound."""
         if schema is True:
             return _leaf(json_values())
         if schema is False:
@@ -272,10 +283,10 @@ class _Run:
         if not keys:
             return _leaf(json_values())
         if keys == {"$ref"}:
-            return self.reference(schema["$ref"], path, depth)
+            return self.reference(schema["$ref"], path, stack)
         for keyword in ("oneOf", "anyOf"):
             if keys == {keyword}:
-                branches = [self.compile(b, path, depth) for b in schema[keyword]]
+                branches = [self.compile(b, path, stack) for b in schema[keyword]]
                 usable = [b for b in branches if b is not None]
                 return _choice(usable) if usable else None
         if "const" in keys and keys <= {"const", "type"}:
@@ -284,13 +295,13 @@ class _Run:
             return _leaf(st.sampled_from(list(schema["enum"])))
         kind = schema.get("type")
         if isinstance(kind, str) and kind in _TYPES and keys <= _KEYWORDS[kind]:
-            compiled = self.typed(kind, schema, path, depth)
+            compiled = self.typed(kind, schema, path, stack)
             if compiled is not NotImplemented:
                 return compiled  # type: ignore[no-any-return]
         return self.fallback(schema)
 
-    def reference(self, ref: str, path: str, depth: int) -> Gen | None:
-        if not self.feasible({"$ref": ref}, depth):
+    def reference(self, ref: str, path: str, stack: Stack) -> Gen | None:
+        if not self.feasible({"$ref": ref}, stack):
             return None
         target = self.resolve(ref)
         compiled: list[Gen] = []
@@ -299,14 +310,14 @@ class _Run:
             # Compiled when first drawn: eager expansion of every branch of a recursive union
             # (BlockdevOptions) to the depth bound would be wasted on branches never drawn.
             if not compiled:
-                inner = self.compile(target, path, depth - 1)
+                inner = self.compile(target, path, (*stack, ref))
                 assert inner is not None  # feasible() said so
                 compiled.append(inner)
             return compiled[0](draw)
 
         return gen
 
-    def typed(self, kind: str, schema: JSONSchema, path: str, depth: int) -> Any:
+    def typed(self, kind: str, schema: JSONSchema, path: str, stack: Stack) -> Any:
         if kind == "string":
             return _leaf(_TEXT)
         if kind == "boolean":
@@ -329,13 +340,13 @@ class _Run:
                 )
             )
         if kind == "array":
-            items = self.compile(schema.get("items", True), f"{path}[]", depth)
+            items = self.compile(schema.get("items", True), f"{path}[]", stack)
             if items is None:
                 return _constant_list()
             return _array(items, self.compiler.lengths)
-        return self.object(schema, path, depth)
+        return self.object(schema, path, stack)
 
-    def object(self, schema: JSONSchema, path: str, depth: int) -> Any:
+    def object(self, schema: JSONSchema, path: str, stack: Stack) -> Any:
         # An open object (additionalProperties absent, true or a schema) accepts its declared
         # properties alone, so generating only those stays valid.
         properties: Mapping[str, Any] = schema.get("properties", {})
@@ -347,7 +358,7 @@ class _Run:
         for name, subschema in properties.items():
             where = _join(path, name)
             steered = self.steered(where)
-            gen = _leaf(steered) if steered is not None else self.compile(subschema, where, depth)
+            gen = _leaf(steered) if steered is not None else self.compile(subschema, where, stack)
             if gen is None:
                 if name in required:
                     return None
