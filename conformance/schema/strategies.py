@@ -18,7 +18,7 @@ API::
 :func:`from_schema` is ``Compiler().compile``. ``compile`` raises :class:`Unsatisfiable` when
 even the collapsed recursion leaves nothing to generate.
 
-Compiled directly (fast; each keyword maps to one strategy):
+Compiled directly (each keyword to a few lines of drawing code, see "How" below):
 
 =====================================  =====================================================
 ``{}`` / ``true``                      small JSON values (QEMU's ``any``)
@@ -45,9 +45,10 @@ the choice sequence (masks and indices shrink towards fewer properties and the f
 Anything else (``pattern``, ``allOf``, ``not``, ``if``, ``minItems``, ...) is handed, with the
 root's ``$defs``, to ``hypothesis_jsonschema.from_schema`` (:attr:`Compiler.fallbacks` counts
 those; the converter's output needs none). Note: hypothesis-jsonschema 0.23.1 (the latest) fails
-on object schemas with hypothesis >= 6.1xx (``'many' object has no attribute 'more'``): one
-more reason the compiled subset covers everything the converter emits; annotations (``$schema``,
-``title``, ``description``, ``deprecated``, ``default``, ``$comment``, ``examples``) are ignored.
+on every object schema with the hypothesis installed here, 6.170 (``'many' object has no
+attribute 'more'``; it works with 6.135): one more reason the compiled subset covers everything
+the converter emits. Annotations (``$schema``, ``title``, ``description``, ``deprecated``,
+``default``, ``$comment``, ``examples``) are ignored.
 
 Recursion: a ``$ref`` may be expanded while its definition occurs fewer than ``max_depth``
 times among the ``$ref`` expansions enclosing it. Past that, the ``$ref`` is *impossible*, and
