@@ -32,6 +32,7 @@ from conformance.endpoints import (
     EndpointError,
     EndpointFactory,
     EndpointHung,
+    EndpointUnsupported,
     JSONObject,
 )
 from conformance.observe import Normalizer, observe
@@ -147,6 +148,8 @@ class History:
     missing: list[str] = field(default_factory=list)
     #: The endpoint could not be started (reason), so nothing was recorded.
     start_failure: str | None = None
+    #: The endpoint cannot run this program at all (e.g. ``-drive`` on qemu-storage-daemon).
+    unsupported: str | None = None
     seconds: float = 0.0
 
     def state_before(self, position: int) -> JSONObject | None:
@@ -342,6 +345,9 @@ def record(
         prepare_workdir(program, workdir)
         try:
             endpoint = start(workdir, launch_options(program, workdir))
+        except EndpointUnsupported as error:
+            history.unsupported = str(error)
+            return history
         except EndpointError as error:
             history.start_failure = str(error)
             return history

@@ -226,6 +226,9 @@ def judge(  # noqa: PLR0917 - the inputs of a verdict, all required
     )
     verdicts: dict[str, Verdict] = {}
     for name, function in selected.items():
+        if history.unsupported is not None:
+            verdicts[name] = Verdict(name, "n/a", reason=f"not applicable: {history.unsupported}")
+            continue
         if history.start_failure is not None and name != "liveness":
             verdicts[name] = Verdict(name, "n/a", reason="the endpoint did not start")
             continue

@@ -57,3 +57,27 @@ def test_generated_sequences_on_real_qemu_only_known_deviations(
     problems = [f.explain() for v in generated.verdicts.values() for f in v.unexpected]
     assert result.exit_code == 0, "\n".join(problems)
     assert generated.examples >= 25
+
+
+def test_qemu_storage_daemon_judged_with_capabilities_not_applicable(report_dir: Path) -> None:
+    from conformance.endpoints import DEFAULT_QSD_BINARY, qemu_binary_available  # noqa: PLC0415
+
+    if not qemu_binary_available(DEFAULT_QSD_BINARY):
+        pytest.skip(f"qemu-storage-daemon not found: {DEFAULT_QSD_BINARY}")
+
+    result = run_conformance(
+        "qsd", scenarios=["transactions/*", "blockdev/query_block_drive_shape"], workers=2
+    )
+
+    assert result.exit_code == 0
+    reasons = {v.reason for r in result.results for v in r.verdicts.values() if v.outcome == "n/a"}
+    assert any("human-monitor-command" in reason for reason in reasons)
+    assert any("no -drive option" in reason for reason in reasons)
+
+
+def test_reference_socket_target_holds(report_dir: Path) -> None:
+    result = run_conformance("reference-socket", scenarios=["transactions/full_*"])
+
+    assert result.exit_code == 0
+    assert result.targets[0].kind == "reference-socket"
+    assert {v.outcome for r in result.results for v in r.verdicts.values()} <= {"pass", "n/a"}
