@@ -111,6 +111,9 @@ _BUILTIN: dict[str, JSONSchema] = {
     "number": {"type": "number"},
     "int": {"type": "integer", "minimum": INT_MIN, "maximum": INT_MAX},
     "value": {},
+    # JSONType also names these two; no QEMU builtin uses them today, but any reply may.
+    "object": {"type": "object"},
+    "array": {"type": "array"},
 }
 #: introspection ``json-type`` → the JSON kind our QAPI model calls it (``Type.json_kind``).
 _KIND = {
@@ -120,6 +123,8 @@ _KIND = {
     "number": "number",
     "int": "int",
     "value": "value",
+    "object": "object",
+    "array": "array",
 }
 
 #: introspection ``meta-type`` of a non-builtin → its JSON kind.

@@ -101,7 +101,10 @@ class RecordingEndpoint(Endpoint):
 
     def __getattr__(self, name: str) -> Any:
         # Only reached for attributes this class does not have.
-        return getattr(self.__dict__["inner"], name)
+        inner = self.__dict__.get("inner")
+        if inner is None:
+            raise AttributeError(name)
+        return getattr(inner, name)
 
 
 def recording_factory(start: EndpointFactory, recording: Recording) -> EndpointFactory:

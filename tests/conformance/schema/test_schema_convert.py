@@ -310,6 +310,20 @@ def test_builtins_map_by_json_type() -> None:
     }
 
 
+def test_object_and_array_json_types_of_builtins() -> None:
+    info = [
+        _command("1"),
+        {"name": "1", "meta-type": "object", "members": [{"name": "o", "type": "obj"}]},
+        {"name": "obj", "meta-type": "builtin", "json-type": "object"},
+        {"name": "0", "meta-type": "object", "members": []},
+    ]
+    schema = convert(info)["commands"]["cmd"]["arguments"]
+    assert schema["properties"]["o"] == {"type": "object"}
+    info[2] = {"name": "obj", "meta-type": "builtin", "json-type": "tuple"}
+    with pytest.raises(ConversionError):
+        convert(info)
+
+
 def test_events_and_returns() -> None:
     info = [
         _command("0", "[1]"),
