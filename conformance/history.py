@@ -34,6 +34,7 @@ from conformance.endpoints import (
     EndpointHung,
     EndpointUnsupported,
     JSONObject,
+    SocketEndpoint,
 )
 from conformance.observe import Normalizer, observe
 from conformance.scenario import (
@@ -325,6 +326,45 @@ class Recorder:
         return op
 
 
+def _names_created(value: Any) -> set[str]:
+    """Every ``node-name``/``snapshot-node-name`` a program's arguments would create."""
+    found: set[str] = set()
+    if isinstance(value, dict):
+        for key, item in value.items():
+            if key in ("node-name", "snapshot-node-name") and isinstance(item, str):
+                found.add(item)
+            found |= _names_created(item)
+    elif isinstance(value, list):
+        for item in value:
+            found |= _names_created(item)
+    return found
+
+
+def _guard_foreign(program: Scenario, history: History) -> str | None:
+    """On an endpoint someone else runs: refuse a program whose node names are taken there."""
+    created: set[str] = set()
+    for step in program.steps:
+        if step.kind == "execute":
+            created |= _names_created(step.arguments)
+    taken = sorted(created & set((history.initial_state or {}).get("nodes") or {}))
+    if taken:
+        return f"node names {taken} already exist on the attached endpoint"
+    return None
+
+
+def _remove_created(endpoint: Endpoint, initial: JSONObject | None) -> None:
+    """Delete the nodes the program created on an attached endpoint (parents first)."""
+    before = set((initial or {}).get("nodes") or {})
+    for _ in range(8):
+        reply = endpoint.execute("query-named-block-nodes", {"flat": True})
+        names = [str(n.get("node-name")) for n in reply.get("return", [])]
+        ours = [n for n in names if n not in before and not n.startswith("#")]
+        if not ours:
+            return
+        for name in reversed(ours):
+            endpoint.execute("blockdev-del", {"node-name": name})
+
+
 def record(
     program: Scenario,
     start: EndpointFactory,
@@ -355,12 +395,22 @@ def record(
             history.version = version or endpoint.version_label
             recorder = Recorder(endpoint, history, Normalizer(workdir))
             recorder.start()
+            foreign = isinstance(endpoint, SocketEndpoint)
+            if foreign:
+                history.unsupported = _guard_foreign(program, history)
+                if history.unsupported is not None:
+                    return history
             for step in program.steps:
                 if not step.applies_to(history.version):
                     continue
                 if not recorder.alive and not (recorder.quit and step.kind == "run"):
                     break
+                if foreign and step.kind == "execute" and step.body == "quit":
+                    continue  # never stop an endpoint somebody else runs
                 recorder.step(step)
+            if foreign and recorder.alive:
+                with contextlib.suppress(EndpointError):
+                    _remove_created(endpoint, history.initial_state)
         return history
     finally:
         history.seconds = time.monotonic() - started

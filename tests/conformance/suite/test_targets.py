@@ -81,3 +81,33 @@ def test_reference_socket_target_holds(report_dir: Path) -> None:
     assert result.exit_code == 0
     assert result.targets[0].kind == "reference-socket"
     assert {v.outcome for r in result.results for v in r.verdicts.values()} <= {"pass", "n/a"}
+
+
+def test_attached_unix_socket_suite_removes_what_it_created(tmp_path: Path) -> None:
+    import subprocess  # noqa: PLC0415
+    import time  # noqa: PLC0415
+
+    from qemu.qmp.legacy import QEMUMonitorProtocol  # noqa: PLC0415
+
+    binary = "qemu-system-x86_64"
+    require_qemu("10.0")
+    sock = tmp_path / "qmp.sock"
+    argv = [binary, "-M", "none", "-nodefaults", "-display", "none"]
+    process = subprocess.Popen([*argv, "-qmp", f"unix:{sock},server=on,wait=off"])
+    try:
+        deadline = time.monotonic() + 10
+        while not sock.exists() and time.monotonic() < deadline:
+            time.sleep(0.02)
+
+        result = run_conformance(f"unix:{sock}", scenarios=["transactions/full_*"])
+
+        client = QEMUMonitorProtocol(str(sock))
+        client.connect()
+        left = client.cmd("query-named-block-nodes")
+        client.close()
+        assert result.exit_code == 0
+        assert result.targets[0].kind == "socket"
+        assert left == []
+    finally:
+        process.terminate()
+        process.wait()
