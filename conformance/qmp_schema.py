@@ -130,7 +130,10 @@ class DerivedSchema:
     def from_introspection(
         cls, items: Sequence[Mapping[str, Any]], version: str = ""
     ) -> DerivedSchema:
-        """Derive from a ``query-qmp-schema`` return value."""
+        """Derive from a ``query-qmp-schema`` return value (helper A's converter if present)."""
+        convert = _converter()
+        if convert is not None:
+            return cls(dict(convert(list(items))), version)
         return cls(_compact_convert(items), version)
 
     @classmethod

@@ -553,7 +553,18 @@ def _action_compiler(info: Any) -> Any:
         whole = compiler.compile(arguments)
     except Exception:  # an incompatible compiler version: fall back to the hand-made shapes
         return None
-    return whole.filter(lambda a: bool(a.get("actions"))).map(lambda a: a["actions"][0])
+    return whole.filter(lambda a: bool(a.get("actions"))).map(lambda a: _confined(a["actions"][0]))
+
+
+def _confined(action: JSONObject) -> JSONObject:
+    """Keep files an action creates inside the example's directory (relative paths would land
+    in the current directory of an in-process endpoint)."""
+    data = action.get("data")
+    if isinstance(data, dict):
+        member = qemu_rules.FILE_CREATING.get(str(action.get("type")))
+        if member is not None and member in data:
+            data[member] = "{dir}/generated.qcow2"
+    return action
 
 
 def generate(
