@@ -38,6 +38,7 @@ from typing import Any, ClassVar
 import hypothesis
 from hypothesis import HealthCheck, Phase, settings
 from hypothesis import strategies as st
+from hypothesis.errors import HypothesisException
 from hypothesis.stateful import RuleBasedStateMachine, initialize, rule, run_state_machine_as_test
 
 from conformance import rules as qemu_rules
@@ -212,12 +213,19 @@ class _Run:
         return self.recorder.alive
 
     def state(self) -> JSONObject:
-        """The target's latest observed state."""
-        ops = self.history.operations
-        latest = ops[-1].state if ops else self.history.initial_state
-        return latest or {}
+        """The state names are steered by: the model's (deterministic, so hypothesis replays an
+        example exactly even where the target's timing varies), else the target's."""
+        history = self.model_history or self.history
+        for op in reversed(history.operations):
+            if op.state is not None:
+                return op.state
+        return history.initial_state or {}
 
     def run(self, step: Step, *, judge: bool = True) -> None:
+        """Run one step on the target and the model (nothing once the target is gone: rules
+        still draw their data first, so every example draws the same way on replay)."""
+        if not self.alive:
+            return
         step = Step(len(self.steps), step.kind, step.body, step.arguments)
         self.steps.append(step)
         program = _program(self.steps, "sequence")
@@ -435,8 +443,6 @@ class ConformanceMachine(RuleBasedStateMachine):
     @rule(data=st.data())
     def write(self, data: st.DataObject) -> None:
         run = self._live()
-        if not run.alive:
-            return
         node = data.draw(st.sampled_from(NODES))
         offset = data.draw(st.integers(0, 63)) * 65536 + data.draw(st.sampled_from((0, 512, 4096)))
         length = data.draw(st.sampled_from((512, 4096, 65536, 131072)))
@@ -445,16 +451,12 @@ class ConformanceMachine(RuleBasedStateMachine):
     @rule(data=st.data())
     def add_bitmap(self, data: st.DataObject) -> None:
         run = self._live()
-        if not run.alive:
-            return
         args = data.draw(action_data("block-dirty-bitmap-add", run.state(), self.serial))
         run.run(Step(0, "execute", "block-dirty-bitmap-add", args))
 
     @rule(data=st.data())
     def bitmap_command(self, data: st.DataObject) -> None:
         run = self._live()
-        if not run.alive:
-            return
         kind = data.draw(
             st.sampled_from(
                 (
@@ -472,8 +474,6 @@ class ConformanceMachine(RuleBasedStateMachine):
     @rule(data=st.data())
     def transaction(self, data: st.DataObject) -> None:
         run = self._live()
-        if not run.alive:
-            return
         count = data.draw(st.integers(1, 4))
         actions: list[JSONObject] = []
         for _ in range(count):
@@ -498,8 +498,6 @@ class ConformanceMachine(RuleBasedStateMachine):
     def bitmap_transaction(self, data: st.DataObject) -> None:
         """Transactions of bitmap actions only (what every endpoint implements), deeper."""
         run = self._live()
-        if not run.alive:
-            return
         kinds = [k for k in _WEIGHTED if k.startswith("block-dirty-bitmap-")]
         actions: list[JSONObject] = []
         for _ in range(data.draw(st.integers(1, 4))):
@@ -609,11 +607,16 @@ def generate(
         print_blob=False,
     )
     error: str | None = None
+    trouble: str | None = None
     try:
         make_templates(templates)
         run_state_machine_as_test(machine, settings=config)
     except AssertionError as failure:
         error = str(failure)
+    except HypothesisException as failure:
+        # e.g. an endpoint whose replies vary between replays of one example: reported, and
+        # the examples that ran before still count.
+        trouble = f"generation stopped: {type(failure).__name__}: {str(failure)[:300]}"
     finally:
         shutil.rmtree(templates, ignore_errors=True)
     verdicts: dict[str, Verdict] = {}
@@ -626,6 +629,8 @@ def generate(
     for name in selected:
         found = findings_by_check.get(name, []) + shared.expected.get(name, [])[:20]
         reason = "; ".join(sorted(shared.reasons.get(name, set())))[:400]
+        if trouble is not None:
+            reason = f"{trouble}; {reason}" if reason else trouble
         judged = verdict(
             name,
             found,
