@@ -51,7 +51,7 @@ from conformance.scenario import (
 #: Job statuses in which a job still moves on its own.
 MOVING_JOB_STATUSES = frozenset({"created", "running", "waiting", "aborting"})
 #: Seconds :func:`record` waits for jobs to stop moving after a step.
-JOB_SETTLE_TIMEOUT = 10.0
+JOB_SETTLE_TIMEOUT = 5.0
 
 
 @dataclass

@@ -556,12 +556,14 @@ def _action_compiler(info: Any) -> Any:
 
 def _confined(action: JSONObject) -> JSONObject:
     """Keep files an action creates inside the example's directory (relative paths would land
-    in the current directory of an in-process endpoint)."""
+    in the current directory of an in-process endpoint); no rate-limited jobs."""
     data = action.get("data")
     if isinstance(data, dict):
         member = qemu_rules.FILE_CREATING.get(str(action.get("type")))
         if member is not None and member in data:
             data[member] = "{dir}/generated.qcow2"
+        # A rate limit would keep a job running past the recorder's settle time.
+        data.pop("speed", None)
     return action
 
 

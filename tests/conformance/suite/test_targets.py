@@ -111,3 +111,23 @@ def test_attached_unix_socket_suite_removes_what_it_created(tmp_path: Path) -> N
     finally:
         process.terminate()
         process.wait()
+
+
+def test_known_crash_reproducer_replays_as_expected_on_qemu(
+    report_dir: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from conformance.cli import main  # noqa: PLC0415
+
+    target = require_qemu("7.2")
+    run_conformance(
+        target, scenarios=["bitmaps/merge_empty_bitmaps_crashes_qemu"], report_dir=report_dir
+    )
+    reproducer = next((report_dir / "reproducers").glob("*liveness.jsonl"))
+    capsys.readouterr()
+
+    code = main(["replay", str(reproducer), "--target", target])
+
+    out = capsys.readouterr().out
+    assert code == 0
+    assert '"crashed": "SIGSEGV"' in out
+    assert "reproduced as expected: known deviation merge-empty-bitmaps-crashes" in out
