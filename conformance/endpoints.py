@@ -34,6 +34,7 @@ import signal
 import socket
 import subprocess
 import tempfile
+import threading
 import time
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Mapping, Sequence
@@ -290,13 +291,28 @@ class _ProcessEndpoint(Endpoint):
 
     def _connect(self) -> None:
         # The socket file appears at bind(), a moment before listen(): retry refusals briefly.
+        # A process that accepts but never greets would block the client forever: a watchdog
+        # kills it at the deadline, and the start is reported as hung.
         deadline = time.monotonic() + START_TIMEOUT
+        watchdog = threading.Timer(START_TIMEOUT + 5.0, self._kill)
+        watchdog.daemon = True
+        watchdog.start()
+        try:
+            self._connect_until(deadline)
+        finally:
+            watchdog.cancel()
+
+    def _connect_until(self, deadline: float) -> None:
         while True:
             try:
                 self._conn.connect()
                 return
             except Exception:
                 assert self._process is not None
+                if self._process.poll() is not None and time.monotonic() > deadline:
+                    raise EndpointHung(
+                        "startup (no QMP greeting)", START_TIMEOUT, self.stderr
+                    ) from None
                 if self._process.poll() is not None:
                     raise EndpointCrashed(
                         self._process.returncode, self.stderr, "startup"
