@@ -640,7 +640,7 @@ def generate(
             reason or "nothing generated applied",
         )
         if judged.reason == "" and reason and judged.status != "n/a":
-            judged.reason = reason
+            judged.reason = f"not applicable in some examples: {reason}"
         verdicts[name] = judged
     result = ProgramResult(
         info.target.label,
