@@ -50,6 +50,9 @@ from conformance.observe import Normalizer
 from conformance.scenario import Scenario, SetupCommand, Step
 from conformance.state import bitmap_index
 
+#: hypothesis' runner, typed here (some hypothesis releases leave it unannotated).
+run_machine: Callable[..., None] = run_state_machine_as_test
+
 #: Rules per example (hypothesis' ``stateful_step_count``).
 STEPS = 10
 #: Images every example starts with: file name -> (format, size).
@@ -612,7 +615,7 @@ def generate(
     trouble: str | None = None
     try:
         make_templates(templates)
-        run_state_machine_as_test(machine, settings=config)
+        run_machine(machine, settings=config)
     except AssertionError as failure:
         error = str(failure)
     except HypothesisException as failure:
