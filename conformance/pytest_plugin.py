@@ -1,7 +1,7 @@
 """The pytest plugin: run the conformance suite inside your own test run.
 
-Enable it with ``-p conformance.pytest_plugin`` (or through the ``pytest11`` entry point once the
-package is installed), then::
+Installing the package registers it (``pytest11`` entry point); without the package installed,
+enable it with ``-p conformance.pytest_plugin``. Then::
 
     pytest --qmp-target=qemu --qmp-target=reference:7.2 --qmp-checks=atomicity,liveness \\
            --qmp-scenarios='transactions/*' --qmp-max-examples=100 --qmp-seed=1

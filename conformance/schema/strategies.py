@@ -45,7 +45,8 @@ the choice sequence (masks and indices shrink towards fewer properties and the f
 Anything else (``pattern``, ``allOf``, ``not``, ``if``, ``minItems``, ...) is handed, with the
 root's ``$defs``, to ``hypothesis_jsonschema.from_schema`` (:attr:`Compiler.fallbacks` counts
 those; the converter's output needs none). hypothesis-jsonschema 0.23.1 (the latest) calls
-``many.more()``, which hypothesis removed in 6.156, so pyproject.toml pins hypothesis below it. Annotations (``$schema``, ``title``, ``description``, ``deprecated``,
+``many.more()``, which hypothesis removed in 6.156, so pyproject.toml pins hypothesis below it.
+Annotations (``$schema``, ``title``, ``description``, ``deprecated``,
 ``default``, ``$comment``, ``examples``) are ignored.
 
 Recursion: a ``$ref`` may be expanded while its definition occurs fewer than ``max_depth``
