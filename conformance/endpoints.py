@@ -34,6 +34,7 @@ import signal
 import socket
 import subprocess
 import tempfile
+import threading
 import time
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Iterator, Mapping, Sequence
@@ -280,13 +281,15 @@ class _ProcessEndpoint(Endpoint):
         env: Mapping[str, str] | None,
         workdir: Path | None,
         timeout: float,
+        qmp_option: Callable[[Path], Sequence[str]] | None = None,
     ) -> None:
         super().__init__(workdir)
         self._timeout = timeout
         self._sockdir = Path(tempfile.mkdtemp(prefix="qmp-sock-"))
         self.socket_path = self._sockdir / "qmp.sock"
         self._stderr_file = tempfile.TemporaryFile(mode="w+b")  # noqa: SIM115 - lives with self
-        full_argv = [*argv, "-qmp", f"unix:{self.socket_path},server=on,wait=off"]
+        option = qmp_option or (lambda path: ["-qmp", f"unix:{path},server=on,wait=off"])
+        full_argv = [*argv, *option(self.socket_path)]
         self.argv = full_argv
         try:
             self._process: subprocess.Popen[bytes] | None = subprocess.Popen(
@@ -349,13 +352,28 @@ class _ProcessEndpoint(Endpoint):
 
     def _connect(self) -> None:
         # The socket file appears at bind(), a moment before listen(): retry refusals briefly.
+        # A process that accepts but never greets would block the client forever: a watchdog
+        # kills it at the deadline, and the start is reported as hung.
         deadline = time.monotonic() + START_TIMEOUT
+        watchdog = threading.Timer(START_TIMEOUT + 5.0, self._kill)
+        watchdog.daemon = True
+        watchdog.start()
+        try:
+            self._connect_until(deadline)
+        finally:
+            watchdog.cancel()
+
+    def _connect_until(self, deadline: float) -> None:
         while True:
             try:
                 self._conn.connect()
                 return
             except Exception:
                 assert self._process is not None
+                if self._process.poll() is not None and time.monotonic() > deadline:
+                    raise EndpointHung(
+                        "startup (no QMP greeting)", START_TIMEOUT, self.stderr
+                    ) from None
                 if self._process.poll() is not None:
                     raise EndpointCrashed(
                         self._process.returncode, self.stderr, "startup"
@@ -488,6 +506,74 @@ class QemuEndpoint(_ProcessEndpoint):
         super().__init__(args, env, workdir, timeout)
 
 
+#: qemu-storage-daemon as installed with QEMU 10.0 (Debian's qemu-system-common).
+DEFAULT_QSD_BINARY = "qemu-storage-daemon"
+
+
+class QsdEndpoint(_ProcessEndpoint):
+    """``qemu-storage-daemon``: QMP through ``--chardev socket`` + ``--monitor``.
+
+    It has ``--blockdev`` but no ``-drive`` and no ``human-monitor-command`` (so no guest
+    writes through qemu-io): scenarios that need either are reported as not applicable.
+    """
+
+    def __init__(
+        self,
+        binary: str | None = None,
+        *,
+        workdir: Path | None = None,
+        launch: LaunchOptions | None = None,
+        timeout: float = COMMAND_TIMEOUT,
+    ) -> None:
+        binary = binary or os.environ.get("QSD_BINARY", DEFAULT_QSD_BINARY)
+        if not qemu_binary_available(binary):
+            raise EndpointUnavailable(f"qemu-storage-daemon not found: {binary}")
+        launch = launch or LaunchOptions()
+        if launch.drives:
+            raise EndpointUnsupported("qemu-storage-daemon has no -drive option")
+        args: list[str] = [binary]
+        for blockdev in launch.blockdevs:
+            args += ["--blockdev", json.dumps(blockdev)]
+        self.binary = binary
+
+        def monitor(path: Path) -> list[str]:
+            return [
+                "--chardev",
+                f"socket,id=qmp0,path={path},server=on,wait=off",
+                "--monitor",
+                "chardev=qmp0",
+            ]
+
+        super().__init__(args, None, workdir, timeout, monitor)
+
+
+class XemuEndpoint(_ProcessEndpoint):
+    """xemu (the original Xbox emulator, a QEMU fork) launched headless with ``-qmp``.
+
+    Documented for users who have it; this machine has no xemu, so it is not tested here. xemu
+    takes QEMU's ``-qmp``/``-drive``/``-blockdev`` options; ``-display none`` keeps it headless.
+    """
+
+    def __init__(
+        self,
+        binary: str,
+        *,
+        workdir: Path | None = None,
+        launch: LaunchOptions | None = None,
+        timeout: float = COMMAND_TIMEOUT,
+    ) -> None:
+        if not qemu_binary_available(binary):
+            raise EndpointUnavailable(f"xemu binary not found: {binary}")
+        args: list[str] = [binary, "-display", "none"]
+        launch = launch or LaunchOptions()
+        for drive in launch.drives:
+            args += ["-drive", _drive_option_string(drive)]
+        for blockdev in launch.blockdevs:
+            args += ["-blockdev", json.dumps(blockdev)]
+        self.binary = binary
+        super().__init__(args, None, workdir, timeout)
+
+
 class ReferenceSocketEndpoint(_ProcessEndpoint):
     """The reference's QMP server, ``qmp-reference --emulate V``, launched like QEMU."""
 
@@ -586,10 +672,14 @@ class ReferenceEndpoint(Endpoint):
         *,
         workdir: Path | None = None,
         launch: LaunchOptions | None = None,
+        variant: Any = None,
     ) -> None:
         machine_class = load_reference_machine()
         super().__init__(workdir)
-        self._machine: Any = machine_class(version)
+        # ``variant``: a test-only engine variant (reference.testing.mutations); None in use.
+        self._machine: Any = (
+            machine_class(version) if variant is None else machine_class(version, variant=variant)
+        )
         self._version = _version_from_greeting(self._machine.greeting())
         launch = launch or LaunchOptions()
         try:
@@ -675,10 +765,13 @@ class Target:
     start: EndpointFactory = field(compare=False)
     #: The emulated/declared version, when known without starting the endpoint.
     version: str | None = None
+    #: What it is: ``reference``, ``reference-socket``, ``qemu``, ``qsd``, ``xemu``, ``socket``.
+    kind: str = "socket"
 
 
 def parse_target(text: str) -> Target:
-    """Parse ``reference[:V]``, ``reference-socket[:V]``, ``qemu[:PATH]``, ``unix:..``, ``tcp:..``.
+    """Parse ``reference[:V]``, ``reference-socket[:V]``, ``qemu[:PATH]``, ``qsd[:PATH]``,
+    ``xemu:PATH``, ``unix:..``, ``tcp:..``.
 
     ``qemu:7.2`` and ``qemu:10.0`` pick the binaries of :func:`qemu_binaries`.
     """
@@ -689,6 +782,7 @@ def parse_target(text: str) -> Target:
             text,
             lambda workdir, launch: ReferenceEndpoint(version, workdir=workdir, launch=launch),
             version,
+            "reference",
         )
     if kind == "reference-socket":
         version = rest or "10.0"
@@ -698,6 +792,7 @@ def parse_target(text: str) -> Target:
                 version, workdir=workdir, launch=launch
             ),
             version,
+            "reference-socket",
         )
     if kind == "qemu":
         binaries = qemu_binaries()
@@ -707,16 +802,64 @@ def parse_target(text: str) -> Target:
             text,
             lambda workdir, launch: QemuEndpoint(binary, workdir=workdir, launch=launch),
             declared,
+            "qemu",
+        )
+    if kind == "qsd":
+        qsd = rest or None
+        return Target(
+            text,
+            lambda workdir, launch: QsdEndpoint(qsd, workdir=workdir, launch=launch),
+            None,
+            "qsd",
+        )
+    if kind == "xemu":
+        if not rest:
+            raise ValueError("xemu needs its binary: xemu:PATH")
+        return Target(
+            text,
+            lambda workdir, launch: XemuEndpoint(rest, workdir=workdir, launch=launch),
+            None,
+            "xemu",
+        )
+    if kind == "mutant":
+        # The in-process reference with a deliberately broken engine (reference.testing):
+        # ``mutant:NAME[@VERSION]``, to see what the suite reports about a wrong engine.
+        name, _, version = rest.partition("@")
+        version = version or "10.0"
+        mutation = _mutation(name)
+        return Target(
+            text,
+            lambda workdir, launch: ReferenceEndpoint(
+                version, workdir=workdir, launch=launch, variant=mutation
+            ),
+            version,
+            "reference",
         )
     if kind in ("unix", "tcp"):
         parse_socket_address(text)  # validate early
         return Target(
-            text, lambda workdir, launch: SocketEndpoint(text, workdir=workdir, launch=launch)
+            text,
+            lambda workdir, launch: SocketEndpoint(text, workdir=workdir, launch=launch),
+            None,
+            "socket",
         )
     raise ValueError(
         f"unknown endpoint {text!r}: expected reference[:V], reference-socket[:V], "
-        "qemu[:PATH|:VERSION], unix:PATH or tcp:HOST:PORT"
+        "qemu[:PATH|:VERSION], qsd[:PATH], xemu:PATH, unix:PATH, tcp:HOST:PORT or "
+        "mutant:NAME[@V]"
     )
+
+
+def _mutation(name: str) -> Any:
+    """A broken-engine variant of the reference by name; ValueError lists the names."""
+    try:
+        module = importlib.import_module("reference.testing.mutations")
+    except Exception as error:
+        raise ValueError(f"reference mutations not importable: {error!r}") from error
+    try:
+        return module.by_name(name)
+    except KeyError as error:
+        raise ValueError(str(error.args[0])) from None
 
 
 def free_tcp_port() -> int:

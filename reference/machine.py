@@ -18,7 +18,8 @@ from __future__ import annotations
 
 import time
 import traceback
-from typing import Any
+from contextlib import AbstractContextManager
+from typing import Any, Protocol
 
 from reference import jobs
 from reference.block import BlockLayer
@@ -30,10 +31,28 @@ from reference.qapi import QAPIError, UnknownCommand, load_schema
 load_all()
 
 
+class EngineVariant(Protocol):
+    """Test-only: a deliberately wrong engine (``reference.testing.mutations``).
+
+    ``applied()`` changes the engine for the duration of one command; the conformance suite's
+    broken-engine tests use it to prove that their checks catch each kind of mistake.
+    """
+
+    def applied(self) -> AbstractContextManager[None]:
+        """The context in which the engine is wrong."""
+        ...
+
+
 class Machine:
     """One emulated QEMU: its block layer, its events, its command dispatch."""
 
-    def __init__(self, version: str = "10.0", *, echo_qemu_io: bool = False) -> None:
+    def __init__(
+        self,
+        version: str = "10.0",
+        *,
+        echo_qemu_io: bool = False,
+        variant: EngineVariant | None = None,
+    ) -> None:
         self.profile: VersionProfile = profile(version)
         self.version = version
         self.layer = BlockLayer(self.profile)
@@ -44,6 +63,8 @@ class Machine:
         self._events: list[dict[str, Any]] = []
         self._closed = False
         self._schema = load_schema(version=version)
+        #: Test-only hook (None in every real use): see :class:`EngineVariant`.
+        self._variant = variant
 
     # ---- the QMP face ------------------------------------------------------------------------
 
@@ -56,8 +77,17 @@ class Machine:
 
         Afterwards the work jobs have due *now* runs (``advance(0)``): QEMU's running jobs
         issue their requests before the next command is read, so a started speed-0 job has
-        finished and a rate-limited one has copied its first request.
+        finished and a rate-limited one has copied its first request. A test-only engine
+        variant (``variant=``) applies to both.
         """
+        if self._variant is not None:
+            with self._variant.applied():
+                return self._execute_and_run_jobs(command, arguments)
+        return self._execute_and_run_jobs(command, arguments)
+
+    def _execute_and_run_jobs(
+        self, command: str, arguments: dict[str, Any] | None
+    ) -> dict[str, Any]:
         reply = self._execute(command, arguments)
         if self.layer.graph.jobs():
             self.advance(0)
@@ -127,6 +157,10 @@ class Machine:
         In process nothing moves unless told; the QMP server calls this from a timer in real
         time, the conformance runner's ``wait`` step until the jobs reach the awaited state.
         """
+        if self._variant is not None:
+            with self._variant.applied():
+                self.emit_all(jobs.qmp_events(self.layer.graph.advance(ns)))
+            return
         self.emit_all(jobs.qmp_events(self.layer.graph.advance(ns)))
 
     # ---- command line --------------------------------------------------------------------------

@@ -1,10 +1,12 @@
-"""Machine-level commands: capabilities, version, the command list, quit."""
+"""Machine-level commands: capabilities, version, the command list, the schema, quit."""
 
 from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
 from reference.commands import COMMANDS, command
+from reference.qapi import load_schema
+from reference.qapi.introspect import introspect
 
 if TYPE_CHECKING:
     from reference.machine import Machine
@@ -26,6 +28,12 @@ def query_version(machine: Machine, args: dict[str, Any]) -> dict[str, Any]:
 def query_commands(machine: Machine, args: dict[str, Any]) -> list[dict[str, str]]:
     """Every command this endpoint answers."""
     return [{"name": name} for name in sorted(COMMANDS)]
+
+
+@command("query-qmp-schema")
+def query_qmp_schema(machine: Machine, args: dict[str, Any]) -> list[dict[str, Any]]:
+    """``SchemaInfo`` of every command, event and type of the emulated version, as QEMU's."""
+    return introspect(load_schema(version=machine.version))
 
 
 @command("quit")

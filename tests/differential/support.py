@@ -5,17 +5,21 @@ Each ``test_<area>.py`` states, for every scenario of its areas and every versio
 * QEMU meets the scenario's ``expect`` entries (documents QEMU's behaviour);
 * QEMU is stable: a second run gives the identical normalized transcript (proves the
   normalization removes everything accidental);
-* the reference, emulating the same version, gives the same transcript as QEMU.
+* the reference, emulating the same version, gives the same transcript as QEMU;
+* every message of those runs conforms to the endpoint's schema derived from its introspection
+  (``conformance.schema``): arguments and returns of successful commands, and events.
 """
 
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass, field
 
 import pytest
 
 from conformance.endpoints import (
     EndpointUnavailable,
+    LaunchOptions,
     Target,
     parse_target,
     qemu_binaries,
@@ -30,6 +34,13 @@ from conformance.scenario import (
     describe,
     load_scenarios,
     run_scenario,
+)
+from conformance.schema.messages import (
+    Recording,
+    SchemaChecker,
+    derived_schema,
+    recorded_introspection,
+    recording_factory,
 )
 
 
@@ -63,17 +74,29 @@ class TranscriptCache:
     """Transcripts by (endpoint label, scenario id), so each QEMU run happens once per session."""
 
     runs: dict[tuple[str, str], Transcript] = field(default_factory=dict)
+    #: The raw messages of each cached run (for the schema checks), same keys as ``runs``.
+    recordings: dict[tuple[str, str], Recording] = field(default_factory=dict)
 
     def get(self, target: Target, scenario: Scenario, version: str) -> Transcript:
         key = (target.label, scenario.id)
         if key not in self.runs:
-            self.runs[key] = self.fresh(target, scenario, version)
+            recording = Recording()
+            self.runs[key] = self.fresh(target, scenario, version, recording)
+            self.recordings[key] = recording
         return self.runs[key]
 
+    def recording(self, target: Target, scenario: Scenario, version: str) -> Recording:
+        """What the cached run of ``scenario`` on ``target`` sent and received."""
+        self.get(target, scenario, version)
+        return self.recordings[(target.label, scenario.id)]
+
     @staticmethod
-    def fresh(target: Target, scenario: Scenario, version: str) -> Transcript:
+    def fresh(
+        target: Target, scenario: Scenario, version: str, recording: Recording | None = None
+    ) -> Transcript:
+        start = target.start if recording is None else recording_factory(target.start, recording)
         try:
-            return run_scenario(scenario, target.start, label=target.label, version=version)
+            return run_scenario(scenario, start, label=target.label, version=version)
         except EndpointUnavailable as error:
             pytest.skip(str(error))
 
@@ -109,3 +132,39 @@ def assert_reference_matches_qemu(
     problems = check_expectations(scenario, candidate, qemu=False)
     problems += compare_transcripts(scenario, candidate, oracle)
     assert not problems, "\n".join(problems) + "\n" + describe(scenario, [candidate, oracle])
+
+
+@functools.cache
+def qemu_schema_checker(version: str) -> SchemaChecker:
+    """Checks against real QEMU's recorded introspection (with our QAPI's integer bounds)."""
+    return SchemaChecker(derived_schema(recorded_introspection(version), version))
+
+
+@functools.cache
+def reference_schema_checker(version: str) -> SchemaChecker:
+    """Checks against the reference's live ``query-qmp-schema`` reply."""
+    with reference_target(version).start(None, LaunchOptions()) as endpoint:
+        reply = endpoint.execute("query-qmp-schema")
+    return SchemaChecker(derived_schema(reply["return"], version))
+
+
+def assert_qemu_messages_match_schema(
+    scenario: Scenario, version: str, transcripts: TranscriptCache
+) -> None:
+    recording = transcripts.recording(qemu_target(version), scenario, version)
+    problems = qemu_schema_checker(version).problems(recording)
+    assert not problems, "\n".join(problems)
+
+
+def assert_reference_messages_match_schema(
+    scenario: Scenario, version: str, transcripts: TranscriptCache
+) -> None:
+    reference = reference_target(version)
+    from reference import FEATURES  # noqa: PLC0415 - importable only once reference_target passed
+
+    missing = sorted(scenario.requires - FEATURES)
+    if missing:
+        pytest.skip(f"reference does not implement {', '.join(missing)} yet")
+    recording = transcripts.recording(reference, scenario, version)
+    problems = reference_schema_checker(version).problems(recording)
+    assert not problems, "\n".join(problems)

@@ -1,0 +1,67 @@
+"""Speed of the conformance suite (issue 4), a benchmark, not a timed test.
+
+    python benches/bench_suite.py [--workers 2] [--examples 200] [--skip-qemu]
+
+1. The curated scenarios with every check, ``--workers N``, against the in-process reference,
+   the reference over its QMP socket (``qmp-reference``) and real QEMU 10.0. Each scenario is
+   also recorded on the in-process model (the differential oracle), as in every real run.
+2. Generated transaction sequences against the in-process reference: examples/s, transactions/s
+   and steps/s (each step also runs on the model and is judged by every check).
+"""
+
+from __future__ import annotations
+
+import argparse
+import time
+
+from conformance.endpoints import parse_target, qemu_binaries, qemu_binary_available
+from conformance.runner import RunOptions, run
+
+
+def curated(label: str, workers: int) -> None:
+    """Run every curated scenario on one target and print the rate."""
+    started = time.monotonic()
+    result = run([parse_target(label)], RunOptions(workers=workers))
+    seconds = time.monotonic() - started
+    programs = len(result.results)
+    print(
+        f"curated  {label:<18} workers={workers}  {programs:4d} scenarios  {seconds:7.2f} s  "
+        f"{programs / seconds:7.1f} scenarios/s  exit {result.exit_code}"
+    )
+
+
+def generated(examples: int, seed: int) -> None:
+    """Generated sequences on the in-process reference."""
+    started = time.monotonic()
+    result = run(
+        [parse_target("reference")],
+        RunOptions(generated_only=True, max_examples=examples, seed=seed),
+    )
+    seconds = time.monotonic() - started
+    program = result.results[-1]
+    words = program.description.split()
+    transactions, steps = int(words[3]), int(words[5])
+    print(
+        f"generated reference  {program.examples} examples, {transactions} transactions, "
+        f"{steps} steps in {seconds:.2f} s: {program.examples / seconds:.1f} examples/s, "
+        f"{transactions / seconds:.1f} transactions/s, {steps / seconds:.1f} steps/s "
+        f"(exit {result.exit_code})"
+    )
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--workers", type=int, default=2)
+    parser.add_argument("--examples", type=int, default=200)
+    parser.add_argument("--seed", type=int, default=1)
+    parser.add_argument("--skip-qemu", action="store_true")
+    args = parser.parse_args()
+    curated("reference", args.workers)
+    curated("reference-socket", args.workers)
+    if not args.skip_qemu and qemu_binary_available(qemu_binaries()["10.0"]):
+        curated("qemu", args.workers)
+    generated(args.examples, args.seed)
+
+
+if __name__ == "__main__":
+    main()

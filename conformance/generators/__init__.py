@@ -1,0 +1,1 @@
+"""Generated transaction sequences (:mod:`conformance.generators.stateful`)."""

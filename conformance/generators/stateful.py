@@ -1,0 +1,666 @@
+"""Generated transaction sequences: a hypothesis ``RuleBasedStateMachine``, run in lockstep on
+the target and on the reference model, judged after every step by the selected checks.
+
+One example = a fresh endpoint in a fresh directory with three images (``disk0``/``disk1``
+qcow2, ``raw0`` raw) and an unused qcow2 overlay node ``ov0``, then up to ``STEPS`` rules:
+
+* ``write``: guest writes through ``human-monitor-command`` ``qemu-io``;
+* ``add_bitmap``: a standalone ``block-dirty-bitmap-add``;
+* ``transaction``: 1-4 actions of all twelve kinds, valid and invalid mixed, with
+  ``completion-mode`` sometimes ``grouped``;
+* ``bitmap_command``: a standalone clear/enable/disable/remove/merge.
+
+Argument shapes follow the QAPI types of each action (the endpoint's derived schema validates
+every reply); names are *steered*: most draws pick names that exist (nodes, the bitmaps the
+target currently shows, snapshot names, job ids), some pick names that do not (``nope``), so
+most transactions reach deep into prepare and some fail early. When helper A's strategy
+compiler (``conformance.schema.strategies``) is importable, one action in eight is drawn from the
+endpoint's full derived ``transaction`` schema instead (steered the same way): shapes no one
+thought of, mostly refused by QAPI validation.
+
+A step whose findings no known deviation explains fails the example; hypothesis then shrinks it
+to a minimal sequence, which is saved as a reproducer. Seeds (``--seed``) make runs repeat
+exactly (no example database is used).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import shutil
+import subprocess
+import tempfile
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, ClassVar
+
+import hypothesis
+from hypothesis import HealthCheck, Phase, settings
+from hypothesis import strategies as st
+from hypothesis.errors import HypothesisException
+from hypothesis.stateful import RuleBasedStateMachine, initialize, rule, run_state_machine_as_test
+
+from conformance import rules as qemu_rules
+from conformance.checks.base import CheckFunction, Finding, Verdict, verdict
+from conformance.deviations import Deviation
+from conformance.endpoints import EndpointError, JSONObject, LaunchOptions
+from conformance.history import History, Recorder
+from conformance.observe import Normalizer
+from conformance.scenario import Scenario, SetupCommand, Step
+from conformance.state import bitmap_index
+
+#: hypothesis' runner, typed here (some hypothesis releases leave it unannotated).
+run_machine: Callable[..., None] = run_state_machine_as_test
+
+#: Rules per example (hypothesis' ``stateful_step_count``).
+STEPS = 10
+#: Images every example starts with: file name -> (format, size).
+IMAGES = {"a.qcow2": ("qcow2", "64M"), "b.qcow2": ("qcow2", "64M"), "c.raw": ("raw", "64M")}
+OVERLAY = ("ov.qcow2", "qcow2", "64M")
+NODES = ("disk0", "disk1", "raw0")
+MISSING = "nope"
+BITMAP_NAMES = ("b0", "b1", "b2", "b3")
+GRANULARITIES = (512, 4096, 65536, 1048576, 1000, 2**31)
+SYNC_MODES = ("full", "top", "bitmap", "incremental")
+BITMAP_MODES = ("on-success", "never", "always")
+
+Progress = Callable[[str, int, int], None]
+
+
+def setup_steps() -> list[Step]:
+    """The first steps of every example: the nodes on the template images."""
+    steps = []
+    blockdevs: list[JSONObject] = [
+        {
+            "driver": "qcow2",
+            "node-name": "disk0",
+            "file": {"driver": "file", "filename": "{dir}/a.qcow2"},
+        },
+        {
+            "driver": "qcow2",
+            "node-name": "disk1",
+            "file": {"driver": "file", "filename": "{dir}/b.qcow2"},
+        },
+        {
+            "driver": "raw",
+            "node-name": "raw0",
+            "file": {"driver": "file", "filename": "{dir}/c.raw"},
+        },
+        {
+            "driver": "qcow2",
+            "node-name": "ov0",
+            "file": {"driver": "file", "filename": "{dir}/ov.qcow2"},
+        },
+    ]
+    for index, blockdev in enumerate(blockdevs):
+        steps.append(Step(index, "execute", "blockdev-add", blockdev))
+    # Start with bitmaps that have bits, so the first transactions already reach deep.
+    steps.append(
+        Step(len(steps), "execute", "block-dirty-bitmap-add", {"node": "disk0", "name": "b0"})
+    )
+    steps.append(
+        Step(
+            len(steps),
+            "execute",
+            "block-dirty-bitmap-add",
+            {"node": "disk1", "name": "b1", "granularity": 4096},
+        )
+    )
+    steps.append(Step(len(steps), "io", {"node": "disk0", "cmd": "write -P 0x5a 0 128k"}))
+    steps.append(Step(len(steps), "io", {"node": "disk1", "cmd": "write -P 0x5a 1M 64k"}))
+    return steps
+
+
+def setup_commands() -> tuple[SetupCommand, ...]:
+    """The host commands that create the images (what a reproducer runs before replaying)."""
+    commands = [
+        f"qemu-img create -f {fmt} {{dir}}/{name} {size}" for name, (fmt, size) in IMAGES.items()
+    ]
+    name, fmt, size = OVERLAY
+    commands.append(f"qemu-img create -f {fmt} {{dir}}/{name} {size}")
+    return tuple(SetupCommand(c) for c in commands)
+
+
+def make_templates(directory: Path) -> None:
+    """Create the images once per run (examples copy them: much faster than qemu-img)."""
+    for command in setup_commands():
+        argv = command.run.replace("{dir}", str(directory)).split()
+        subprocess.run(argv, check=True, capture_output=True, timeout=60)
+
+
+@dataclass
+class GenerationState:
+    """Shared by every example of one generation run (the state machine class holds it)."""
+
+    info: Any
+    selected: dict[str, CheckFunction]
+    deviations: Sequence[Deviation]
+    features: frozenset[str]
+    templates: Path
+    version: str
+    compiler: Any = None
+    examples: int = 0
+    transactions: int = 0
+    steps: int = 0
+    #: Per check: examined operations, across all examples.
+    examined: dict[str, int] = field(default_factory=dict)
+    #: Per check: reasons it was n/a somewhere.
+    reasons: dict[str, set[str]] = field(default_factory=dict)
+    #: Expected findings (known deviations) seen, per check.
+    expected: dict[str, list[Finding]] = field(default_factory=dict)
+    #: The most recent failing example (hypothesis' last replay is the minimal one).
+    failure: tuple[History, History | None, list[Finding]] | None = None
+    progress: Progress | None = None
+    max_examples: int = 0
+
+
+def _program(steps: list[Step], label: str) -> Scenario:
+    return Scenario(
+        name=label,
+        area="generated",
+        path=Path("generated"),
+        description="a generated transaction sequence (hypothesis, shrunk)",
+        versions=("7.2", "10.0"),
+        setup=setup_commands(),
+        drives=(),
+        blockdevs=(),
+        steps=tuple(steps),
+    )
+
+
+class _Run:
+    """One example's endpoints and recorders (target and model in lockstep)."""
+
+    def __init__(self, shared: GenerationState) -> None:
+        from conformance.runner import model_target  # noqa: PLC0415 - avoids an import cycle
+
+        self.shared = shared
+        self.steps: list[Step] = []
+        self.dirs: list[Path] = []
+        self.endpoints: list[Any] = []
+        target_dir = self._workdir()
+        target = shared.info.target.start(target_dir, LaunchOptions())
+        self.endpoints.append(target)
+        self.history = History(_program([], "sequence"), shared.info.target.label, shared.version)
+        self.recorder = Recorder(target, self.history, Normalizer(target_dir))
+        self.model_history: History | None = None
+        self.model_recorder: Recorder | None = None
+        oracle = model_target(shared.version)
+        if oracle is not None and "differential" in shared.selected:
+            model_dir = self._workdir()
+            model = oracle.start(model_dir, LaunchOptions())
+            self.endpoints.append(model)
+            self.model_history = History(_program([], "sequence"), oracle.label, shared.version)
+            self.model_recorder = Recorder(model, self.model_history, Normalizer(model_dir))
+        self.recorder.start()
+        if self.model_recorder is not None:
+            self.model_recorder.start()
+        for step in setup_steps():
+            self.run(step, judge=False)
+
+    def _workdir(self) -> Path:
+        directory = Path(tempfile.mkdtemp(prefix="qc-gen-")).resolve()
+        for name in [*IMAGES, OVERLAY[0]]:
+            source = self.shared.templates / name
+            if name.endswith(".raw"):  # all zeros: a sparse file of the same size, not a copy
+                with (directory / name).open("wb") as raw:
+                    raw.truncate(source.stat().st_size)
+            else:
+                shutil.copy(source, directory / name)
+        self.dirs.append(directory)
+        return directory
+
+    @property
+    def alive(self) -> bool:
+        return self.recorder.alive
+
+    def state(self) -> JSONObject:
+        """The state names are steered by: the model's (deterministic, so hypothesis replays an
+        example exactly even where the target's timing varies), else the target's."""
+        history = self.model_history or self.history
+        for op in reversed(history.operations):
+            if op.state is not None:
+                return op.state
+        return history.initial_state or {}
+
+    def run(self, step: Step, *, judge: bool = True) -> None:
+        """Run one step on the target and the model (nothing once the target is gone: rules
+        still draw their data first, so every example draws the same way on replay)."""
+        if not self.alive:
+            return
+        step = Step(len(self.steps), step.kind, step.body, step.arguments)
+        self.steps.append(step)
+        program = _program(self.steps, "sequence")
+        self.history.program = program
+        self.recorder.step(step)
+        self.shared.steps += 1
+        if self.model_recorder is not None and self.model_history is not None:
+            self.model_history.program = program
+            if self.model_recorder.alive:
+                self.model_recorder.step(step)
+        if judge:
+            self.judge()
+
+    def judge(self) -> None:
+        from conformance.checks.base import CheckContext  # noqa: PLC0415
+        from conformance.deviations import mark  # noqa: PLC0415
+
+        shared = self.shared
+        info = shared.info
+        ctx = CheckContext(
+            model=self.model_history,
+            model_missing="" if self.model_history else f"no reference model for {shared.version}",
+            is_qemu=info.kind == "qemu",
+            is_reference=info.kind in ("reference", "reference-socket"),
+            schema=info.schema,
+            schema_missing=info.schema_missing,
+            model_features=shared.features,
+        )
+        unexpected: list[Finding] = []
+        for function in shared.selected.values():
+            result = function(self.history, ctx)
+            mark(
+                result.findings,
+                shared.deviations,
+                kind=info.kind,
+                version=shared.version,
+                program="generated/sequence",
+            )
+            unexpected += result.unexpected
+        if unexpected:
+            shared.failure = (self.history, self.model_history, unexpected)
+            raise AssertionError("\n".join(f.explain() for f in unexpected))
+
+    def finish(self) -> None:
+        """Account the example's verdicts (only once it ended without failure)."""
+        from conformance.checks.base import CheckContext  # noqa: PLC0415
+        from conformance.deviations import mark  # noqa: PLC0415
+
+        shared = self.shared
+        info = shared.info
+        ctx = CheckContext(
+            model=self.model_history,
+            is_qemu=info.kind == "qemu",
+            is_reference=info.kind in ("reference", "reference-socket"),
+            schema=info.schema,
+            schema_missing=info.schema_missing,
+            model_features=shared.features,
+        )
+        for name, function in shared.selected.items():
+            result = function(self.history, ctx)
+            mark(
+                result.findings,
+                shared.deviations,
+                kind=info.kind,
+                version=shared.version,
+                program="generated/sequence",
+            )
+            shared.examined[name] = shared.examined.get(name, 0) + result.examined
+            shared.expected.setdefault(name, []).extend(f for f in result.findings if f.deviation)
+            if result.reason:
+                shared.reasons.setdefault(name, set()).add(result.reason)
+
+    def close(self) -> None:
+        for endpoint in self.endpoints:
+            with contextlib.suppress(EndpointError):
+                endpoint.close()
+        for directory in self.dirs:
+            shutil.rmtree(directory, ignore_errors=True)
+
+
+# --- argument strategies (steered names) -------------------------------------------------------
+
+
+def _bitmap_names(state: JSONObject) -> list[tuple[str, str]]:
+    return sorted(bitmap_index(state))
+
+
+@st.composite
+def _node(draw: st.DrawFn, allow_missing: bool = True) -> str:
+    if allow_missing and draw(st.integers(0, 9)) == 0:
+        return MISSING
+    return draw(st.sampled_from(NODES))
+
+
+@st.composite
+def _node_and_bitmap(draw: st.DrawFn, existing: list[tuple[str, str]]) -> tuple[str, str]:
+    """Mostly an existing (node, bitmap); sometimes any node with any name."""
+    if existing and draw(st.integers(0, 9)) < 8:
+        return draw(st.sampled_from(existing))
+    return draw(_node()), draw(st.sampled_from((*BITMAP_NAMES, MISSING)))
+
+
+@st.composite
+def _merge_source(draw: st.DrawFn, existing: list[tuple[str, str]], node: str) -> Any:
+    src_node, name = draw(_node_and_bitmap(existing))
+    if draw(st.booleans()):
+        return name if src_node == node else {"node": src_node, "name": name}
+    return {"node": src_node, "name": name}
+
+
+@st.composite
+def action_data(draw: st.DrawFn, kind: str, state: JSONObject, serial: int) -> JSONObject:
+    """The ``data`` of one action of ``kind``, steered toward what exists in ``state``."""
+    existing = _bitmap_names(state)
+    if kind == "abort":
+        return {}
+    if kind == "block-dirty-bitmap-add":
+        data: JSONObject = {"node": draw(_node()), "name": draw(st.sampled_from(BITMAP_NAMES))}
+        if draw(st.booleans()):
+            data["granularity"] = draw(st.sampled_from(GRANULARITIES))
+        if draw(st.integers(0, 3)) == 0:
+            data["persistent"] = draw(st.booleans())
+        if draw(st.integers(0, 3)) == 0:
+            data["disabled"] = draw(st.booleans())
+        return data
+    if kind in (
+        "block-dirty-bitmap-remove",
+        "block-dirty-bitmap-clear",
+        "block-dirty-bitmap-enable",
+        "block-dirty-bitmap-disable",
+    ):
+        node, name = draw(_node_and_bitmap(existing))
+        return {"node": node, "name": name}
+    if kind == "block-dirty-bitmap-merge":
+        node, target = draw(_node_and_bitmap(existing))
+        count = (
+            draw(st.integers(0, 3)) if draw(st.integers(0, 19)) == 0 else draw(st.integers(1, 3))
+        )
+        sources = [draw(_merge_source(existing, node)) for _ in range(count)]
+        return {"node": node, "target": target, "bitmaps": sources}
+    if kind in ("blockdev-backup", "drive-backup"):
+        device = draw(_node())
+        data = {"device": device, "sync": draw(st.sampled_from(SYNC_MODES))}
+        if kind == "blockdev-backup":
+            data["target"] = draw(st.sampled_from((*NODES, "ov0", MISSING)))
+        else:
+            data["target"] = f"{{dir}}/backup{serial}.qcow2"
+            data["format"] = "qcow2"
+        if draw(st.booleans()):
+            data["job-id"] = draw(st.sampled_from(("j0", "j1")))
+        if data["sync"] in ("bitmap", "incremental") or draw(st.integers(0, 3)) == 0:
+            _, data["bitmap"] = draw(
+                _node_and_bitmap([b for b in existing if b[0] == device] or existing)
+            )
+            if data["sync"] != "incremental" and draw(st.booleans()):
+                data["bitmap-mode"] = draw(st.sampled_from(BITMAP_MODES))
+        return data
+    if kind == "blockdev-snapshot":
+        return {"node": draw(_node()), "overlay": draw(st.sampled_from(("ov0", "disk1", MISSING)))}
+    if kind == "blockdev-snapshot-sync":
+        data = {"node-name": draw(_node()), "snapshot-file": f"{{dir}}/snap{serial}.qcow2"}
+        if draw(st.integers(0, 4)) > 0:
+            data["snapshot-node-name"] = f"snap{serial}"
+        data["format"] = "qcow2"
+        return data
+    if kind == "blockdev-snapshot-internal-sync":
+        return {"device": draw(_node()), "name": draw(st.sampled_from(("t0", "t1", "")))}
+    raise ValueError(f"unknown action kind {kind}")
+
+
+#: Relative weights of the kinds in generated transactions (bitmaps first: the reference's core).
+KIND_WEIGHTS = {
+    "abort": 1,
+    "block-dirty-bitmap-add": 4,
+    "block-dirty-bitmap-remove": 3,
+    "block-dirty-bitmap-clear": 3,
+    "block-dirty-bitmap-enable": 3,
+    "block-dirty-bitmap-disable": 3,
+    "block-dirty-bitmap-merge": 3,
+    "blockdev-backup": 1,
+    "blockdev-snapshot": 1,
+    "blockdev-snapshot-internal-sync": 1,
+    "blockdev-snapshot-sync": 1,
+    "drive-backup": 1,
+}
+_WEIGHTED = [kind for kind, weight in KIND_WEIGHTS.items() for _ in range(weight)]
+assert set(KIND_WEIGHTS) == set(qemu_rules.ACTION_KINDS)
+
+
+class ConformanceMachine(RuleBasedStateMachine):
+    """The stateful generator; ``shared`` is set on a subclass per generation run."""
+
+    shared: ClassVar[GenerationState]
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.run: _Run | None = None
+        self.serial = 0
+
+    @initialize()
+    def start(self) -> None:
+        self.shared.examples += 1
+        if self.shared.progress is not None and self.shared.examples <= self.shared.max_examples:
+            self.shared.progress(
+                f"{self.shared.info.target.label} generated",
+                self.shared.examples,
+                self.shared.max_examples,
+            )
+        self.run = _Run(self.shared)
+
+    def _live(self) -> _Run:
+        assert self.run is not None
+        return self.run
+
+    @rule(data=st.data())
+    def write(self, data: st.DataObject) -> None:
+        run = self._live()
+        node = data.draw(st.sampled_from(NODES))
+        offset = data.draw(st.integers(0, 63)) * 65536 + data.draw(st.sampled_from((0, 512, 4096)))
+        length = data.draw(st.sampled_from((512, 4096, 65536, 131072)))
+        run.run(Step(0, "io", {"node": node, "cmd": f"write -P 0x5a {offset} {length}"}))
+
+    @rule(data=st.data())
+    def add_bitmap(self, data: st.DataObject) -> None:
+        run = self._live()
+        args = data.draw(action_data("block-dirty-bitmap-add", run.state(), self.serial))
+        run.run(Step(0, "execute", "block-dirty-bitmap-add", args))
+
+    @rule(data=st.data())
+    def bitmap_command(self, data: st.DataObject) -> None:
+        run = self._live()
+        kind = data.draw(
+            st.sampled_from(
+                (
+                    "block-dirty-bitmap-clear",
+                    "block-dirty-bitmap-enable",
+                    "block-dirty-bitmap-disable",
+                    "block-dirty-bitmap-remove",
+                    "block-dirty-bitmap-merge",
+                )
+            )
+        )
+        args = data.draw(action_data(kind, run.state(), self.serial))
+        run.run(Step(0, "execute", kind, args))
+
+    @rule(data=st.data())
+    def transaction(self, data: st.DataObject) -> None:
+        run = self._live()
+        count = data.draw(st.integers(1, 4))
+        actions: list[JSONObject] = []
+        for _ in range(count):
+            self.serial += 1
+            compiler = self.shared.compiler
+            if compiler is not None and data.draw(st.integers(0, 7)) == 0:
+                actions.append(data.draw(compiler))
+                continue
+            kind = data.draw(st.sampled_from(_WEIGHTED))
+            actions.append(
+                {"type": kind, "data": data.draw(action_data(kind, run.state(), self.serial))}
+            )
+        arguments: JSONObject = {"actions": actions}
+        if data.draw(st.integers(0, 5)) == 0:
+            arguments["properties"] = {
+                "completion-mode": data.draw(st.sampled_from(("grouped", "individual")))
+            }
+        self.shared.transactions += 1
+        run.run(Step(0, "execute", "transaction", arguments))
+
+    @rule(data=st.data())
+    def bitmap_transaction(self, data: st.DataObject) -> None:
+        """Transactions of bitmap actions only (what every endpoint implements), deeper."""
+        run = self._live()
+        kinds = [k for k in _WEIGHTED if k.startswith("block-dirty-bitmap-")]
+        actions: list[JSONObject] = []
+        for _ in range(data.draw(st.integers(1, 4))):
+            self.serial += 1
+            kind = data.draw(st.sampled_from(kinds))
+            actions.append(
+                {"type": kind, "data": data.draw(action_data(kind, run.state(), self.serial))}
+            )
+        if data.draw(st.integers(0, 9)) == 0:
+            actions.insert(data.draw(st.integers(0, len(actions))), {"type": "abort", "data": {}})
+        self.shared.transactions += 1
+        run.run(Step(0, "execute", "transaction", {"actions": actions}))
+
+    def teardown(self) -> None:
+        if self.run is not None:
+            try:
+                if self.shared.failure is None or self.shared.failure[0] is not self.run.history:
+                    self.run.finish()
+            finally:
+                self.run.close()
+                self.run = None
+
+
+def _action_compiler(info: Any) -> Any:
+    """A strategy for one whole action from the endpoint's derived schema, steered; or None."""
+    schema = info.schema
+    if schema is None:
+        return None
+    try:
+        from conformance.schema.strategies import Compiler  # noqa: PLC0415 - helper A's room
+    except ImportError:
+        return None
+    arguments = schema.command_schema("transaction", "arguments")
+    if arguments is None:
+        return None
+    names = st.sampled_from((*NODES, "ov0", MISSING))
+    bitmaps = st.sampled_from((*BITMAP_NAMES, MISSING))
+    try:
+        compiler = Compiler(
+            steer={
+                "actions[].data.node": names,
+                "actions[].data.device": names,
+                "actions[].data.node-name": names,
+                "actions[].data.name": bitmaps,
+                "actions[].data.target": st.sampled_from(("b0", "disk1", "ov0")),
+                "actions[].data.bitmap": bitmaps,
+            },
+            max_depth=2,
+            max_items=3,
+        )
+        whole = compiler.compile(arguments)
+    except Exception:  # an incompatible compiler version: fall back to the hand-made shapes
+        return None
+    return whole.filter(lambda a: bool(a.get("actions"))).map(lambda a: _confined(a["actions"][0]))
+
+
+def _confined(action: JSONObject) -> JSONObject:
+    """Keep files an action creates inside the example's directory (relative paths would land
+    in the current directory of an in-process endpoint); no rate-limited jobs."""
+    data = action.get("data")
+    if isinstance(data, dict):
+        member = qemu_rules.FILE_CREATING.get(str(action.get("type")))
+        if member is not None and member in data:
+            data[member] = "{dir}/generated.qcow2"
+        # A rate limit would keep a job running past the recorder's settle time.
+        data.pop("speed", None)
+    return action
+
+
+def generate(
+    info: Any,
+    selected: dict[str, CheckFunction],
+    deviations: Sequence[Deviation],
+    features: frozenset[str],
+    *,
+    max_examples: int,
+    seed: int | None,
+    report_dir: Path | None,
+    progress: Progress | None = None,
+) -> Any:
+    """Run the state machine on one target; return a ``ProgramResult`` named ``generated``."""
+    from conformance import reproducer  # noqa: PLC0415
+    from conformance.runner import ProgramResult  # noqa: PLC0415
+
+    started = time.monotonic()
+    templates = Path(tempfile.mkdtemp(prefix="qc-templates-"))
+    shared = GenerationState(
+        info,
+        selected,
+        deviations,
+        features,
+        templates,
+        info.version,
+        compiler=_action_compiler(info),
+        progress=progress,
+        max_examples=max_examples,
+    )
+    machine = type("GeneratedSequences", (ConformanceMachine,), {"shared": shared})
+    if seed is not None:
+        machine = hypothesis.seed(seed)(machine)
+    config = settings(
+        max_examples=max_examples,
+        stateful_step_count=STEPS,
+        deadline=None,
+        database=None,
+        suppress_health_check=list(HealthCheck),
+        phases=(Phase.generate, Phase.shrink),
+        report_multiple_bugs=False,
+        print_blob=False,
+    )
+    error: str | None = None
+    trouble: str | None = None
+    try:
+        make_templates(templates)
+        run_machine(machine, settings=config)
+    except AssertionError as failure:
+        error = str(failure)
+    except HypothesisException as failure:
+        # e.g. an endpoint whose replies vary between replays of one example: reported, and
+        # the examples that ran before still count.
+        trouble = f"generation stopped: {type(failure).__name__}: {str(failure)[:300]}"
+    finally:
+        shutil.rmtree(templates, ignore_errors=True)
+    verdicts: dict[str, Verdict] = {}
+    findings_by_check: dict[str, list[Finding]] = {}
+    if error is not None and shared.failure is not None:
+        for finding in shared.failure[2]:
+            findings_by_check.setdefault(finding.check, []).append(finding)
+    elif error is not None:
+        raise RuntimeError(f"generation failed outside the checks: {error}")
+    for name in selected:
+        found = findings_by_check.get(name, []) + shared.expected.get(name, [])[:20]
+        reason = "; ".join(sorted(shared.reasons.get(name, set())))[:400]
+        if trouble is not None:
+            reason = f"{trouble}; {reason}" if reason else trouble
+        judged = verdict(
+            name,
+            found,
+            shared.examined.get(name, 0) + len(found),
+            reason or "nothing generated applied",
+        )
+        if judged.reason == "" and reason and judged.status != "n/a":
+            judged.reason = f"not applicable in some examples: {reason}"
+        verdicts[name] = judged
+    result = ProgramResult(
+        info.target.label,
+        info.kind,
+        info.version,
+        "generated/sequences",
+        f"{shared.examples} generated examples, {shared.transactions} transactions, "
+        f"{shared.steps} steps (seed {seed})",
+        verdicts,
+        time.monotonic() - started,
+        examples=shared.examples,
+        seed=seed,
+    )
+    if shared.failure is not None and report_dir is not None:
+        history, model, found = shared.failure
+        result.history = history
+        result.reproducer = str(
+            reproducer.save(report_dir, history, model, found[0], all_findings=found)
+        )
+    return result

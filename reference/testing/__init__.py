@@ -1,0 +1,1 @@
+"""Test-only helpers of the reference. Nothing in production imports this package."""
