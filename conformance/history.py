@@ -7,8 +7,13 @@ the observable state after it (:mod:`conformance.state`). The state before a ste
 after the previous one (or the initial state). Checks (:mod:`conformance.checks`) take histories
 and return verdicts; they never talk to endpoints themselves.
 
-Jobs: after a step that created or touched jobs, :func:`record` waits (bounded) until no job is
-still moving, so that the events of the jobs' whole lives belong to the step that started them.
+Jobs: a step with a ``wait`` (or a ``wait`` step) lets the endpoint's time pass until its jobs
+are as the scenario says, exactly as :func:`conformance.scenario.run` does. In a program without
+any ``wait`` (generated sequences, curated scenarios that leave timing alone), after a step that
+created or touched jobs, :func:`record` lets time pass (bounded) until no job is still moving, so
+that the events of the jobs' whole lives belong to the step that started them. Time passes
+through :meth:`Endpoint.settle`: real time on processes and sockets, the deterministic clock
+(``Machine.advance``) on the in-process reference, so jobs progress there too.
 
 This module must not judge: it records, including crashes and hangs (as outcomes, not exceptions).
 """
@@ -38,19 +43,22 @@ from conformance.endpoints import (
 )
 from conformance.observe import Normalizer, observe
 from conformance.scenario import (
+    HANG_TIMEOUT,
     Scenario,
     Step,
     Transcript,
+    event_job,
     io_arguments,
     launch_options,
     prepare_workdir,
     run_host_command,
+    settle_jobs,
     substitute,
 )
 
 #: Job statuses in which a job still moves on its own.
 MOVING_JOB_STATUSES = frozenset({"created", "running", "waiting", "aborting"})
-#: Seconds :func:`record` waits for jobs to stop moving after a step.
+#: Seconds :func:`record` lets pass (real time; virtual on the reference) for jobs to stop moving.
 JOB_SETTLE_TIMEOUT = 5.0
 
 
@@ -60,11 +68,11 @@ class Operation:
 
     #: The step's index in its program.
     index: int
-    #: ``execute``, ``io``, ``run`` or ``observe``.
+    #: ``execute``, ``io``, ``run``, ``observe`` or ``wait``.
     kind: str
     #: What was sent: ``{"execute": C, "arguments": A}``, ``{"run": CMD}`` or ``{"observe": [..]}``.
     message: JSONObject
-    #: ``return``, ``error``, ``crashed``, ``hung`` or ``done`` (run/observe).
+    #: ``return``, ``error``, ``crashed``, ``hung`` or ``done`` (run/observe/wait).
     outcome: str
     reply: JSONObject | None = None
     events: list[JSONObject] = field(default_factory=list)
@@ -76,6 +84,8 @@ class Operation:
     failure: str | None = None
     #: Jobs were still moving when the settle timeout passed.
     unsettled_jobs: bool = False
+    #: Whether the jobs reached the step's ``wait`` condition (``None``: no wait).
+    settled: bool | None = None
     seconds: float = 0.0
 
     @property
@@ -114,6 +124,11 @@ class Operation:
         if self.kind == "run":
             entry.update(self.output or {})
             return entry
+        if self.kind == "wait":
+            entry["wait"] = self.message["wait"]
+            entry["settled"] = self.settled
+            entry["events"] = self.events
+            return entry
         if self.kind == "observe":
             entry["observe"] = self.message["observe"]
             entry["state"] = self.output
@@ -130,6 +145,8 @@ class Operation:
             entry["hung"] = True
             return entry
         entry["reply"] = self.reply
+        if self.settled is not None:
+            entry["settled"] = self.settled
         entry["events"] = self.events
         return entry
 
@@ -194,6 +211,18 @@ class History:
         }
 
 
+def order_events(step: Step, events: list[JSONObject]) -> list[JSONObject]:
+    """``event_order: per-job``: the events of each job together, jobs in order of first event."""
+    if step.event_order != "per-job":
+        return events
+    order: list[str | None] = []
+    for event in events:
+        job = event_job(event)
+        if job not in order:
+            order.append(job)
+    return sorted(events, key=lambda event: order.index(event_job(event)))
+
+
 def _crash_text(crash: EndpointCrashed) -> str:
     if crash.signal is not None:
         return crash.signal.name
@@ -203,14 +232,22 @@ def _crash_text(crash: EndpointCrashed) -> str:
 class Recorder:
     """Runs steps on one started endpoint and appends them to a :class:`History`."""
 
-    def __init__(self, endpoint: Endpoint, history: History, normalizer: Normalizer) -> None:
+    def __init__(
+        self,
+        endpoint: Endpoint,
+        history: History,
+        normalizer: Normalizer,
+        *,
+        auto_settle: bool = True,
+    ) -> None:
         self.endpoint = endpoint
         self.history = history
         self.normalizer = normalizer
         self.alive = True
         #: The endpoint quit on request (host ``run`` steps may still follow).
         self.quit = False
-        self._has_jobs: bool | None = None
+        #: Settle moving jobs after every step (off when the program has its own ``wait``s).
+        self.auto_settle = auto_settle
 
     def start(self) -> None:
         """Record the events and the state before the first step."""
@@ -225,20 +262,17 @@ class Recorder:
             return None
 
     def _settle_jobs(self, op: Operation) -> None:
-        """Wait until no job moves; the events of the jobs' lives join ``op``."""
-        deadline = time.monotonic() + JOB_SETTLE_TIMEOUT
-        while True:
+        """Let time pass until no job moves; the events of the jobs' lives join ``op``."""
+
+        def still() -> bool:
             reply = self.endpoint.execute("query-jobs")
             jobs = reply.get("return")
             if not isinstance(jobs, list):
-                return
-            op.events += self.normalizer.events(self.endpoint.take_events())
-            if not any(job.get("status") in MOVING_JOB_STATUSES for job in jobs):
-                return
-            if time.monotonic() > deadline:
-                op.unsettled_jobs = True
-                return
-            time.sleep(0.01)
+                return True
+            return not any(job.get("status") in MOVING_JOB_STATUSES for job in jobs)
+
+        op.unsettled_jobs = not self.endpoint.settle(still, JOB_SETTLE_TIMEOUT)
+        op.events += self.normalizer.events(self.endpoint.take_events())
 
     def step(self, step: Step) -> Operation:
         """Run one step, record it, and return the operation."""
@@ -263,6 +297,18 @@ class Recorder:
             op = Operation(step.index, "run", {"run": step.body}, "done", output=output)
             op.state = self._snapshot() if self.alive else None
             return op
+        if step.kind == "wait":
+            op = Operation(step.index, "wait", {"wait": dict(step.body)}, "done")
+            try:
+                op.settled = settle_jobs(endpoint, step.body)
+                op.events = order_events(step, self.normalizer.events(endpoint.take_events()))
+            except (EndpointCrashed, EndpointHung) as error:
+                op.outcome = "crashed" if isinstance(error, EndpointCrashed) else "hung"
+                op.failure = str(error)
+                self.alive = False
+                return op
+            op.state = self._snapshot()
+            return op
         if step.kind == "observe":
             op = Operation(step.index, "observe", {"observe": list(step.body)}, "done")
             try:
@@ -286,7 +332,11 @@ class Recorder:
                 message["arguments"] = step.arguments
         op = Operation(step.index, step.kind, self.normalizer.value(message), "return")
         try:
-            reply = endpoint.execute(command, arguments)
+            if step.hangs_qemu(self.history.version):
+                with endpoint.command_timeout(HANG_TIMEOUT):
+                    reply = endpoint.execute(command, arguments)
+            else:
+                reply = endpoint.execute(command, arguments)
         except EndpointCrashed as crash:
             op.outcome, op.failure = "crashed", _crash_text(crash)
             self.alive = False
@@ -311,8 +361,10 @@ class Recorder:
         ):
             self.history.missing.append("human-monitor-command")
         try:
-            op.events = self.normalizer.events(endpoint.take_events())
-            if any(e.get("event") == "JOB_STATUS_CHANGE" for e in op.events):
+            if step.wait is not None:
+                op.settled = settle_jobs(endpoint, step.wait)
+            op.events = order_events(step, self.normalizer.events(endpoint.take_events()))
+            if self.auto_settle and any(e.get("event") == "JOB_STATUS_CHANGE" for e in op.events):
                 self._settle_jobs(op)
         except EndpointCrashed as crash:
             op.outcome, op.failure = "crashed", _crash_text(crash)
@@ -393,7 +445,8 @@ def record(
             return history
         with endpoint:
             history.version = version or endpoint.version_label
-            recorder = Recorder(endpoint, history, Normalizer(workdir))
+            own_waits = any(s.kind == "wait" or s.wait is not None for s in program.steps)
+            recorder = Recorder(endpoint, history, Normalizer(workdir), auto_settle=not own_waits)
             recorder.start()
             foreign = isinstance(endpoint, SocketEndpoint)
             if foreign:

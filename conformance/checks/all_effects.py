@@ -56,6 +56,10 @@ class _Prediction:
         self.files: list[str] = []
         self.nodes: list[str] = []
         self.device_shows: list[tuple[str, str]] = []
+        #: device -> its root node as the actions so far left it (``None``: an auto-named one).
+        self.roots: dict[str, str | None] = {
+            str(d): str(n) for d, n in (before.get("devices") or {}).items() if n
+        }
         self.abort = False
         self.notes: list[str] = []
 
@@ -86,13 +90,26 @@ class _Prediction:
             if isinstance(target, str):
                 self.untouched_nodes.discard(target)
         elif kind == "blockdev-snapshot-internal-sync":
-            self.snapshots.append((str(data.get("device")), str(data.get("name"))))
+            device = str(data.get("device"))
+            # The snapshot goes to the device's root at this point of the transaction: an
+            # overlay an earlier action added gets it, one a later action adds does not.
+            self.snapshots.append((self.roots.get(device, device) or device, str(data.get("name"))))
         elif kind == "blockdev-snapshot":
             self.device_shows.append((str(data.get("node")), str(data.get("overlay"))))
+            self._new_root(str(data.get("node")), str(data.get("overlay")))
         elif kind == "blockdev-snapshot-sync":
             self.files.append(str(data.get("snapshot-file", "")).removeprefix("{dir}/"))
-            if data.get("snapshot-node-name"):
-                self.nodes.append(str(data["snapshot-node-name"]))
+            overlay = data.get("snapshot-node-name")
+            if overlay:
+                self.nodes.append(str(overlay))
+            base = str(data.get("device") or data.get("node-name"))
+            self._new_root(self.roots.get(base, base) or base, str(overlay) if overlay else None)
+
+    def _new_root(self, node: str, overlay: str | None) -> None:
+        """Every device whose root was ``node`` now has ``overlay`` as its root."""
+        for device, root in self.roots.items():
+            if root == node:
+                self.roots[device] = overlay
 
     def _bitmap(self, kind: str, data: JSONObject) -> None:
         target_name = data.get("target") if kind.endswith("merge") else data.get("name")
@@ -197,7 +214,7 @@ def _judge(op: Operation, before: JSONObject, after: JSONObject) -> list[str]:
     problems += [f"no job {job!r} was created" for job in prediction.jobs if job not in created]
     nodes = after.get("nodes") or {}
     for device, name in prediction.snapshots:
-        node = _resolve(after, device)
+        node = device if device in nodes else _resolve(after, device)
         if name not in (nodes.get(node) or {}).get("snapshots", []):
             problems.append(f"internal snapshot {name!r} not listed on {device}")
     for node in prediction.nodes:

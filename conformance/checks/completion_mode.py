@@ -13,7 +13,9 @@ Rules, per ``transaction`` step:
 3. ``individual`` jobs: a job that fails does not cancel its siblings; no job created by the
    transaction ends cancelled unless somebody cancelled it.
 
-Job outcomes come from the events of the step (the recorder waits until the jobs settle).
+Job outcomes come from the events of the step and of the steps after it (the recorder lets
+time pass until the jobs settle, or the scenario's ``wait`` steps do): a job's outcome is its
+first ``BLOCK_JOB_COMPLETED``/``BLOCK_JOB_CANCELLED`` after the transaction that created it.
 Where the endpoint (the reference before the jobs feature) answers that it does not implement
 a job action, the job rules are not applicable for that step, and the verdict says so.
 """
@@ -27,19 +29,27 @@ from conformance.history import History, Operation
 NAME = "completion-mode"
 
 
-def _job_outcomes(op: Operation, jobs: list[str]) -> dict[str, str]:
-    """job id -> ``completed``, ``failed``, ``cancelled`` or ``unfinished``."""
+def _job_outcomes(later: list[Operation], jobs: list[str]) -> dict[str, str]:
+    """job id -> ``completed``, ``failed``, ``cancelled`` or ``unfinished``.
+
+    ``later``: the transaction's operation and every operation after it, in order.
+    """
     outcome = dict.fromkeys(jobs, "unfinished")
-    for event in op.events:
+    for event in (event for op in later for event in op.events):
         data = event.get("data") or {}
         job = str(data.get("device") or data.get("id"))
-        if job not in outcome:
+        if outcome.get(job) != "unfinished":
             continue
         if event.get("event") == "BLOCK_JOB_COMPLETED":
             outcome[job] = "failed" if "error" in data else "completed"
         elif event.get("event") == "BLOCK_JOB_CANCELLED":
             outcome[job] = "cancelled"
     return outcome
+
+
+def _user_cancelled(later: list[Operation]) -> bool:
+    """Whether somebody cancelled a job (``job-cancel``/``block-job-cancel``) after the step."""
+    return any(op.command in ("job-cancel", "block-job-cancel") for op in later[1:])
 
 
 def _grouped_refusal(op: Operation, version: str) -> list[str]:
@@ -72,7 +82,7 @@ def check(history: History, ctx: CheckContext) -> Verdict:
     findings: list[Finding] = []
     examined = 0
     unsupported: set[str] = set()
-    for op in history.operations:
+    for position, op in enumerate(history.operations):
         if not op.is_transaction() or op.outcome in ("crashed", "hung"):
             continue
         error = op.error() or {}
@@ -100,7 +110,8 @@ def check(history: History, ctx: CheckContext) -> Verdict:
                 for a in op.actions()
                 if a.get("type") in rules.JOB_KINDS and isinstance(a.get("data"), dict)
             ]
-            outcome = _job_outcomes(op, jobs)
+            later = history.operations[position:]
+            outcome = _job_outcomes(later, jobs)
             bad = [j for j, o in outcome.items() if o in ("failed", "cancelled")]
             good = [j for j, o in outcome.items() if o == "completed"]
             if mode == "grouped" and bad and good:
@@ -108,7 +119,8 @@ def check(history: History, ctx: CheckContext) -> Verdict:
                 because = "in grouped mode one failing job must cancel every sibling"
             elif mode != "grouped":
                 cancelled = [j for j, o in outcome.items() if o == "cancelled"]
-                if cancelled and any(o == "failed" for o in outcome.values()):
+                failed = any(o == "failed" for o in outcome.values())
+                if cancelled and failed and not _user_cancelled(later):
                     problems = [f"jobs {cancelled} were cancelled when a sibling failed"]
                     because = "in individual mode jobs finish independently"
         if problems:
