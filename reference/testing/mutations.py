@@ -8,8 +8,7 @@ engine, an action class or a lookup for the duration of one command, so a pristi
 the same process (the suite's differential oracle) is unaffected. Single-threaded use only.
 
 ``expected_checks`` names the checks that must report the mutation; ``requires`` the reference
-features without which the mistake cannot be observed (jobs: the grouped-cancel and job-leak
-mistakes join when the reference has backups).
+features without which the mistake cannot be observed (the job and snapshot mistakes).
 """
 
 from __future__ import annotations
@@ -21,7 +20,7 @@ from dataclasses import dataclass, field
 from typing import Any
 from unittest import mock
 
-from reference import bitmaps, engine
+from reference import backup, bitmaps, engine
 from reference.actions import base
 from reference.actions.abort import Abort
 from reference.actions.block_dirty_bitmap_add import BlockDirtyBitmapAdd
@@ -30,6 +29,10 @@ from reference.actions.block_dirty_bitmap_disable import BlockDirtyBitmapDisable
 from reference.actions.block_dirty_bitmap_enable import BlockDirtyBitmapEnable
 from reference.actions.block_dirty_bitmap_merge import BlockDirtyBitmapMerge
 from reference.actions.block_dirty_bitmap_remove import BlockDirtyBitmapRemove
+from reference.actions.blockdev_backup import BlockdevBackup
+from reference.actions.blockdev_snapshot import BlockdevSnapshot
+from reference.actions.blockdev_snapshot_internal_sync import BlockdevSnapshotInternalSync
+from reference.actions.blockdev_snapshot_sync import BlockdevSnapshotSync
 from reference.commands import transaction as transaction_command
 from reference.compat import PROFILES, VersionProfile
 from reference.errors import QMPError
@@ -125,6 +128,17 @@ def _grouped_everywhere(stack: ExitStack) -> None:
     stack.enter_context(mock.patch.object(engine, "GROUPED_KINDS", every))
     for cls in actions.ACTIONS.values():
         stack.enter_context(mock.patch.object(cls, "supports_grouped", True))
+
+
+def _jobs_without_txn(stack: ExitStack) -> None:
+    """Backups of a grouped transaction are created outside its JobTxn: each on its own."""
+    real = backup.create
+
+    def create(*args: Any, **kwargs: Any) -> str:
+        kwargs["txn"] = None
+        return real(*args, **kwargs)
+
+    stack.enter_context(mock.patch.object(backup, "create", create))
 
 
 def _lookup_error(change: Callable[[QMPError], QMPError]) -> Patch:
@@ -251,6 +265,44 @@ MUTATIONS: tuple[Mutation, ...] = (
         "QEMU does (its abort uses a state never recorded)",
         _profile_patch(_toggle_defect_fixed),
         frozenset({"differential"}),
+    ),
+    Mutation(
+        "grouped-not-cancelling-siblings",
+        "completion-mode grouped creates the backups without a job transaction: a failing "
+        "job does not cancel its siblings",
+        _jobs_without_txn,
+        frozenset({"completion-mode"}),
+        requires=frozenset({"blockdev-backup"}),
+    ),
+    Mutation(
+        "backup-leaks-after-rollback",
+        "a prepared backup is not discarded when a later action fails: its job stays",
+        _method(BlockdevBackup, "abort", _noop),
+        frozenset({"atomicity"}),
+        requires=frozenset({"blockdev-backup"}),
+    ),
+    Mutation(
+        "overlay-undo-skipped",
+        "blockdev-snapshot's abort does nothing: the overlay stays above the node after rollback",
+        _method(BlockdevSnapshot, "abort", _noop),
+        frozenset({"atomicity"}),
+        requires=frozenset({"blockdev-snapshot"}),
+    ),
+    Mutation(
+        "snapshot-sync-undo-skipped",
+        "blockdev-snapshot-sync's abort does nothing: the new overlay stays the device's root "
+        "after rollback",
+        _method(BlockdevSnapshotSync, "abort", _noop),
+        frozenset({"atomicity"}),
+        requires=frozenset({"blockdev-snapshot-sync"}),
+    ),
+    Mutation(
+        "internal-snapshot-undo-skipped",
+        "blockdev-snapshot-internal-sync's abort does nothing: the internal snapshot stays "
+        "after rollback",
+        _method(BlockdevSnapshotInternalSync, "abort", _noop),
+        frozenset({"atomicity"}),
+        requires=frozenset({"blockdev-snapshot-internal-sync"}),
     ),
     Mutation(
         "commit-order-of-other-version",

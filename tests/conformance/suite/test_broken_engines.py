@@ -25,13 +25,38 @@ BECAUSE = {
     "differential": "QEMU",
 }
 
-CURATED = ["transactions/*", "bitmaps/*lookup_errors"]
+CURATED = [
+    "transactions/*",
+    "bitmaps/*lookup_errors",
+    "jobs/grouped_two_jobs_second_fails",
+    "jobs/rollback_backup_by_failing_second_backup",
+    "jobs/two_backups_commit_order_by_version",
+    "snapshots/overlay_transaction_abort_restores",
+    "snapshots/sync_two_drives_second_fails",
+    "snapshots/internal_transaction_abort_deletes",
+]
+
+#: Mutations of jobs and snapshots -> what the finding of the expected check must show.
+JOB_AND_SNAPSHOT_MUTATIONS = {
+    "grouped-not-cancelling-siblings": "['j0'] completed although ['j1'] failed",
+    "backup-leaks-after-rollback": "'id': 'j0'",
+    "commit-order-of-other-version": "events: [{'event': 'JOB_STATUS_CHANGE'",
+    "overlay-undo-skipped": "devices/drv0: 'base' -> 'ov'",
+    "snapshot-sync-undo-skipped": "nodes/s0: appeared",
+    "internal-snapshot-undo-skipped": "snapshots: ['keep'] -> ['keep', 't1', 't2']",
+}
 
 
 def test_at_least_twelve_variants_defined() -> None:
     observable = [m for m in MUTATIONS if m.requires <= reference.FEATURES]
 
     assert len(observable) >= 12
+
+
+def test_job_and_snapshot_variants_are_observable_now() -> None:
+    observable = {m.name for m in MUTATIONS if m.requires <= reference.FEATURES}
+
+    assert observable >= set(JOB_AND_SNAPSHOT_MUTATIONS)
 
 
 @pytest.mark.parametrize("mutation", MUTATIONS, ids=lambda m: m.name)
@@ -51,6 +76,11 @@ def test_broken_engine_reported_with_explanation(mutation: Mutation, report_dir:
         for finding in verdict.unexpected
     ]
     assert caught, f"{mutation.name}: none of {sorted(mutation.expected_checks)} failed"
+    evidence = JOB_AND_SNAPSHOT_MUTATIONS.get(mutation.name)
+    if evidence is not None:
+        shown = [f for f in caught if evidence in f.seen]
+        assert shown, f"{mutation.name}: no finding shows {evidence!r}: {caught}"
+        caught = shown
     finding = caught[0]
     assert BECAUSE[finding.check] in finding.because or BECAUSE[finding.check] in finding.seen
     assert finding.explain().startswith(f"[{finding.check}] step ")
