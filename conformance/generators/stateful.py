@@ -1,14 +1,22 @@
 """Generated transaction sequences: a hypothesis ``RuleBasedStateMachine``, run in lockstep on
 the target and on the reference model, judged after every step by the selected checks.
 
-One example = a fresh endpoint in a fresh directory with three images (``disk0``/``disk1``
-qcow2, ``raw0`` raw) and an unused qcow2 overlay node ``ov0``, then up to ``STEPS`` rules:
+One example = a fresh endpoint in a fresh directory with four images (``disk0``/``disk1``
+qcow2, ``raw0`` raw, ``bad0`` qcow2 over ``blkdebug`` whose every read fails, so a backup of it
+fails) and an unused qcow2 overlay node ``ov0``, then up to ``STEPS`` rules:
 
 * ``write``: guest writes through ``human-monitor-command`` ``qemu-io``;
 * ``add_bitmap``: a standalone ``block-dirty-bitmap-add``;
 * ``transaction``: 1-4 actions of all twelve kinds, valid and invalid mixed, with
   ``completion-mode`` sometimes ``grouped``;
-* ``bitmap_command``: a standalone clear/enable/disable/remove/merge.
+* ``bitmap_command``: a standalone clear/enable/disable/remove/merge;
+* ``backup_transaction``: 1-3 backups with free job ids (taken ones sometimes), node or new-file
+  targets, sync modes with the bitmaps the target shows, ``grouped`` or ``individual``, sources
+  including ``bad0`` (its job fails: grouped siblings must be cancelled), sometimes followed by a
+  failing action (the prepared jobs must be discarded);
+* ``snapshot_transaction``: external snapshots (``blockdev-snapshot-sync`` with fresh overlay
+  names, ``blockdev-snapshot`` onto ``ov0``) and internal ones (new names, or names the target
+  already lists), sometimes rolled back by a failing action.
 
 Argument shapes follow the QAPI types of each action (the endpoint's derived schema validates
 every reply); names are *steered*: most draws pick names that exist (nodes, the bitmaps the
@@ -56,7 +64,12 @@ run_machine: Callable[..., None] = run_state_machine_as_test
 #: Rules per example (hypothesis' ``stateful_step_count``).
 STEPS = 10
 #: Images every example starts with: file name -> (format, size).
-IMAGES = {"a.qcow2": ("qcow2", "64M"), "b.qcow2": ("qcow2", "64M"), "c.raw": ("raw", "64M")}
+IMAGES = {
+    "a.qcow2": ("qcow2", "64M"),
+    "b.qcow2": ("qcow2", "64M"),
+    "c.raw": ("raw", "64M"),
+    "d.qcow2": ("qcow2", "64M"),
+}
 OVERLAY = ("ov.qcow2", "qcow2", "64M")
 NODES = ("disk0", "disk1", "raw0")
 MISSING = "nope"
@@ -64,6 +77,10 @@ BITMAP_NAMES = ("b0", "b1", "b2", "b3")
 GRANULARITIES = (512, 4096, 65536, 1048576, 1000, 2**31)
 SYNC_MODES = ("full", "top", "bitmap", "incremental")
 BITMAP_MODES = ("on-success", "never", "always")
+#: The node whose reads all fail (blkdebug): a backup of it fails after it started.
+FAILING = "bad0"
+JOB_IDS = ("j0", "j1", "j2")
+SNAPSHOT_NAMES = ("s0", "s1")
 
 Progress = Callable[[str, int, int], None]
 
@@ -92,6 +109,15 @@ def setup_steps() -> list[Step]:
             "node-name": "ov0",
             "file": {"driver": "file", "filename": "{dir}/ov.qcow2"},
         },
+        {
+            "driver": "qcow2",
+            "node-name": FAILING,
+            "file": {
+                "driver": "blkdebug",
+                "image": {"driver": "file", "filename": "{dir}/d.qcow2"},
+                "inject-error": [{"event": "read_aio", "errno": 5}],
+            },
+        },
     ]
     for index, blockdev in enumerate(blockdevs):
         steps.append(Step(index, "execute", "blockdev-add", blockdev))
@@ -109,6 +135,7 @@ def setup_steps() -> list[Step]:
     )
     steps.append(Step(len(steps), "io", {"node": "disk0", "cmd": "write -P 0x5a 0 128k"}))
     steps.append(Step(len(steps), "io", {"node": "disk1", "cmd": "write -P 0x5a 1M 64k"}))
+    steps.append(Step(len(steps), "io", {"node": FAILING, "cmd": "write -P 0x5a 0 64k"}))
     return steps
 
 
@@ -399,6 +426,52 @@ def action_data(draw: st.DrawFn, kind: str, state: JSONObject, serial: int) -> J
     raise ValueError(f"unknown action kind {kind}")
 
 
+def _jobs(state: JSONObject) -> set[str]:
+    return {str(job.get("id")) for job in state.get("jobs") or []}
+
+
+def _internal_snapshots(state: JSONObject) -> list[tuple[str, str]]:
+    nodes = state.get("nodes") or {}
+    return sorted(
+        (str(node), str(name))
+        for node, info in nodes.items()
+        if isinstance(info, dict)
+        for name in info.get("snapshots") or []
+    )
+
+
+@st.composite
+def backup_data(
+    draw: st.DrawFn, kind: str, state: JSONObject, serial: int, taken: set[str]
+) -> JSONObject:
+    """A backup steered deep: a free job id (rarely a taken one), an existing bitmap of the
+    source for the bitmap modes, a node target of the same size or a new file."""
+    existing = _bitmap_names(state)
+    device = draw(st.sampled_from((*NODES, FAILING, FAILING)))
+    free = [j for j in JOB_IDS if j not in taken]
+    if free and draw(st.integers(0, 9)) > 0:
+        job = draw(st.sampled_from(free))
+    else:
+        job = draw(st.sampled_from(JOB_IDS))
+    taken.add(job)
+    data: JSONObject = {
+        "job-id": job,
+        "device": device,
+        "sync": draw(st.sampled_from(("full", "full", "top", "bitmap", "incremental"))),
+    }
+    if kind == "blockdev-backup":
+        data["target"] = draw(st.sampled_from(("ov0", *[n for n in NODES if n != device])))
+    else:
+        data["target"] = f"{{dir}}/backup{serial}.qcow2"
+        data["format"] = "qcow2"
+    if data["sync"] in ("bitmap", "incremental"):
+        own = [b for b in existing if b[0] == device]
+        data["bitmap"] = draw(st.sampled_from(own))[1] if own else "b0"
+        if data["sync"] == "bitmap":
+            data["bitmap-mode"] = draw(st.sampled_from(BITMAP_MODES))
+    return data
+
+
 #: Relative weights of the kinds in generated transactions (bitmaps first: the reference's core).
 KIND_WEIGHTS = {
     "abort": 1,
@@ -496,6 +569,81 @@ class ConformanceMachine(RuleBasedStateMachine):
             }
         self.shared.transactions += 1
         run.run(Step(0, "execute", "transaction", arguments))
+
+    def _failing_action(self, data: st.DataObject, actions: list[JSONObject]) -> None:
+        """Sometimes end with an action that fails, so everything before is rolled back."""
+        if data.draw(st.integers(0, 3)) == 0:
+            failing = data.draw(
+                st.sampled_from(
+                    (
+                        {"type": "abort", "data": {}},
+                        {"type": "block-dirty-bitmap-add", "data": {"node": MISSING, "name": "x"}},
+                    )
+                )
+            )
+            actions.append(failing)
+
+    @rule(data=st.data())
+    def backup_transaction(self, data: st.DataObject) -> None:
+        """Backups only: job ids, targets, bitmaps, sync modes; grouped or individual."""
+        run = self._live()
+        state = run.state()
+        taken = _jobs(state)
+        actions: list[JSONObject] = []
+        for _ in range(data.draw(st.integers(1, 3))):
+            self.serial += 1
+            kind = data.draw(st.sampled_from(("blockdev-backup", "drive-backup")))
+            actions.append(
+                {"type": kind, "data": data.draw(backup_data(kind, state, self.serial, taken))}
+            )
+        self._failing_action(data, actions)
+        mode = data.draw(st.sampled_from(("grouped", "individual", None)))
+        arguments: JSONObject = {"actions": actions}
+        if mode is not None:
+            arguments["properties"] = {"completion-mode": mode}
+        self.shared.transactions += 1
+        run.run(Step(0, "execute", "transaction", arguments))
+
+    @rule(data=st.data())
+    def snapshot_transaction(self, data: st.DataObject) -> None:
+        """External and internal snapshots, fresh overlay names, existing snapshot names."""
+        run = self._live()
+        state = run.state()
+        internal = _internal_snapshots(state)
+        actions: list[JSONObject] = []
+        for _ in range(data.draw(st.integers(1, 3))):
+            self.serial += 1
+            kind = data.draw(
+                st.sampled_from(
+                    (
+                        "blockdev-snapshot-internal-sync",
+                        "blockdev-snapshot-internal-sync",
+                        "blockdev-snapshot-sync",
+                        "blockdev-snapshot",
+                    )
+                )
+            )
+            node = data.draw(st.sampled_from(("disk0", "disk1")))
+            item: JSONObject
+            if kind == "blockdev-snapshot-internal-sync":
+                if internal and data.draw(st.integers(0, 3)) == 0:
+                    node, name = data.draw(st.sampled_from(internal))
+                else:
+                    name = f"{data.draw(st.sampled_from(SNAPSHOT_NAMES))}-{self.serial}"
+                item = {"device": node, "name": name}
+            elif kind == "blockdev-snapshot-sync":
+                item = {
+                    "node-name": node,
+                    "snapshot-file": f"{{dir}}/snap{self.serial}.qcow2",
+                    "snapshot-node-name": f"snap{self.serial}",
+                    "format": "qcow2",
+                }
+            else:
+                item = {"node": node, "overlay": "ov0"}
+            actions.append({"type": kind, "data": item})
+        self._failing_action(data, actions)
+        self.shared.transactions += 1
+        run.run(Step(0, "execute", "transaction", {"actions": actions}))
 
     @rule(data=st.data())
     def bitmap_transaction(self, data: st.DataObject) -> None:

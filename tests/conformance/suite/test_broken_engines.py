@@ -103,5 +103,5 @@ def test_generated_sequences_alone_catch_a_broken_engine_and_shrink(report_dir: 
     assert failing
     assert generated.reproducer is not None
     lines = Path(generated.reproducer).read_text().splitlines()
-    # header + 11 setup messages + a short shrunk tail
-    assert len(lines) <= 1 + 11 + 6
+    # header + 14 setup messages + a short shrunk tail
+    assert len(lines) <= 1 + 14 + 6

@@ -21,6 +21,26 @@ def test_five_hundred_generated_examples_on_reference_hold(report_dir: Path) -> 
     assert examined["atomicity"] > 500  # failed transactions judged
     assert examined["all-effects"] > 200  # successful ones judged
     assert examined["differential"] > 5000  # every step compared with the model
+    # Backups run to their end on the reference's clock: the job rules judge them (not n/a).
+    assert generated.verdicts["completion-mode"].outcome == "pass"
+    assert examined["completion-mode"] > 200
+
+
+def test_generated_backups_alone_catch_grouped_mode_not_cancelling(report_dir: Path) -> None:
+    result = run_conformance(
+        "mutant:grouped-not-cancelling-siblings",
+        scenarios=["none-at-all"],
+        max_examples=200,
+        seed=1,
+        report_dir=report_dir,
+    )
+
+    generated = result.results[-1]
+    assert result.exit_code == 1
+    assert generated.verdicts["completion-mode"].outcome == "fail"
+    finding = generated.verdicts["completion-mode"].unexpected[0]
+    assert "in grouped mode one failing job must cancel every sibling" in finding.because
+    assert generated.reproducer is not None
 
 
 def test_same_seed_same_sequences(report_dir: Path) -> None:
