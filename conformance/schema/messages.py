@@ -24,14 +24,21 @@ scenario runs (``run_scenario``) record as they go, observation queries included
 from __future__ import annotations
 
 import json
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import jsonschema
 
-from conformance.endpoints import Endpoint, EndpointFactory, JSONObject, LaunchOptions, Version
+from conformance.endpoints import (
+    SETTLE_TIMEOUT,
+    Endpoint,
+    EndpointFactory,
+    JSONObject,
+    LaunchOptions,
+    Version,
+)
 from conformance.schema.jsonschema import DerivedSchema, QAPISource, convert
 
 __all__ = [
@@ -95,6 +102,11 @@ class RecordingEndpoint(Endpoint):
 
     def wait_for_exit(self, timeout: float = 10.0) -> None:
         self.inner.wait_for_exit(timeout)
+
+    def settle(self, done: Callable[[], bool], timeout: float = SETTLE_TIMEOUT) -> bool:
+        # The inner endpoint decides how time passes: the in-process reference advances its
+        # deterministic clock; polling in real time here would leave its jobs standing still.
+        return self.inner.settle(done, timeout)
 
     def _close_endpoint(self) -> None:
         self.inner.close()
