@@ -30,6 +30,7 @@ def test_generated_backups_alone_catch_grouped_mode_not_cancelling(report_dir: P
     result = run_conformance(
         "mutant:grouped-not-cancelling-siblings",
         scenarios=["none-at-all"],
+        checks=["completion-mode"],
         max_examples=200,
         seed=1,
         report_dir=report_dir,
