@@ -29,13 +29,15 @@ from conformance.history import History, Operation
 NAME = "completion-mode"
 
 
-def _job_outcomes(later: list[Operation], jobs: list[str]) -> dict[str, str]:
+def _job_outcomes(later: Operation | list[Operation], jobs: list[str]) -> dict[str, str]:
     """job id -> ``completed``, ``failed``, ``cancelled`` or ``unfinished``.
 
-    ``later``: the transaction's operation and every operation after it, in order.
+    ``later``: the transaction's operation and every operation after it, in order (or the
+    transaction's operation alone).
     """
+    ops = [later] if isinstance(later, Operation) else later
     outcome = dict.fromkeys(jobs, "unfinished")
-    for event in (event for op in later for event in op.events):
+    for event in (event for op in ops for event in op.events):
         data = event.get("data") or {}
         job = str(data.get("device") or data.get("id"))
         if outcome.get(job) != "unfinished":
