@@ -75,6 +75,16 @@ def _files(workdir: Path) -> list[str]:
         return []
 
 
+def _structural_key(entry: Mapping[str, Any]) -> tuple[str, str, str, bool]:
+    """What a node is, independent of its (possibly auto-generated) name and listing order."""
+    return (
+        str(entry.get("drv")),
+        str(entry.get("file")),
+        str(_backing(entry)),
+        bool(entry.get("ro")),
+    )
+
+
 def snapshot(endpoint: Endpoint, normalizer: Normalizer) -> JSONObject:
     """The normalized observable state of ``endpoint``::
 
@@ -84,6 +94,10 @@ def snapshot(endpoint: Endpoint, normalizer: Normalizer) -> JSONObject:
      "files": [relative paths in the workdir]}
     """
     named = _query(endpoint, "query-named-block-nodes", {"flat": True}) or []
+    # Number auto-named nodes (#blockNNN) in an order that does not depend on how the endpoint
+    # lists its nodes (the listing order is compared where a scenario observes it, not here).
+    for entry in sorted(named, key=_structural_key):
+        normalizer.text(str(entry.get("node-name")))
     nodes: dict[str, Any] = {}
     for entry in named:
         nodes[str(entry.get("node-name"))] = {

