@@ -14,9 +14,9 @@ silent pass. A deviation matches a finding when all of its given fields match:
   list pattern ``[]`` only matches an empty list, other list patterns need each element to
   match some element); ``messages``: a list of such patterns, any of which may match;
 * ``action``: a pattern that some action of the step's transaction contains;
-* ``subject``: a regular expression searched in the finding's subject; ``{node}`` and
-  ``{name}`` in it stand for ``data.node`` and ``data.name`` (escaped) of an action that
-  matches ``action`` (any one of them may make the subject match).
+* ``subject``: a regular expression searched in the finding's subject; ``{node}``, ``{name}``,
+  ``{device}`` and ``{bitmap}`` in it stand for those members of ``data`` (escaped) of an action
+  that matches ``action`` (any one of them may make the subject match).
 """
 
 from __future__ import annotations
@@ -90,9 +90,9 @@ class Deviation:
 def _subject_matches(template: str, action: dict[str, Any], subject: str) -> bool:
     data = action.get("data") if isinstance(action.get("data"), dict) else {}
     assert isinstance(data, dict)
-    pattern = template.replace("{node}", re.escape(str(data.get("node", "")))).replace(
-        "{name}", re.escape(str(data.get("name", "")))
-    )
+    pattern = template
+    for member in ("node", "name", "device", "bitmap"):
+        pattern = pattern.replace("{" + member + "}", re.escape(str(data.get(member, ""))))
     return re.search(pattern, subject) is not None
 
 
