@@ -47,9 +47,9 @@ from conformance.scenario import (
     Scenario,
     Step,
     Transcript,
-    event_job,
     io_arguments,
     launch_options,
+    order_events,
     prepare_workdir,
     run_host_command,
     settle_jobs,
@@ -209,18 +209,6 @@ class History:
                 for op in self.operations
             ],
         }
-
-
-def order_events(step: Step, events: list[JSONObject]) -> list[JSONObject]:
-    """``event_order: per-job``: the events of each job together, jobs in order of first event."""
-    if step.event_order != "per-job":
-        return events
-    order: list[str | None] = []
-    for event in events:
-        job = event_job(event)
-        if job not in order:
-            order.append(job)
-    return sorted(events, key=lambda event: order.index(event_job(event)))
 
 
 def _crash_text(crash: EndpointCrashed) -> str:

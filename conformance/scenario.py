@@ -380,7 +380,7 @@ def _run_step(
     if step.kind == "wait":
         entry["wait"] = step.body
         entry["settled"] = settle_jobs(endpoint, step.body)
-        entry["events"] = _order_events(step, normalizer.events(endpoint.take_events()))
+        entry["events"] = order_events(step, normalizer.events(endpoint.take_events()))
         return entry
     if step.kind == "observe":
         entry["observe"] = list(step.body)
@@ -411,7 +411,7 @@ def _run_step(
         endpoint.wait_for_exit()
     if step.wait is not None:
         entry["settled"] = settle_jobs(endpoint, step.wait)
-    entry["events"] = _order_events(step, normalizer.events(endpoint.take_events()))
+    entry["events"] = order_events(step, normalizer.events(endpoint.take_events()))
     return entry
 
 
@@ -450,7 +450,8 @@ def event_job(event: Mapping[str, Any]) -> str | None:
     return job if isinstance(job, str) else None
 
 
-def _order_events(step: Step, events: list[JSONObject]) -> list[JSONObject]:
+def order_events(step: Step, events: list[JSONObject]) -> list[JSONObject]:
+    """``event_order: per-job``: the events of each job together, jobs in order of first event."""
     if step.event_order != "per-job":
         return events
     order: list[str | None] = []
