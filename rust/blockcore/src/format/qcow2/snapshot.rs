@@ -381,9 +381,6 @@ impl Qcow2 {
         id: Option<&str>,
         name: Option<&[u8]>,
     ) -> Result<Option<SnapshotEntry>, FormatError> {
-        if self.read_only {
-            return Err(FormatError::ReadOnly);
-        }
         if id.is_none() && name.is_none() {
             return Ok(None);
         }
@@ -393,11 +390,14 @@ impl Qcow2 {
             return Ok(None);
         };
         let storage = self.storage.clone();
+        // QEMU takes the entry out of its in-memory list before writing the table, and does not
+        // put it back when that write fails (EPERM on a read-only image): the snapshot is no
+        // longer listed until the image is opened again, while the file still has it.
         let sn = self.snapshots.remove(pos);
-        if let Err(e) = self.write_snapshots() {
-            self.snapshots.insert(pos, sn);
-            return Err(e);
+        if self.read_only {
+            return Err(FormatError::ReadOnly);
         }
+        self.write_snapshots()?;
         let mut raw = vec![0u8; sn.l1_size as usize * 8];
         storage.read_at(&mut raw, sn.l1_offset)?;
         let l1: Vec<u64> = raw
