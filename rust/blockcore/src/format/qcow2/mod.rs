@@ -21,6 +21,11 @@
 //! after a crash of the process: refcounts are raised before anything points at the cluster,
 //! references are removed before refcounts drop. Nothing is flushed between those writes, so a
 //! power loss may reorder them, as with QEMU's `cache=unsafe`.
+//!
+//! The host file is laid out as QEMU lays it out: an allocating write whose copy-on-write
+//! regions are zero for block status zeroes the new clusters with [`Storage::zero_range`] and
+//! writes only the guest bytes; clusters freed by snapshot operations are punched out with
+//! [`Storage::discard`] (`pass-discard-snapshot`).
 
 mod alloc;
 pub mod bitmaps;
@@ -305,7 +310,16 @@ impl FormatDriver for Qcow2 {
         len: u64,
         backing: &mut dyn Backing,
     ) -> Result<bool, FormatError> {
-        self.range_is_zero(offset, len, backing)
+        self.range_is_zero(offset, len, backing, true)
+    }
+
+    fn is_zero_unprobed_backed(
+        &mut self,
+        offset: u64,
+        len: u64,
+        backing: &mut dyn Backing,
+    ) -> Result<bool, FormatError> {
+        self.range_is_zero(offset, len, backing, false)
     }
 
     fn supports_backing(&self) -> bool {

@@ -183,7 +183,8 @@ impl Qcow2 {
     }
 
     /// Runs `f` with freed clusters recorded, then discards in the file those still free, as
-    /// QEMU does for clusters freed by snapshot operations (`pass-discard-snapshot=on`).
+    /// QEMU does for clusters freed by snapshot operations (`pass-discard-snapshot=on`): a hole
+    /// is punched, the file keeps its length, and a failed discard is ignored.
     fn discarding_freed<T>(
         &mut self,
         f: impl FnOnce(&mut Self) -> Result<T, FormatError>,
@@ -195,7 +196,7 @@ impl Qcow2 {
         let cs = self.geo.cluster_size();
         for c in freed {
             if self.refcounts.get(storage.as_ref(), HostCluster(c))? == 0 {
-                storage.write_zeroes(c * cs, cs)?;
+                let _ = storage.discard(c * cs, cs);
             }
         }
         r
