@@ -8,11 +8,11 @@
 //!
 //! Supported: cluster sizes 512 B..2 MiB, refcount widths 1..64 bits, zero clusters, internal
 //! snapshots (created, deleted, and copied on write after), persistent dirty bitmaps,
-//! zlib-compressed clusters (`compress`: read, written packed as QEMU packs them by
+//! compressed clusters, zlib or zstd (`compress`: read, written packed as QEMU packs them by
 //! [`FormatDriver::write_compressed`], partial overwrites copy them up decompressed), backing
 //! chains.
 //! Refused at open: extended L2 entries, external data files, encryption, unknown incompatible
-//! features; zstd-compressed clusters are refused when read. The backing node is not this
+//! features. The backing node is not this
 //! driver's business: every guest path takes a [`Backing`] that unallocated
 //! clusters read from (the graph passes the node's `backing` child), and whose presence decides
 //! what zeroes and discards leave behind, as `bs->backing` does in QEMU.
