@@ -903,3 +903,78 @@ fn snapshot_history_host_layout_matches_qemu() {
         assert_same_host_layout(&ours, &theirs, opts);
     }
 }
+
+/// Growing an image as `qemu-img resize` grows it: the L1 table is replaced by one of exactly
+/// the new length in the lowest free clusters, the old one freed, the header's size and L1
+/// fields rewritten; the files are byte-identical, with and without internal snapshots (whose
+/// L1 tables keep their size), and writes past the old size then land where `qemu-io` puts
+/// them.
+#[test]
+fn grow_matches_qemu_img_resize_byte_for_byte() {
+    if !have_qemu() {
+        return;
+    }
+    for (opts, size, new_size, snapshot) in [
+        ("cluster_size=65536", 4 * MIB, 4096 * MIB, false),
+        ("cluster_size=512", MIB, 64 * MIB, false),
+        ("cluster_size=512", MIB, 64 * MIB, true),
+        (
+            "cluster_size=4096,refcount_bits=2",
+            3 * MIB,
+            700 * MIB,
+            true,
+        ),
+        ("cluster_size=65536", 512 * MIB, 513 * MIB, true),
+    ] {
+        let dir = tempfile::tempdir().unwrap();
+        let base = dir.path().join("base.qcow2");
+        create_with_qemu(&base, size, opts);
+        let fill = format!("write -P 0x31 {} 70000", size / 3);
+        assert!(
+            run(
+                "qemu-io",
+                &["-c", "write -P 0x30 0 5000", "-c", &fill, s(&base)]
+            )
+            .0
+        );
+        if snapshot {
+            qemu_img(&["snapshot", "-c", "s1", s(&base)]);
+            assert!(run("qemu-io", &["-c", "write -P 0x32 100 100", s(&base)]).0);
+        }
+        let ours = dir.path().join("ours.qcow2");
+        let theirs = dir.path().join("theirs.qcow2");
+        std::fs::copy(&base, &ours).unwrap();
+        std::fs::copy(&base, &theirs).unwrap();
+        {
+            let mut q = open(&ours, false);
+            q.grow(new_size).unwrap();
+            q.close().unwrap();
+        }
+        qemu_img(&["resize", s(&theirs), &new_size.to_string()]);
+        let what = format!("{opts} {size} -> {new_size}, snapshot {snapshot}");
+        assert_check_clean(&ours);
+        assert!(
+            std::fs::read(&ours).unwrap() == std::fs::read(&theirs).unwrap(),
+            "after the resize: {what}"
+        );
+        // Writes past the old end, into L2 tables the old L1 table could not reach.
+        let writes = [(size + 512, 3000u64, 0x41u8), (new_size - 4096, 4096, 0x42)];
+        {
+            let mut q = open(&ours, false);
+            for (off, len, p) in writes {
+                q.write(off, &vec![p; len as usize]).unwrap();
+            }
+            q.close().unwrap();
+        }
+        for (off, len, p) in writes {
+            let cmd = format!("write -P {p} {off} {len}");
+            assert!(run("qemu-io", &["-c", &cmd, s(&theirs)]).0);
+        }
+        assert_check_clean(&ours);
+        assert_identical(&ours, &theirs);
+        assert!(
+            std::fs::read(&ours).unwrap() == std::fs::read(&theirs).unwrap(),
+            "after writes past the old end: {what}"
+        );
+    }
+}

@@ -3,8 +3,9 @@
 //! One file per concern, as in imago: [`header`] (first cluster), [`mapping`] (L1/L2),
 //! [`refcount`] (refcount table and blocks), `alloc` (finding and counting clusters), `io` (the
 //! guest read/write/zero/discard paths), [`bitmaps`] (persistent dirty bitmaps), [`snapshot`]
-//! (internal snapshots) and [`create`] (what `qemu-img create -f qcow2` writes). [`units`] keeps
-//! guest offsets, host offsets and cluster indexes apart.
+//! (internal snapshots), `resize` (growing the virtual size and the L1 table) and [`create`]
+//! (what `qemu-img create -f qcow2` writes). [`units`] keeps guest offsets, host offsets and
+//! cluster indexes apart.
 //!
 //! Supported: cluster sizes 512 B..2 MiB, refcount widths 1..64 bits, zero clusters, internal
 //! snapshots (created, deleted, and copied on write after), persistent dirty bitmaps,
@@ -35,6 +36,7 @@ pub mod header;
 mod io;
 pub mod mapping;
 pub mod refcount;
+mod resize;
 pub mod snapshot;
 pub mod units;
 
