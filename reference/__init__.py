@@ -24,6 +24,7 @@ FEATURES: frozenset[str] = frozenset(
         "drive-backup",
         "image-locking",
         "persistent-bitmaps",
+        "qcow2-host-layout",
         "transaction",
     }
 )

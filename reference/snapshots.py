@@ -257,7 +257,11 @@ def delete_internal(
             f"Snapshot with id '{shown_id}' and name '{shown_name}' "
             f"does not exist on device '{device}'"
         )
-    if info.read_only:
-        raise QMPError(f"Failed to remove snapshot from snapshot list: {strerror(1)}")
-    deleted = layer.graph.snapshot_delete(node, found.id, found.name)
+    try:
+        deleted = layer.graph.snapshot_delete(node, found.id, found.name)
+    except _core.ImageError as e:
+        # QEMU has already dropped the snapshot from its in-memory list when the table write
+        # fails (EPERM on a read-only image): the core does the same.
+        _, errno = e.args
+        raise QMPError(f"Failed to remove snapshot from snapshot list: {strerror(errno)}") from None
     return snapshot_info(deleted)

@@ -4,7 +4,8 @@ Hypothesis draws a history of guest writes, internal snapshots (create, delete),
 snapshots (``blockdev-snapshot-sync``, ``blockdev-snapshot`` of pre-made overlays), bitmap
 operations and transactions mixing them (some rolled back by an ``abort`` action or by a
 duplicate snapshot name). The history becomes a scenario: the same steps, then a clean
-``quit``, then ``qemu-img check``, ``qemu-img snapshot -l`` and the sha256 of
+``quit``, then ``qemu-img check``, ``info`` and ``map`` (the host layout: file length, holes,
+where each cluster went), ``qemu-img snapshot -l`` and the sha256 of
 every image's data and of every internal snapshot's data. QEMU's normalized transcript and the
 reference's must be identical, step by step (issue 6: images consistent and data equal,
 checked against QEMU itself rather than a hand-written model).
@@ -164,10 +165,11 @@ class _Builder:
         self.steps.append({"execute": "quit"})
         for f in self.files:
             path = f"{{dir}}/{f}"
-            # Not ``qemu-img info``: its file length depends on the host layout of copy on
-            # write, which the reference does not reproduce yet (scenario
-            # snapshots/internal_delete_older_after_cow, feature qcow2-host-layout).
             self.steps.append({"run": f"qemu-img check {path}", "may_fail": True})
+            # The file length and holes follow QEMU's host layout (qcow2-host-layout).
+            for tool in ("info", "map"):
+                run = f"qemu-img {tool} --output=json {path}"
+                self.steps.append({"run": run, "json": True, "may_fail": True})
             self.steps.append({"run": f"qemu-img snapshot -l {path}", "may_fail": True})
             self.steps.append(
                 {"run": f"qemu-img convert -O raw {path} {path}.raw", "may_fail": True}

@@ -71,11 +71,6 @@ PENDING_REFERENCE_FIXES: dict[str, tuple[tuple[str, ...], str]] = {
         )
     },
     "jobs/drain_pairs_of_a_running_job": (("7.2",), _JOB_BITMAPS),
-    "snapshots/delete_internal_not_supported": (
-        _BOTH,
-        "a failed blockdev-snapshot-delete-internal-sync on a read-only image: QEMU no longer "
-        "lists the snapshot afterwards, the model still does",
-    ),
 }
 
 

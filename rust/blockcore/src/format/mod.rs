@@ -119,6 +119,14 @@ pub trait Backing {
     /// (unallocated down the whole chain, zero clusters, or past the end of a short backing),
     /// not merely whether it reads as zeros.
     fn is_zero(&mut self, offset: u64, len: u64) -> Result<bool, FormatError>;
+    /// Like [`Backing::is_zero`], but for block status that does not probe the protocol
+    /// layer (QEMU's `want_zero = false`): a raw node's holes are data, zero clusters and
+    /// ranges unallocated down the whole chain are zero. Without a finer answer from the chain,
+    /// only the absence of a backing node counts as zero.
+    fn is_zero_unprobed(&mut self, offset: u64, len: u64) -> Result<bool, FormatError> {
+        let _ = (offset, len);
+        Ok(!self.present())
+    }
 }
 
 /// No backing node: everything unallocated reads as zeros.
@@ -242,6 +250,17 @@ pub trait FormatDriver: Send + std::fmt::Debug {
     /// Whether block status calls `[offset, offset + len)` zero through the backing chain (see
     /// [`Backing::is_zero`]). Formats without allocation information answer `false`.
     fn is_zero_backed(
+        &mut self,
+        offset: u64,
+        len: u64,
+        backing: &mut dyn Backing,
+    ) -> Result<bool, FormatError> {
+        let _ = (offset, len, backing);
+        Ok(false)
+    }
+    /// [`FormatDriver::is_zero_backed`] without probing the protocol layer (see
+    /// [`Backing::is_zero_unprobed`]). Formats without allocation information answer `false`.
+    fn is_zero_unprobed_backed(
         &mut self,
         offset: u64,
         len: u64,

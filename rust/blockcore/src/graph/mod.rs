@@ -1148,6 +1148,37 @@ impl Backing for GraphBacking<'_> {
             DataPath::Null => Ok(false),
         }
     }
+
+    fn is_zero_unprobed(&mut self, offset: u64, len: u64) -> Result<bool, FormatError> {
+        let to_format = |e: GraphError| match e {
+            GraphError::Format(f) => f,
+            other => FormatError::Io(std::io::Error::other(other.to_string())),
+        };
+        let node = self.graph.get(&self.node).map_err(to_format)?;
+        let blen = node.length().map_err(to_format)?;
+        let inside = blen.saturating_sub(offset).min(len);
+        if inside == 0 {
+            return Ok(true);
+        }
+        match node.data {
+            DataPath::Format(_) => self
+                .graph
+                .with_driver(&self.node.clone(), |f, bk| {
+                    f.is_zero_unprobed_backed(offset, inside, bk)
+                })
+                .map_err(to_format),
+            DataPath::Filter { .. } => match node.child("file").map(str::to_string) {
+                Some(child) => GraphBacking {
+                    graph: &mut *self.graph,
+                    node: child,
+                }
+                .is_zero_unprobed(offset, inside),
+                None => Ok(false),
+            },
+            // Unprobed, a protocol node is all data.
+            DataPath::Protocol(_) | DataPath::Null => Ok(false),
+        }
+    }
 }
 
 #[cfg(test)]

@@ -60,6 +60,16 @@ impl Storage for ObservedStorage {
         self.log(ByteRange::new(offset, len));
         Ok(())
     }
+    fn discard(&self, offset: u64, len: u64) -> io::Result<()> {
+        self.inner.discard(offset, len)?;
+        self.log(ByteRange::new(offset, len));
+        Ok(())
+    }
+    fn zero_range(&self, offset: u64, len: u64) -> io::Result<()> {
+        self.inner.zero_range(offset, len)?;
+        self.log(ByteRange::new(offset, len));
+        Ok(())
+    }
     fn is_hole(&self, offset: u64, len: u64) -> io::Result<bool> {
         self.inner.is_hole(offset, len)
     }

@@ -174,6 +174,14 @@ impl Storage for BlkdebugStorage {
         self.check(IoType::WriteZeroes, offset, len)?;
         self.inner.write_zeroes(offset, len)
     }
+    fn discard(&self, offset: u64, len: u64) -> io::Result<()> {
+        self.check(IoType::Discard, offset, len)?;
+        self.inner.discard(offset, len)
+    }
+    fn zero_range(&self, offset: u64, len: u64) -> io::Result<()> {
+        self.check(IoType::WriteZeroes, offset, len)?;
+        self.inner.zero_range(offset, len)
+    }
     fn filename(&self) -> Option<&str> {
         self.inner.filename()
     }

@@ -65,6 +65,30 @@ impl FileStorage {
         &self.file
     }
 
+    /// `fallocate(mode)` over the range; `Ok(false)` when the file system cannot do it (the
+    /// caller falls back to writing zeros, as QEMU's `file` driver does).
+    fn fallocate(&self, mode: libc::c_int, offset: u64, len: u64) -> io::Result<bool> {
+        if self.read_only {
+            return Err(io::Error::from_raw_os_error(libc::EBADF));
+        }
+        let (Ok(off), Ok(n)) = (libc::off_t::try_from(offset), libc::off_t::try_from(len)) else {
+            return Err(io::Error::from_raw_os_error(libc::EINVAL));
+        };
+        if n == 0 {
+            return Ok(true);
+        }
+        // SAFETY: fallocate on an open fd changes only the file, no memory of ours.
+        let r = unsafe { libc::fallocate(self.file.as_raw_fd(), mode, off, n) };
+        if r == 0 {
+            return Ok(true);
+        }
+        let e = io::Error::last_os_error();
+        match e.raw_os_error() {
+            Some(libc::EOPNOTSUPP | libc::ENOSYS | libc::EINVAL) => Ok(false),
+            _ => Err(e),
+        }
+    }
+
     /// Whether the file was opened without write access.
     pub fn read_only(&self) -> bool {
         self.read_only
@@ -109,6 +133,25 @@ impl Storage for FileStorage {
 
     fn filename(&self) -> Option<&str> {
         Some(&self.filename)
+    }
+
+    fn discard(&self, offset: u64, len: u64) -> io::Result<()> {
+        let mode = libc::FALLOC_FL_PUNCH_HOLE | libc::FALLOC_FL_KEEP_SIZE;
+        if self.fallocate(mode, offset, len)? {
+            return Ok(());
+        }
+        let end = self.len()?.min(offset.saturating_add(len));
+        if end > offset {
+            self.write_zeroes(offset, end - offset)?;
+        }
+        Ok(())
+    }
+
+    fn zero_range(&self, offset: u64, len: u64) -> io::Result<()> {
+        if self.fallocate(libc::FALLOC_FL_ZERO_RANGE, offset, len)? {
+            return Ok(());
+        }
+        self.write_zeroes(offset, len)
     }
 
     fn is_hole(&self, offset: u64, len: u64) -> io::Result<bool> {

@@ -45,6 +45,23 @@ pub trait Storage: Send + Sync + Debug {
         }
         Ok(())
     }
+    /// QEMU's discard on a `file` node: afterwards `[offset, offset + len)` reads as zeros. A
+    /// file store punches a hole and keeps its length (`FALLOC_FL_PUNCH_HOLE |
+    /// FALLOC_FL_KEEP_SIZE`); others write zeros up to their current length.
+    fn discard(&self, offset: u64, len: u64) -> io::Result<()> {
+        let end = self.len()?.min(offset.saturating_add(len));
+        if end > offset {
+            self.write_zeroes(offset, end - offset)?;
+        }
+        Ok(())
+    }
+    /// QEMU's write-zeroes with `BDRV_REQ_NO_FALLBACK` on a `file` node: the range reads as
+    /// zeros, growing the store if it ends past it. A file store allocates it without writing
+    /// (`FALLOC_FL_ZERO_RANGE`: no data for `SEEK_DATA`); others fall back to
+    /// [`Storage::write_zeroes`].
+    fn zero_range(&self, offset: u64, len: u64) -> io::Result<()> {
+        self.write_zeroes(offset, len)
+    }
     /// The file name, for stores that have one (used in query output and error messages).
     fn filename(&self) -> Option<&str> {
         None

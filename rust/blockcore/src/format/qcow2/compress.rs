@@ -1,22 +1,29 @@
 //! Compressed clusters: what QEMU writes for `compress: true` backups and `qemu-img convert -c`.
 //!
-//! A compressed cluster is a raw deflate stream (zlib `compression_type`, window of 4 KiB as
-//! QEMU uses) stored at any byte offset; its L2 entry holds that offset and the number of
-//! 512-byte sectors the stream spans beyond the first. Streams are packed one after the other
-//! as QEMU packs them. A cluster that does not shrink is written uncompressed, as QEMU does; a
-//! compressed write over a cluster that has a host offset fails with EIO, as in QEMU.
+//! A compressed cluster is one stream stored at any byte offset: raw deflate for the zlib
+//! `compression_type` (window of 4 KiB as QEMU uses), one zstd frame (default level, content
+//! size recorded, no checksum: what one `ZSTD_compressStream2(ZSTD_e_end)` call writes) for
+//! zstd. Its L2 entry holds that offset and the number of 512-byte sectors the stream spans
+//! beyond the first, so a reader gets trailing bytes after the stream. Streams are packed one
+//! after the other as QEMU packs them. A cluster that does not shrink to less than a cluster is
+//! written uncompressed, as QEMU does; a compressed write over a cluster that has a host offset
+//! fails with EIO, as in QEMU.
 
 use super::mapping::{ClusterKind, OFLAG_COMPRESSED};
 use super::units::{GuestOffset, HostOffset};
 use super::Qcow2;
 use crate::format::{Backing, FormatError};
 use flate2::{Compress, Compression, Decompress, FlushCompress, FlushDecompress, Status};
+use zstd::zstd_safe::{self, CCtx, DCtx, InBuffer, OutBuffer};
 
 /// The host-offset bits of a standard L2 entry (QEMU's `L2E_OFFSET_MASK`).
 const L2E_OFFSET_MASK: u64 = 0x00ff_ffff_ffff_fe00;
 
 /// Deflate window bits QEMU uses for qcow2 clusters.
 const WINDOW_BITS: u8 = 12;
+
+/// `compression_type` 1.
+const ZSTD: u8 = 1;
 
 /// Deflates `data` into at most `limit` bytes; None if it does not fit.
 fn deflate(data: &[u8], limit: usize) -> Option<Vec<u8>> {
@@ -42,23 +49,61 @@ fn inflate(input: &[u8], out: &mut [u8]) -> Result<(), FormatError> {
     }
 }
 
-impl Qcow2 {
-    fn check_zlib(&self) -> Result<(), FormatError> {
-        if self.header.compression_type != 0 {
-            return Err(FormatError::Unsupported(
-                "zstd-compressed qcow2 clusters are not supported".into(),
-            ));
+/// One zstd frame of `data` in at most `limit` bytes, made by a single end-of-frame
+/// compression call with default parameters, as QEMU makes it; None if it does not fit.
+fn zstd_compress(data: &[u8], limit: usize) -> Result<Option<Vec<u8>>, FormatError> {
+    let mut cctx = CCtx::create();
+    let mut out = vec![0u8; limit];
+    let mut output = OutBuffer::around(&mut out[..]);
+    let mut input = InBuffer::around(data);
+    match cctx.compress_stream2(
+        &mut output,
+        &mut input,
+        zstd_safe::zstd_sys::ZSTD_EndDirective::ZSTD_e_end,
+    ) {
+        Ok(0) => {
+            let n = output.pos();
+            out.truncate(n);
+            Ok(Some(out))
         }
-        Ok(())
+        // Output left to flush: the frame does not fit in `limit` bytes.
+        Ok(_) => Ok(None),
+        Err(_) => Err(FormatError::Io(std::io::Error::from_raw_os_error(5))),
     }
+}
 
-    /// The whole guest cluster a compressed entry holds.
+/// Decompresses the zstd frame at the start of `input` (trailing bytes ignored) into exactly
+/// `out.len()` bytes; a frame that ends short of that, runs past it or does not end inside
+/// `input` is an error, as in QEMU.
+fn zstd_decompress(input: &[u8], out: &mut [u8]) -> Result<(), FormatError> {
+    let corrupt = |what: &str| FormatError::Corrupt(format!("compressed cluster: {what}"));
+    let mut dctx = DCtx::create();
+    let mut input = InBuffer::around(input);
+    let mut output = OutBuffer::around(out);
+    let size = output.capacity();
+    let mut last = 0;
+    while output.pos() < size {
+        let (in_before, out_before) = (input.pos(), output.pos());
+        last = dctx
+            .decompress_stream(&mut output, &mut input)
+            .map_err(|code| corrupt(zstd_safe::get_error_name(code)))?;
+        if input.pos() <= in_before && output.pos() <= out_before {
+            return Err(corrupt("zstd frame ends before a whole cluster"));
+        }
+    }
+    if last > 0 {
+        return Err(corrupt("zstd frame larger than a cluster"));
+    }
+    Ok(())
+}
+
+impl Qcow2 {
+    /// The whole guest cluster a compressed entry holds (zlib or zstd, per the header).
     pub(super) fn read_compressed_cluster(
         &mut self,
         host: u64,
         size: u64,
     ) -> Result<Vec<u8>, FormatError> {
-        self.check_zlib()?;
         // The L2 entry rounds the stream up to whole sectors, which may run past the end of
         // the file (the last stream of `qemu-img convert -c`): read only what is there.
         let avail = self.storage.len()?.saturating_sub(host).min(size);
@@ -66,7 +111,11 @@ impl Qcow2 {
         self.storage.debug_event("read_compressed");
         self.storage.read_at(&mut raw, host)?;
         let mut out = vec![0u8; self.geo.cluster_size() as usize];
-        inflate(&raw, &mut out)?;
+        if self.header.compression_type == ZSTD {
+            zstd_decompress(&raw, &mut out)?;
+        } else {
+            inflate(&raw, &mut out)?;
+        }
         Ok(out)
     }
 
@@ -78,7 +127,6 @@ impl Qcow2 {
         data: &[u8],
         bk: &mut dyn Backing,
     ) -> Result<(), FormatError> {
-        self.check_zlib()?;
         let cs = self.geo.cluster_size();
         if !self.geo.is_aligned(offset)
             || (!(data.len() as u64).is_multiple_of(cs)
@@ -92,7 +140,12 @@ impl Qcow2 {
             let pos = offset + k as u64 * cs;
             let mut cluster = chunk.to_vec();
             cluster.resize(cs as usize, 0);
-            match deflate(&cluster, cs as usize - 1) {
+            let packed = if self.header.compression_type == ZSTD {
+                zstd_compress(&cluster, cs as usize - 1)?
+            } else {
+                deflate(&cluster, cs as usize - 1)
+            };
+            match packed {
                 Some(z) => self.write_one_compressed(pos, &z)?,
                 None => self.write_guest(pos, chunk, bk)?,
             }
@@ -190,5 +243,43 @@ mod tests {
             })
             .collect();
         assert!(deflate(&noise, 65535).is_none());
+    }
+}
+
+#[cfg(test)]
+mod zstd_tests {
+    use super::*;
+
+    #[test]
+    fn zstd_round_trip_ignores_trailing_bytes_and_refuses_short_frames() {
+        let data: Vec<u8> = (0..65536u32).map(|i| (i / 300) as u8).collect();
+        let z = zstd_compress(&data, 65535).unwrap().unwrap();
+        assert_eq!(&z[..4], &[0x28, 0xb5, 0x2f, 0xfd], "a zstd frame");
+        let mut padded = z.clone();
+        padded.extend_from_slice(&[0xee; 300]);
+        let mut out = vec![0u8; 65536];
+        zstd_decompress(&padded, &mut out).unwrap();
+        assert_eq!(out, data);
+        // A cluster of 4 KiB is too small for this frame's content.
+        let mut small = vec![0u8; 4096];
+        assert!(zstd_decompress(&z, &mut small).is_err());
+        // A truncated frame does not make a whole cluster.
+        assert!(zstd_decompress(&z[..z.len() / 2], &mut out).is_err());
+        // Garbage is refused.
+        assert!(zstd_decompress(&[0x55; 64], &mut out).is_err());
+    }
+
+    #[test]
+    fn zstd_incompressible_cluster_does_not_fit() {
+        let mut x = 0x9e37_79b9u32;
+        let noise: Vec<u8> = (0..65536)
+            .map(|_| {
+                x ^= x << 13;
+                x ^= x >> 17;
+                x ^= x << 5;
+                x as u8
+            })
+            .collect();
+        assert!(zstd_compress(&noise, 65535).unwrap().is_none());
     }
 }

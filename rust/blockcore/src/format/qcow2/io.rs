@@ -231,6 +231,14 @@ impl Qcow2 {
         if head == 0 && tail == 0 {
             storage.debug_event("write_aio");
             storage.write_at(chunk, host)?;
+        } else if self.cow_is_zero(pos - head, n, head, tail, bk)? {
+            // QEMU's handle_alloc_space: copy-on-write regions that read as zeros by block
+            // status are not written; the new clusters are zeroed in the file at once (no data
+            // there for SEEK_DATA) and only the guest bytes are written.
+            storage.debug_event("cluster_alloc_space");
+            storage.zero_range(host, total)?;
+            storage.debug_event("write_aio");
+            storage.write_at(chunk, host + head)?;
         } else {
             let mut buf = vec![0u8; total as usize];
             let cluster_start = pos - head;
@@ -259,6 +267,23 @@ impl Qcow2 {
             self.release(ClusterKind::decode(e, geo))?;
         }
         Ok(())
+    }
+
+    /// Whether both copy-on-write regions of an allocating write (`head` bytes before the data
+    /// in the first cluster, `tail` after it in the last; `start`: guest offset of the first
+    /// cluster, `n` clusters) are zero for block status without probing (QEMU's `is_zero_cow`):
+    /// zero clusters, or unallocated with a backing chain that is zero there too.
+    fn cow_is_zero(
+        &mut self,
+        start: u64,
+        n: usize,
+        head: u64,
+        tail: u64,
+        bk: &mut dyn Backing,
+    ) -> Result<bool, FormatError> {
+        let total = n as u64 * self.geo.cluster_size();
+        Ok((head == 0 || self.range_is_zero(start, head, bk, false)?)
+            && (tail == 0 || self.range_is_zero(start + total - tail, tail, bk, false)?))
     }
 
     /// Fills `buf` with what guest offset `at` (inside the cluster of entry `e`) reads as.
@@ -486,12 +511,14 @@ impl Qcow2 {
     }
 
     /// QEMU's `is_zero` over this image: every cluster of the range (clamped to the image) is
-    /// a zero cluster, or unallocated where the backing chain's status is zero.
+    /// a zero cluster, or unallocated where the backing chain's status is zero (with `probe`,
+    /// the protocol layer's holes count as zero, as block status with `want_zero`).
     pub(super) fn range_is_zero(
         &mut self,
         offset: u64,
         len: u64,
         bk: &mut dyn Backing,
+        probe: bool,
     ) -> Result<bool, FormatError> {
         let cs = self.geo.cluster_size();
         let end = (offset + len).min(self.header.size);
@@ -503,7 +530,8 @@ impl Qcow2 {
                 .lookup(self.storage.as_ref(), GuestOffset(pos))?;
             let zero = match kind {
                 ClusterKind::ZeroPlain | ClusterKind::ZeroAlloc { .. } => true,
-                ClusterKind::Unallocated => bk.is_zero(pos, piece)?,
+                ClusterKind::Unallocated if probe => bk.is_zero(pos, piece)?,
+                ClusterKind::Unallocated => bk.is_zero_unprobed(pos, piece)?,
                 ClusterKind::Normal { .. } | ClusterKind::Compressed { .. } => false,
             };
             if !zero {

@@ -182,6 +182,12 @@ impl Mapping {
         self.l2_cache.remove(offset);
     }
 
+    /// Switches to a new active L1 table (already written at `offset`).
+    pub fn replace_l1(&mut self, offset: u64, table: Vec<u64>) {
+        self.l1_offset = HostOffset(offset);
+        self.l1 = table;
+    }
+
     /// Sets L1 entry `index` and writes it through.
     pub fn set_l1(
         &mut self,

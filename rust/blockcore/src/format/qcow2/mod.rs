@@ -3,16 +3,17 @@
 //! One file per concern, as in imago: [`header`] (first cluster), [`mapping`] (L1/L2),
 //! [`refcount`] (refcount table and blocks), `alloc` (finding and counting clusters), `io` (the
 //! guest read/write/zero/discard paths), [`bitmaps`] (persistent dirty bitmaps), [`snapshot`]
-//! (internal snapshots) and [`create`] (what `qemu-img create -f qcow2` writes). [`units`] keeps
-//! guest offsets, host offsets and cluster indexes apart.
+//! (internal snapshots), `resize` (growing the virtual size and the L1 table) and [`create`]
+//! (what `qemu-img create -f qcow2` writes). [`units`] keeps guest offsets, host offsets and
+//! cluster indexes apart.
 //!
 //! Supported: cluster sizes 512 B..2 MiB, refcount widths 1..64 bits, zero clusters, internal
 //! snapshots (created, deleted, and copied on write after), persistent dirty bitmaps,
-//! zlib-compressed clusters (`compress`: read, written packed as QEMU packs them by
+//! compressed clusters, zlib or zstd (`compress`: read, written packed as QEMU packs them by
 //! [`FormatDriver::write_compressed`], partial overwrites copy them up decompressed), backing
 //! chains.
 //! Refused at open: extended L2 entries, external data files, encryption, unknown incompatible
-//! features; zstd-compressed clusters are refused when read. The backing node is not this
+//! features. The backing node is not this
 //! driver's business: every guest path takes a [`Backing`] that unallocated
 //! clusters read from (the graph passes the node's `backing` child), and whose presence decides
 //! what zeroes and discards leave behind, as `bs->backing` does in QEMU.
@@ -21,6 +22,11 @@
 //! after a crash of the process: refcounts are raised before anything points at the cluster,
 //! references are removed before refcounts drop. Nothing is flushed between those writes, so a
 //! power loss may reorder them, as with QEMU's `cache=unsafe`.
+//!
+//! The host file is laid out as QEMU lays it out: an allocating write whose copy-on-write
+//! regions are zero for block status zeroes the new clusters with [`Storage::zero_range`] and
+//! writes only the guest bytes; clusters freed by snapshot operations are punched out with
+//! [`Storage::discard`] (`pass-discard-snapshot`).
 
 mod alloc;
 pub mod bitmaps;
@@ -30,6 +36,7 @@ pub mod header;
 mod io;
 pub mod mapping;
 pub mod refcount;
+mod resize;
 pub mod snapshot;
 pub mod units;
 
@@ -305,7 +312,16 @@ impl FormatDriver for Qcow2 {
         len: u64,
         backing: &mut dyn Backing,
     ) -> Result<bool, FormatError> {
-        self.range_is_zero(offset, len, backing)
+        self.range_is_zero(offset, len, backing, true)
+    }
+
+    fn is_zero_unprobed_backed(
+        &mut self,
+        offset: u64,
+        len: u64,
+        backing: &mut dyn Backing,
+    ) -> Result<bool, FormatError> {
+        self.range_is_zero(offset, len, backing, false)
     }
 
     fn supports_backing(&self) -> bool {

@@ -183,7 +183,8 @@ impl Qcow2 {
     }
 
     /// Runs `f` with freed clusters recorded, then discards in the file those still free, as
-    /// QEMU does for clusters freed by snapshot operations (`pass-discard-snapshot=on`).
+    /// QEMU does for clusters freed by snapshot operations (`pass-discard-snapshot=on`): a hole
+    /// is punched, the file keeps its length, and a failed discard is ignored.
     fn discarding_freed<T>(
         &mut self,
         f: impl FnOnce(&mut Self) -> Result<T, FormatError>,
@@ -195,7 +196,7 @@ impl Qcow2 {
         let cs = self.geo.cluster_size();
         for c in freed {
             if self.refcounts.get(storage.as_ref(), HostCluster(c))? == 0 {
-                storage.write_zeroes(c * cs, cs)?;
+                let _ = storage.discard(c * cs, cs);
             }
         }
         r
@@ -381,9 +382,6 @@ impl Qcow2 {
         id: Option<&str>,
         name: Option<&[u8]>,
     ) -> Result<Option<SnapshotEntry>, FormatError> {
-        if self.read_only {
-            return Err(FormatError::ReadOnly);
-        }
         if id.is_none() && name.is_none() {
             return Ok(None);
         }
@@ -393,11 +391,14 @@ impl Qcow2 {
             return Ok(None);
         };
         let storage = self.storage.clone();
+        // QEMU takes the entry out of its in-memory list before writing the table, and does not
+        // put it back when that write fails (EPERM on a read-only image): the snapshot is no
+        // longer listed until the image is opened again, while the file still has it.
         let sn = self.snapshots.remove(pos);
-        if let Err(e) = self.write_snapshots() {
-            self.snapshots.insert(pos, sn);
-            return Err(e);
+        if self.read_only {
+            return Err(FormatError::ReadOnly);
         }
+        self.write_snapshots()?;
         let mut raw = vec![0u8; sn.l1_size as usize * 8];
         storage.read_at(&mut raw, sn.l1_offset)?;
         let l1: Vec<u64> = raw

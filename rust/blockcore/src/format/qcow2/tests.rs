@@ -418,3 +418,28 @@ fn compressed_write_refuses_clusters_with_a_host_offset_even_under_a_snapshot() 
     let err = q.write_compressed(65536, &vec![0x22; 65536]).unwrap_err();
     assert_eq!(err.errno(), 5);
 }
+
+#[test]
+fn failed_delete_on_read_only_image_drops_the_snapshot_in_memory_only() {
+    let (st, mut q) = image(CreateOptions::new(MIB));
+    let snap = SnapshotParams {
+        name: b"s1".to_vec(),
+        ..SnapshotParams::default()
+    };
+    q.snapshot_create(&snap).unwrap();
+    let before = st.contents();
+    let mut ro = Qcow2::open(st.clone(), true).unwrap();
+    assert!(matches!(
+        ro.snapshot_delete(None, Some(b"s1")),
+        Err(FormatError::ReadOnly)
+    ));
+    assert!(ro.snapshots().unwrap().is_empty(), "dropped from the list");
+    assert!(ro.snapshot_delete(None, Some(b"s1")).unwrap().is_none());
+    assert_eq!(st.contents(), before, "the file is untouched");
+    let again = Qcow2::open(st.clone(), true).unwrap();
+    assert_eq!(
+        again.snapshots().unwrap().len(),
+        1,
+        "a re-open lists it again"
+    );
+}
