@@ -462,6 +462,7 @@ class Graph:
         max_chunk: int = 0,
         max_workers: int = 64,
         min_cluster_size: int = 0,
+        copy_bitmap_on_source: bool = False,
     ) -> list[JobEvent]:
         """Creates a backup job in state ``created``; returns ``[JOB_STATUS_CHANGE created]``,
         preceded and followed by the pause/resume pairs of other running jobs that
@@ -478,8 +479,11 @@ class Graph:
         children ``file`` -> source, ``target`` -> target) replaces ``source`` under all its
         parents (backends and nodes). The filter carries three anonymous, disabled bitmaps at
         the job cluster size, as QEMU 10.0 shows them (newest first): all set (snapshot
-        access), the clusters saved by copy-before-write (starts empty), the clusters still to
-        copy (all set until the job starts, then per sync mode); then the job. The
+        access), the clusters written through the filter once their old data was saved
+        (starts empty), the clusters still to
+        copy (all set until the job starts, then per sync mode; with
+        ``copy_bitmap_on_source``, QEMU <= 8.x, that one goes on the front of the source's list
+        instead and leaves it when the filter does); then the job. The
         job starts held (pause_count 1) plus one per active drained section touching it.
         ``min_cluster_size`` (x-perf, 9.2+) raises the job cluster size (QEMU 10.0:
         max(target cluster, 64 KiB, min-cluster-size); a power of two, else ValueError).

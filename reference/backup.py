@@ -203,6 +203,7 @@ def create(
             max_chunk=max_chunk,
             max_workers=max_workers,
             min_cluster_size=min_cluster_size,
+            copy_bitmap_on_source=layer.profile.copy_bitmap_on_source,
         )
     except _core.JobError as error:
         raise jobs.job_error(error) from None

@@ -553,32 +553,10 @@ class BlockLayer:
             return {"type": "file", "data": {}}
         return None
 
-    def _listed_bitmaps(self, node: str) -> list[_core.BitmapInfo]:
-        """The bitmaps QEMU lists on ``node``, newest first.
-
-        The block-copy bitmap of a backup (the oldest anonymous bitmap of its copy-before-write
-        filter in the core) lives on the job's *source* node in QEMU ≤ 8.x (listed first there)
-        and on the filter since (profile ``copy_bitmap_on_source``).
-        """
-        listed = list(self.graph.bitmaps(node))
-        if not self.profile.copy_bitmap_on_source:
-            return listed
-        for job in self.graph.jobs():
-            filter_node = job.filter_node
-            if filter_node is None:
-                continue
-            if node == filter_node and listed:
-                listed = listed[:-1]
-            elif node == job.source:
-                held = self.graph.bitmaps(filter_node)
-                if held:
-                    listed = [held[-1], *listed]
-        return listed
-
     def dirty_bitmaps(self, node: str) -> list[dict[str, Any]]:
         """``BlockDirtyInfo`` list of a node, newest first."""
         out = []
-        for bm in self._listed_bitmaps(node):
+        for bm in self.graph.bitmaps(node):
             entry: dict[str, Any] = {}
             if bm.name is not None:
                 entry["name"] = bm.name

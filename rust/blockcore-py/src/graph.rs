@@ -481,7 +481,7 @@ impl Graph {
         job_id, source, target, *, sync, filter_node_name, bitmap=None, bitmap_mode=None,
         speed=0, compress=false, on_source_error="report", on_target_error="report",
         auto_finalize=true, auto_dismiss=true, txn=None, max_chunk=0, max_workers=64,
-        min_cluster_size=0
+        min_cluster_size=0, copy_bitmap_on_source=false
     ))]
     fn backup_create(
         &self,
@@ -502,6 +502,7 @@ impl Graph {
         max_chunk: i64,
         max_workers: i64,
         min_cluster_size: u64,
+        copy_bitmap_on_source: bool,
     ) -> PyResult<Vec<JobEvent>> {
         let mut p = BackupParams::new(
             job_id,
@@ -526,6 +527,7 @@ impl Graph {
             .filter(|w| *w >= 1)
             .ok_or_else(|| PyValueError::new_err("max_workers must be at least 1"))?;
         p.min_cluster_size = min_cluster_size;
+        p.copy_bitmap_on_source = copy_bitmap_on_source;
         self.g()
             .backup_create(p)
             .map(jobs::events)

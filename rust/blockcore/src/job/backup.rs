@@ -2,8 +2,8 @@
 //! filter that saves a cluster's old contents to the target before a guest write changes it,
 //! so the target ends up as the exact image of the source when the job started.
 //!
-//! The job's copy bitmap (an anonymous, disabled bitmap on the source at the job's cluster size)
-//! says which clusters still have to be copied: all of them for `full`, `top` (unallocated ones
+//! The job's copy bitmap (an anonymous, disabled bitmap at the job's cluster size, on the filter
+//! or, as QEMU <= 8.x kept it, on the source) says which clusters still have to be copied: all of them for `full`, `top` (unallocated ones
 //! dropped when the job starts) and `none` (copied only before a guest write), the clusters
 //! dirty in the sync bitmap for `bitmap`. The sync bitmap gets an anonymous successor that
 //! records guest writes during the job; at finalization the successor replaces the bitmap
@@ -155,6 +155,8 @@ pub struct Backup {
     successor_tag: u64,
     copy_tag: u64,
     done_tag: u64,
+    /// Whether the copy bitmap lives on the source rather than on the filter.
+    copy_on_source: bool,
 }
 
 impl Backup {
@@ -208,6 +210,10 @@ pub struct BackupParams {
     pub max_workers: usize,
     /// Smallest job cluster size (`x-perf` `min-cluster-size`, 9.2+; 0: none).
     pub min_cluster_size: u64,
+    /// Where the block-copy bitmap lives: on the source node, listed with its bitmaps from
+    /// the job's creation on (QEMU <= 8.x, confirmed 7.2), or on the copy-before-write filter
+    /// (false, confirmed 10.0).
+    pub copy_bitmap_on_source: bool,
 }
 
 impl BackupParams {
@@ -231,6 +237,7 @@ impl BackupParams {
             max_chunk: 0,
             max_workers: MAX_WORKERS,
             min_cluster_size: 0,
+            copy_bitmap_on_source: false,
         }
     }
 }
@@ -344,13 +351,23 @@ impl Graph {
         self.copy_bitmap(&job.backup).map(|b| &b.bits)
     }
 
+    /// The node holding the copy bitmap, while the job holds its filter.
+    fn copy_bitmap_node(b: &Backup) -> Option<&str> {
+        let filter = b.filter.as_deref()?;
+        Some(if b.copy_on_source {
+            b.source.as_str()
+        } else {
+            filter
+        })
+    }
+
     fn copy_bitmap(&self, b: &Backup) -> Option<&DirtyBitmap> {
-        self.owned_bitmap(b.filter.as_deref()?, b.copy_tag)
+        self.owned_bitmap(Self::copy_bitmap_node(b)?, b.copy_tag)
     }
 
     fn copy_bitmap_mut(&mut self, b: &Backup) -> Option<&mut DirtyBitmap> {
-        let f = b.filter.clone()?;
-        self.owned_bitmap_mut(&f, b.copy_tag)
+        let node = Self::copy_bitmap_node(b)?.to_string();
+        self.owned_bitmap_mut(&node, b.copy_tag)
     }
 
     /// Creates a backup job (see the module docs); returns `[created]`.
@@ -452,7 +469,8 @@ impl Graph {
 
         // The filter's anonymous, disabled bitmaps at the job's cluster size, as QEMU lists
         // them newest first: the snapshot-access bitmap (all set), the done bitmap (clusters
-        // saved by copy-before-write) and the copy bitmap (every cluster until the job starts).
+        // saved by copy-before-write) and the copy bitmap (every cluster until the job starts),
+        // unless that one is the source's newest bitmap.
         let filter_bitmap = |tag: u64, full: bool| {
             let mut b = DirtyBitmap::new(None, len, gran);
             b.state.enabled = false;
@@ -462,12 +480,17 @@ impl Graph {
             }
             b
         };
+        let copy = filter_bitmap(copy_tag, true);
         let f = self.get_mut(&filter)?;
         f.bitmaps = vec![
             filter_bitmap(access_tag, true),
             filter_bitmap(done_tag, false),
-            filter_bitmap(copy_tag, true),
         ];
+        if p.copy_bitmap_on_source {
+            self.get_mut(&p.source)?.bitmaps.insert(0, copy);
+        } else {
+            self.get_mut(&filter)?.bitmaps.push(copy);
+        }
 
         let job = Job {
             id: p.job_id.clone(),
@@ -502,6 +525,7 @@ impl Graph {
                 successor_tag,
                 copy_tag,
                 done_tag,
+                copy_on_source: p.copy_bitmap_on_source,
             },
             due_ns: 0,
             rate: RateLimit::default(),
@@ -936,17 +960,19 @@ impl Graph {
                     if let Some(c) = self.copy_bitmap_mut(&b) {
                         c.bits.reset_range(ByteRange::new(pos, run_end - pos));
                     }
-                    if let Some(f) = b.filter.as_deref() {
-                        if let Some(d) = self.owned_bitmap_mut(f, b.done_tag) {
-                            d.bits.set_range(ByteRange::new(pos, run_end - pos));
-                        }
-                    }
                     if let Ok(i) = self.job_index(&id) {
                         self.jobs.jobs[i].current_progress += run_end - pos;
                     }
                     pos = run_end;
                 } else {
                     pos = next;
+                }
+            }
+            // The filter's done bitmap marks every cluster the write touches once its old data
+            // is safe, whether or not the job still had to copy it (QEMU: both versions).
+            if let Some(f) = b.filter.as_deref() {
+                if let Some(d) = self.owned_bitmap_mut(f, b.done_tag) {
+                    d.bits.set_range(ByteRange::new(start, end - start));
                 }
             }
         }
@@ -1054,6 +1080,11 @@ impl Graph {
             .and_then(|f| f.child("file"))
             .unwrap_or(&b.source)
             .to_string();
+        if b.copy_on_source {
+            if let Ok(n) = self.get_mut(&b.source) {
+                n.bitmaps.retain(|x| x.owner != Some(b.copy_tag));
+            }
+        }
         self.nodes.retain(|n| n.name != filter);
         for n in &mut self.nodes {
             for c in &mut n.children {

@@ -1041,3 +1041,67 @@ fn min_cluster_size_raises_the_job_cluster() {
     p.min_cluster_size = 3 * K64;
     assert!(matches!(g.backup_create(p), Err(JobError::Invalid(_))));
 }
+
+#[test]
+fn copy_before_write_marks_done_for_clusters_it_did_not_copy() {
+    let dir = TempDir::new().unwrap();
+    let mut g = Graph::new();
+    disk(&mut g, &dir, "d0", "qcow2", MIB);
+    disk(&mut g, &dir, "t0", "qcow2", MIB);
+    write(&mut g, "d0", 0, K64, 1);
+    write(&mut g, "d0", 8 * K64, K64, 1);
+    let mut p = params("j", "d0", "t0", SyncMode::Top);
+    p.speed = 1;
+    g.backup_create(p).unwrap();
+    g.job_start("j").unwrap();
+    g.advance(0);
+    // Cluster 4 is unallocated: sync=top has nothing to copy there, yet the write is done.
+    let r = root(&g, "dev_d0");
+    write(&mut g, &r, 4 * K64 + 512, 4096, 2);
+
+    let done = &g.node("cbw-j").unwrap().bitmaps[1];
+    assert_eq!(done.bits.count(), K64);
+    assert!(done.bits.get(4 * K64));
+    assert_eq!(g.job("j").unwrap().current_progress, K64);
+}
+
+#[test]
+fn copy_bitmap_on_source_is_the_source_s_newest_bitmap_until_clean() {
+    let dir = TempDir::new().unwrap();
+    let mut g = Graph::new();
+    disk(&mut g, &dir, "d0", "qcow2", MIB);
+    disk(&mut g, &dir, "t0", "qcow2", MIB);
+    write(&mut g, "d0", 0, 2 * K64, 1);
+    g.bitmap_add("d0", "old", Granularity::new(K64).unwrap(), true, false)
+        .unwrap();
+    let mut p = params("j", "d0", "t0", SyncMode::Full);
+    p.speed = 1;
+    p.copy_bitmap_on_source = true;
+    g.backup_create(p).unwrap();
+    g.job_start("j").unwrap();
+    g.advance(0);
+    g.bitmap_add("d0", "new", Granularity::new(K64).unwrap(), true, false)
+        .unwrap();
+
+    let names: Vec<Option<&str>> = g
+        .get("d0")
+        .unwrap()
+        .bitmaps
+        .iter()
+        .map(|b| b.name.as_deref())
+        .collect();
+    assert_eq!(names, [Some("new"), None, Some("old")]);
+    // The first request copied the two written clusters.
+    assert_eq!(g.get("d0").unwrap().bitmaps[1].bits.count(), MIB - 2 * K64);
+    assert_eq!(g.node("cbw-j").unwrap().bitmaps.len(), 2);
+    g.job_cancel("j", false).unwrap();
+    g.advance(0);
+    let names: Vec<Option<&str>> = g
+        .get("d0")
+        .unwrap()
+        .bitmaps
+        .iter()
+        .map(|b| b.name.as_deref())
+        .collect();
+    assert_eq!(names, [Some("new"), Some("old")]);
+}
