@@ -591,17 +591,24 @@ impl Graph {
 
     // ---- verbs ---------------------------------------------------------------------------------
 
-    /// Starts a created job.
-    pub fn job_start(&mut self, id: &str) -> Result<Vec<JobEvent>, JobError> {
+    /// The index of job `id` if it was created and never started; else the error naming
+    /// `verb` (the guard of [`Graph::job_start`] and [`Graph::job_discard`]).
+    fn created_job(&self, id: &str, verb: &'static str) -> Result<usize, JobError> {
         let i = self.job_index(id)?;
         let j = &self.jobs.jobs[i];
         if j.status != JobStatus::Created || j.started {
             return Err(JobError::Verb {
                 id: id.into(),
                 status: j.status,
-                verb: "start",
+                verb,
             });
         }
+        Ok(i)
+    }
+
+    /// Starts a created job.
+    pub fn job_start(&mut self, id: &str) -> Result<Vec<JobEvent>, JobError> {
+        let i = self.created_job(id, "start")?;
         let mut ev = Events::new(self.jobs.now);
         self.jobs.next_start += 1;
         let now = self.jobs.now;
@@ -622,15 +629,7 @@ impl Graph {
 
     /// Early failure of a created job: `null`, everything it set up undone.
     pub fn job_discard(&mut self, id: &str) -> Result<Vec<JobEvent>, JobError> {
-        let i = self.job_index(id)?;
-        let j = &self.jobs.jobs[i];
-        if j.status != JobStatus::Created || j.started {
-            return Err(JobError::Verb {
-                id: id.into(),
-                status: j.status,
-                verb: "discard",
-            });
-        }
+        let i = self.created_job(id, "discard")?;
         let mut ev = Events::new(self.jobs.now);
         self.backup_reclaim_bitmap(i);
         self.backup_clean(i, &mut ev);

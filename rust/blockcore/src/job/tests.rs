@@ -1105,3 +1105,36 @@ fn copy_bitmap_on_source_is_the_source_s_newest_bitmap_until_clean() {
         .collect();
     assert_eq!(names, [Some("new"), Some("old")]);
 }
+
+#[test]
+fn start_and_discard_refuse_a_job_that_already_started() {
+    let dir = TempDir::new().unwrap();
+    let mut g = Graph::new();
+    disk(&mut g, &dir, "d0", "qcow2", MIB);
+    disk(&mut g, &dir, "t0", "qcow2", MIB);
+    let mut p = params("j", "d0", "t0", SyncMode::Full);
+    p.speed = 1;
+    g.backup_create(p).unwrap();
+    g.job_start("j").unwrap();
+
+    let start = g.job_start("j").unwrap_err();
+    let discard = g.job_discard("j").unwrap_err();
+
+    assert!(matches!(
+        start,
+        JobError::Verb {
+            verb: "start",
+            status: JobStatus::Running,
+            ..
+        }
+    ));
+    assert!(matches!(
+        discard,
+        JobError::Verb {
+            verb: "discard",
+            status: JobStatus::Running,
+            ..
+        }
+    ));
+    assert!(matches!(g.job_discard("nope"), Err(JobError::NotFound(_))));
+}
