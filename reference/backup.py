@@ -140,11 +140,14 @@ def create(
     *,
     txn: int | None,
     events: list[jobs.Event],
+    owned_target_nodes: int = 0,
 ) -> str:
     """``do_backup_common`` + ``backup_job_create`` for a resolved source and target node.
 
     Returns the job id; the events the creation emitted are appended to ``events`` (also when
     it fails after the job object existed: ``speed < 0`` gives created, then null).
+    ``owned_target_nodes``: the nodes of a target only the job uses (drive-backup), which
+    close with its filter.
     """
     graph = layer.graph
     sync, bitmap, mode = bitmap_arguments(layer, source, args)
@@ -204,6 +207,7 @@ def create(
             max_workers=max_workers,
             min_cluster_size=min_cluster_size,
             copy_bitmap_on_source=layer.profile.copy_bitmap_on_source,
+            target_owned_nodes=owned_target_nodes,
         )
     except _core.JobError as error:
         raise jobs.job_error(error) from None

@@ -30,8 +30,9 @@ _QCOW2_MAGIC = b"QFI\xfb"
 #: Where every graph change drains all (profile ``graph_change_drains``): the drained sections
 #: the job layer's graph changes cause, measured on 10.0 through another running job's
 #: pause/resume pairs: creating a backup job (before ``created``, after it), a finished job's
-#: clean (before its COMPLETED/CANCELLED) and freeing it (after ``null``).
-GRAPH_CHANGE_DRAINS = (4, 1, 3, 1)
+#: clean (before its COMPLETED/CANCELLED) and freeing it (after ``null``); and that draining
+#: everything passes through parent nodes (the order several jobs pause and resume in).
+GRAPH_CHANGE_DRAINS = (4, 1, 3, 1, True)
 #: Filter drivers and the role of the child they filter.
 FILTER_DRIVERS = {"copy-before-write": "file", "blkdebug": "image"}
 

@@ -157,6 +157,8 @@ pub struct Backup {
     done_tag: u64,
     /// Whether the copy bitmap lives on the source rather than on the filter.
     copy_on_source: bool,
+    /// Nodes that close when the filter lets go of the target (see [`BackupParams`]).
+    target_owned_nodes: u32,
 }
 
 impl Backup {
@@ -214,6 +216,10 @@ pub struct BackupParams {
     /// the job's creation on (QEMU <= 8.x, confirmed 7.2), or on the copy-before-write filter
     /// (false, confirmed 10.0).
     pub copy_bitmap_on_source: bool,
+    /// How many nodes close when the filter, the target's last user, is closed at clean: a
+    /// drive-backup target and its file (0: the target has other users). Where each graph
+    /// change drains everything, each close is one more pause/resume pair of other jobs.
+    pub target_owned_nodes: u32,
 }
 
 impl BackupParams {
@@ -238,6 +244,7 @@ impl BackupParams {
             max_workers: MAX_WORKERS,
             min_cluster_size: 0,
             copy_bitmap_on_source: false,
+            target_owned_nodes: 0,
         }
     }
 }
@@ -435,11 +442,14 @@ impl Graph {
         }
 
         // The copy-before-write filter replaces the source under its parents.
+        self.observe_edges();
         let filter = p.filter_node_name.clone();
+        let mut moved = Vec::new();
         for n in &mut self.nodes {
             for c in &mut n.children {
                 if c.node == p.source {
                     c.node = filter.clone();
+                    moved.push((n.name.clone(), c.role.clone()));
                 }
             }
         }
@@ -480,6 +490,15 @@ impl Graph {
             }
             b
         };
+        // Edge order (drain order): the filter's children, the moved parents, the job's edges.
+        self.jobs.stamps.attach(&filter, "file", &p.source);
+        self.jobs.stamps.attach(&filter, "target", &p.target);
+        for (parent, role) in moved {
+            self.jobs.stamps.attach(&parent, &role, &filter);
+        }
+        let job_key = format!("job:{}", p.job_id);
+        self.jobs.stamps.attach(&job_key, "main", &filter);
+        self.jobs.stamps.attach(&job_key, "target", &p.target);
         let copy = filter_bitmap(copy_tag, true);
         let f = self.get_mut(&filter)?;
         f.bitmaps = vec![
@@ -526,6 +545,7 @@ impl Graph {
                 copy_tag,
                 done_tag,
                 copy_on_source: p.copy_bitmap_on_source,
+                target_owned_nodes: p.target_owned_nodes,
             },
             due_ns: 0,
             rate: RateLimit::default(),
@@ -1063,16 +1083,6 @@ impl Graph {
             return;
         };
         let id = self.jobs.jobs[i].id.clone();
-        // QEMU 10.0 drains everything for each graph change here; 7.2 drained the filter it
-        // drops (so the jobs using it or its parents pause, not another backup of the same
-        // source whose filter sits below this one).
-        let all = self.jobs.graph_drains.clean;
-        self.drain_all_pairs(all, ev);
-        let source_drain = all == 0;
-        if source_drain {
-            let drained = self.drained_begin(Some(&filter)).unwrap_or_default();
-            ev.list.extend(drained);
-        }
         // The filter's parents get its current `file` child: the source, or the filter of a
         // newer backup of the same source that was inserted below this one.
         let below = self
@@ -1080,6 +1090,20 @@ impl Graph {
             .and_then(|f| f.child("file"))
             .unwrap_or(&b.source)
             .to_string();
+        // QEMU 10.0 drains everything for each graph change here (dropping the job's edges,
+        // then the filter's replacement inside a drained section of the node below it, then
+        // closing the filter); 7.2 drained the filter it drops (so the jobs using it or its
+        // parents pause, not another backup of the same source whose filter sits below).
+        let all = self.jobs.graph_drains.clean;
+        let drained_node = if all == 0 {
+            filter.clone()
+        } else {
+            below.clone()
+        };
+        self.drain_all_pairs(all.min(1), ev);
+        let drained = self.drained_begin(Some(&drained_node)).unwrap_or_default();
+        ev.list.extend(drained);
+        self.drain_all_pairs(all.saturating_sub(1).min(1), ev);
         if b.copy_on_source {
             if let Ok(n) = self.get_mut(&b.source) {
                 n.bitmaps.retain(|x| x.owner != Some(b.copy_tag));
@@ -1090,6 +1114,7 @@ impl Graph {
             for c in &mut n.children {
                 if c.node == filter {
                     c.node = below.clone();
+                    self.jobs.stamps.attach(&n.name, &c.role, &below);
                 }
             }
         }
@@ -1101,9 +1126,10 @@ impl Graph {
         if let Ok(k) = self.job_index(&id) {
             self.jobs.jobs[k].backup.filter = None;
         }
-        if source_drain {
-            let resumed = self.drained_end(Some(&filter)).unwrap_or_default();
-            ev.list.extend(resumed);
-        }
+        let resumed = self.drained_end(Some(&drained_node)).unwrap_or_default();
+        ev.list.extend(resumed);
+        // Closing the filter drops the last reference to a job-owned target.
+        let closes = if all == 0 { 0 } else { b.target_owned_nodes };
+        self.drain_all_pairs(all.saturating_sub(2) + closes, ev);
     }
 }

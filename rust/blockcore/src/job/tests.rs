@@ -796,6 +796,7 @@ fn two_backups_of_one_source_stack_their_filters() {
     for (id, t) in [("a", "t0"), ("b", "t1")] {
         let mut p = params(id, "d0", t, SyncMode::Full);
         p.speed = 1;
+        p.max_chunk = K64;
         g.backup_create(p).unwrap();
         g.job_start(id).unwrap();
     }
@@ -861,6 +862,7 @@ fn qemu_10_graph_changes_drain_every_running_job() {
         create_after: 1,
         clean: 3,
         free: 1,
+        all_through_nodes: true,
     });
     for d in ["d0", "d1", "t0", "t1"] {
         disk(&mut g, &dir, d, "raw", MIB);
@@ -905,6 +907,7 @@ fn random_verb_sequences_keep_the_state_machine_valid() {
                 create_after: 1,
                 clean: 3,
                 free: 1,
+                all_through_nodes: true,
             });
         }
         let len = 16 * K64;
@@ -1137,4 +1140,55 @@ fn start_and_discard_refuse_a_job_that_already_started() {
         }
     ));
     assert!(matches!(g.job_discard("nope"), Err(JobError::NotFound(_))));
+}
+
+/// Two held backups of `d0` (`j1` then `j2`, whose filter goes below `j1`'s), running.
+fn two_backups_of_one_source(g: &mut Graph, dir: &TempDir, all_through_nodes: bool) {
+    g.set_graph_drains(GraphDrains {
+        all_through_nodes,
+        ..GraphDrains::default()
+    });
+    for d in ["t1", "t2", "d0"] {
+        disk(g, dir, d, "raw", MIB);
+    }
+    write(g, "d0", 0, MIB, 1);
+    for (id, t) in [("j1", "t1"), ("j2", "t2")] {
+        let mut p = params(id, "d0", t, SyncMode::Full);
+        p.speed = 1;
+        p.max_chunk = K64;
+        g.backup_create(p).unwrap();
+        g.job_start(id).unwrap();
+        g.advance(0);
+    }
+}
+
+#[test]
+fn drained_source_pauses_and_resumes_the_newest_backup_first() {
+    let dir = TempDir::new().unwrap();
+    let mut g = Graph::new();
+    two_backups_of_one_source(&mut g, &dir, false);
+
+    let paused = show(&g.drained_begin(Some("d0")).unwrap());
+    let resumed = show(&g.drained_end(Some("d0")).unwrap());
+
+    assert_eq!(paused, ["paused j2", "paused j1"]);
+    assert_eq!(resumed, ["running j2", "running j1"]);
+}
+
+#[test]
+fn draining_everything_resumes_by_version() {
+    for (through_nodes, resumed_first) in [(false, "running j1"), (true, "running j2")] {
+        let dir = TempDir::new().unwrap();
+        let mut g = Graph::new();
+        two_backups_of_one_source(&mut g, &dir, through_nodes);
+
+        let paused = show(&g.drained_begin(None).unwrap());
+        let resumed = show(&g.drained_end(None).unwrap());
+
+        // Paused by the oldest node each uses (the targets, opened first) in both versions;
+        // 10.0 resumes j2 first: j1's filter is quiesced until j2's, below it, is not.
+        assert_eq!(paused, ["paused j1", "paused j2"]);
+        assert_eq!(resumed[0], resumed_first);
+        assert_eq!(resumed.len(), 2);
+    }
 }
