@@ -474,6 +474,7 @@ class Graph:
         min_cluster_size: int = 0,
         copy_bitmap_on_source: bool = False,
         target_owned_nodes: int = 0,
+        discard_source: bool = False,
     ) -> list[JobEvent]:
         """Creates a backup job in state ``created``; returns ``[JOB_STATUS_CHANGE created]``,
         preceded and followed by the pause/resume pairs of other running jobs that
@@ -496,7 +497,10 @@ class Graph:
         ``copy_bitmap_on_source``, QEMU <= 8.x, that one goes on the front of the source's list
         instead and leaves it when the filter does); then the job. ``target_owned_nodes``: how
         many nodes close with the filter at clean (a drive-backup target and its file), each
-        one more drain-everything pair where ``set_graph_drains`` asks for them. The
+        one more drain-everything pair where ``set_graph_drains`` asks for them.
+        ``discard_source`` (9.1+): each range copied (background or copy-before-write) is then
+        discarded on the source, recorded by its bitmaps like any discard (pass False where
+        the source ignores discards). The
         job starts held (pause_count 1) plus one per active drained section touching it.
         ``min_cluster_size`` (x-perf, 9.2+) raises the job cluster size (QEMU 10.0:
         max(target cluster, 64 KiB, min-cluster-size); a power of two, else ValueError).

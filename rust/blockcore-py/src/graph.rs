@@ -490,7 +490,8 @@ impl Graph {
         job_id, source, target, *, sync, filter_node_name, bitmap=None, bitmap_mode=None,
         speed=0, compress=false, on_source_error="report", on_target_error="report",
         auto_finalize=true, auto_dismiss=true, txn=None, max_chunk=0, max_workers=64,
-        min_cluster_size=0, copy_bitmap_on_source=false, target_owned_nodes=0
+        min_cluster_size=0, copy_bitmap_on_source=false, target_owned_nodes=0,
+        discard_source=false
     ))]
     fn backup_create(
         &self,
@@ -513,6 +514,7 @@ impl Graph {
         min_cluster_size: u64,
         copy_bitmap_on_source: bool,
         target_owned_nodes: u32,
+        discard_source: bool,
     ) -> PyResult<Vec<JobEvent>> {
         let mut p = BackupParams::new(
             job_id,
@@ -539,6 +541,7 @@ impl Graph {
         p.min_cluster_size = min_cluster_size;
         p.copy_bitmap_on_source = copy_bitmap_on_source;
         p.target_owned_nodes = target_owned_nodes;
+        p.discard_source = discard_source;
         self.g()
             .backup_create(p)
             .map(jobs::events)

@@ -159,6 +159,8 @@ pub struct Backup {
     copy_on_source: bool,
     /// Nodes that close when the filter lets go of the target (see [`BackupParams`]).
     target_owned_nodes: u32,
+    /// Discard each cluster on the source once copied (`discard-source`, 9.1+).
+    pub discard_source: bool,
 }
 
 impl Backup {
@@ -220,6 +222,10 @@ pub struct BackupParams {
     /// drive-backup target and its file (0: the target has other users). Where each graph
     /// change drains everything, each close is one more pause/resume pair of other jobs.
     pub target_owned_nodes: u32,
+    /// `discard-source` (9.1+): after copying a range (in the background or before a guest
+    /// write) the job discards it on the source, which records it like any discard. The caller
+    /// passes false where the source ignores discards (opened without `discard=unmap`).
+    pub discard_source: bool,
 }
 
 impl BackupParams {
@@ -245,6 +251,7 @@ impl BackupParams {
             min_cluster_size: 0,
             copy_bitmap_on_source: false,
             target_owned_nodes: 0,
+            discard_source: false,
         }
     }
 }
@@ -546,6 +553,7 @@ impl Graph {
                 done_tag,
                 copy_on_source: p.copy_bitmap_on_source,
                 target_owned_nodes: p.target_owned_nodes,
+                discard_source: p.discard_source,
             },
             due_ns: 0,
             rate: RateLimit::default(),
@@ -661,6 +669,17 @@ impl Graph {
 
     /// Copies `[off, end)` from the job's source to its target, as data or zeroes. Errors say
     /// whether the read failed (true) or the write.
+    /// `discard-source`: the copied range is discarded on the source, below the filter (no
+    /// copy-before-write of its own); like QEMU, a failed discard is ignored.
+    fn discard_copied(&mut self, b: &Backup, off: u64, end: u64) {
+        if !b.discard_source || end <= off {
+            return;
+        }
+        self.jobs.discarding = true;
+        let _ = self.write(&b.source, off, WriteKind::Discard, &[], end - off);
+        self.jobs.discarding = false;
+    }
+
     fn backup_copy(&mut self, b: &Backup, off: u64, end: u64) -> Result<(), (bool, i32)> {
         let len = end - off;
         let mut zero = true;
@@ -733,6 +752,7 @@ impl Graph {
             from = end;
             match self.backup_copy(&b, off, end) {
                 Ok(()) => {
+                    self.discard_copied(&b, off, end);
                     if let Some(c) = self.copy_bitmap_mut(&b) {
                         c.bits.reset_range(ByteRange::new(off, end - off));
                     }
@@ -861,6 +881,7 @@ impl Graph {
         for (off, end, res) in &outcomes {
             match res {
                 Ok(()) => {
+                    self.discard_copied(b, *off, *end);
                     if let Some(c) = self.copy_bitmap_mut(b) {
                         c.bits.reset_range(ByteRange::new(*off, end - off));
                     }
@@ -945,7 +966,7 @@ impl Graph {
         offset: u64,
         len: u64,
     ) -> Result<(), GraphError> {
-        if len == 0 || self.jobs.jobs.is_empty() {
+        if len == 0 || self.jobs.jobs.is_empty() || self.jobs.discarding {
             return Ok(());
         }
         let ids: Vec<String> = self
@@ -977,6 +998,7 @@ impl Graph {
                             std::io::Error::from_raw_os_error(errno),
                         ))
                     })?;
+                    self.discard_copied(&b, pos, run_end);
                     if let Some(c) = self.copy_bitmap_mut(&b) {
                         c.bits.reset_range(ByteRange::new(pos, run_end - pos));
                     }

@@ -381,6 +381,8 @@ pub struct JobSet {
     exits: Vec<String>,
     pub(crate) graph_drains: GraphDrains,
     pub(crate) stamps: drain::EdgeStamps,
+    /// A job's own discard of its source is under way (no copy-before-write for it).
+    pub(crate) discarding: bool,
 }
 
 /// How many drain-everything sections (a pause/resume pair for every running job) QEMU's

@@ -1192,3 +1192,31 @@ fn draining_everything_resumes_by_version() {
         assert_eq!(resumed.len(), 2);
     }
 }
+
+#[test]
+fn discard_source_discards_each_copied_range_on_the_source() {
+    let dir = TempDir::new().unwrap();
+    let mut g = Graph::new();
+    disk(&mut g, &dir, "d0", "qcow2", MIB);
+    disk(&mut g, &dir, "t0", "qcow2", MIB);
+    write(&mut g, "d0", 0, 2 * K64, 7);
+    g.bitmap_add("d0", "b", Granularity::new(K64).unwrap(), true, false)
+        .unwrap();
+    let mut p = params("j", "d0", "t0", SyncMode::Full);
+    p.discard_source = true;
+
+    g.backup_create(p).unwrap();
+    g.job_start("j").unwrap();
+    g.advance(0);
+
+    assert!(g.jobs().is_empty());
+    let source = g.read("d0", 0, 2 * K64).unwrap();
+    assert!(
+        source.iter().all(|b| *b == 0),
+        "the source was not discarded"
+    );
+    let target = g.read("t0", 0, 2 * K64).unwrap();
+    assert!(target.iter().all(|b| *b == 7), "the target lost the data");
+    // Every range the job copied was discarded and recorded, the unallocated ones too.
+    assert_eq!(g.bitmap("d0", "b").unwrap().bits.count(), MIB);
+}
