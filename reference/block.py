@@ -493,14 +493,20 @@ class BlockLayer:
         """``ImageInfo`` of a node; unless ``flat``, with the ``backing-image`` chain.
 
         A filter node (copy-before-write, blkdebug) shows its filtered child as
-        ``backing-image`` and forwards the child's cluster size; a format node its backing child.
+        ``backing-image`` and forwards the cluster size of the first non-filter below it (two
+        backups of one source chain their filters); a format node its backing child.
         """
         filename = self.filename(info)
         image: dict[str, Any] = {}
         child = self.filtered_child(info)
         cluster_size = info.cluster_size
-        if child is not None and info.driver in FILTER_DRIVERS:
-            cluster_size = child.cluster_size
+        below = info
+        while below.driver in FILTER_DRIVERS:
+            filtered = self.filtered_child(below)
+            if filtered is None:
+                break
+            below = filtered
+            cluster_size = below.cluster_size
         # bdrv_getlength() counts whole 512-byte sectors: a 196616-byte file reports 197120.
         length = -(-info.length // SECTOR_SIZE) * SECTOR_SIZE
         image.update({"virtual-size": length, "filename": filename})
