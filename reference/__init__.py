@@ -10,9 +10,9 @@ from reference.machine import Machine
 #: Block-layer features beyond dirty bitmaps that this reference implements. Scenarios name
 #: what they need (``requires:``); the differential tests compare only what is implemented and
 #: say so when they skip. The jobs issue adds ``blockdev-backup``/``drive-backup``, the
-#: snapshots issue ``blockdev-snapshot*``, ``backing-chains`` and ``image-locking``. Not yet:
-#: ``job-drain-order`` (10.0: a job being cancelled with its txn does not pause for the graph
-#: changes of a sibling that finishes first).
+#: snapshots issue ``blockdev-snapshot*``, ``backing-chains`` and ``image-locking``;
+#: ``job-drain-order``: several jobs pause and resume in QEMU's order when a drained section
+#: holds them (job/drain.rs).
 FEATURES: frozenset[str] = frozenset(
     {
         "backing-chains",
@@ -23,6 +23,7 @@ FEATURES: frozenset[str] = frozenset(
         "blockdev-snapshot-sync",
         "drive-backup",
         "image-locking",
+        "job-drain-order",
         "persistent-bitmaps",
         "qcow2-host-layout",
         "transaction",

@@ -429,7 +429,12 @@ class Graph:
     # ---- jobs -----------------------------------------------------------------------------
 
     def set_graph_drains(
-        self, create_before: int, create_after: int, clean: int, free: int
+        self,
+        create_before: int,
+        create_after: int,
+        clean: int,
+        free: int,
+        all_through_nodes: bool = False,
     ) -> None:
         """How many drain-everything sections (a ``paused``/``running`` pair for every running
         job) the job layer's own graph changes cause, per emulated version. QEMU 10.0 drains
@@ -437,7 +442,12 @@ class Graph:
         4 pairs before its ``created`` and 1 after (besides the transaction's own drain), a
         job's clean 3 pairs between ``aborting``/``waiting`` and its COMPLETED/CANCELLED, and
         freeing a job 1 pair after its ``null``. 7.2: all 0 (the default), where clean drains
-        only the source. Set 4, 1, 3, 1 for 10.0."""
+        only the source. Set 4, 1, 3, 1 for 10.0.
+
+        ``all_through_nodes``: draining everything quiesces every node and passes it on to its
+        parent nodes (10.0), which decides the order several jobs pause and resume in; False
+        (7.2): each node tells only its jobs, oldest node first. A node's drained section
+        reaches jobs depth first up from the node, newest attached edge first (both)."""
 
     def txn_new(self) -> int:
         """A new job transaction (JobTxn) id for a grouped transaction's jobs."""
@@ -462,6 +472,9 @@ class Graph:
         max_chunk: int = 0,
         max_workers: int = 64,
         min_cluster_size: int = 0,
+        copy_bitmap_on_source: bool = False,
+        target_owned_nodes: int = 0,
+        discard_source: bool = False,
     ) -> list[JobEvent]:
         """Creates a backup job in state ``created``; returns ``[JOB_STATUS_CHANGE created]``,
         preceded and followed by the pause/resume pairs of other running jobs that
@@ -478,8 +491,16 @@ class Graph:
         children ``file`` -> source, ``target`` -> target) replaces ``source`` under all its
         parents (backends and nodes). The filter carries three anonymous, disabled bitmaps at
         the job cluster size, as QEMU 10.0 shows them (newest first): all set (snapshot
-        access), the clusters saved by copy-before-write (starts empty), the clusters still to
-        copy (all set until the job starts, then per sync mode); then the job. The
+        access), the clusters written through the filter once their old data was saved
+        (starts empty), the clusters still to
+        copy (all set until the job starts, then per sync mode; with
+        ``copy_bitmap_on_source``, QEMU <= 8.x, that one goes on the front of the source's list
+        instead and leaves it when the filter does); then the job. ``target_owned_nodes``: how
+        many nodes close with the filter at clean (a drive-backup target and its file), each
+        one more drain-everything pair where ``set_graph_drains`` asks for them.
+        ``discard_source`` (9.1+): each range copied (background or copy-before-write) is then
+        discarded on the source, recorded by its bitmaps like any discard (pass False where
+        the source ignores discards). The
         job starts held (pause_count 1) plus one per active drained section touching it.
         ``min_cluster_size`` (x-perf, 9.2+) raises the job cluster size (QEMU 10.0:
         max(target cluster, 64 KiB, min-cluster-size); a power of two, else ValueError).

@@ -140,11 +140,14 @@ def create(
     *,
     txn: int | None,
     events: list[jobs.Event],
+    owned_target_nodes: int = 0,
 ) -> str:
     """``do_backup_common`` + ``backup_job_create`` for a resolved source and target node.
 
     Returns the job id; the events the creation emitted are appended to ``events`` (also when
     it fails after the job object existed: ``speed < 0`` gives created, then null).
+    ``owned_target_nodes``: the nodes of a target only the job uses (drive-backup), which
+    close with its filter.
     """
     graph = layer.graph
     sync, bitmap, mode = bitmap_arguments(layer, source, args)
@@ -184,6 +187,7 @@ def create(
         events=events,
     )
     speed = int(args.get("speed", 0))
+    discard_source = bool(args.get("discard-source", False))
     try:
         made = graph.backup_create(
             job_id,
@@ -203,10 +207,18 @@ def create(
             max_chunk=max_chunk,
             max_workers=max_workers,
             min_cluster_size=min_cluster_size,
+            copy_bitmap_on_source=layer.profile.copy_bitmap_on_source,
+            target_owned_nodes=owned_target_nodes,
+            # A source that ignores discards (no discard=unmap) keeps its data.
+            discard_source=discard_source and source in layer.unmap,
         )
     except _core.JobError as error:
         raise jobs.job_error(error) from None
     events += jobs.qmp_events(made)
+    if discard_source and source_info.read_only:
+        # discard-source needs write access to the source, refused once the job exists.
+        events += jobs.qmp_events(graph.job_discard(job_id))
+        raise QMPError("Block node is read-only")
     if speed < 0:
         # Checked by block_job_create after the job object exists: created, then null.
         events += jobs.qmp_events(graph.job_discard(job_id))

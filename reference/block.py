@@ -30,8 +30,9 @@ _QCOW2_MAGIC = b"QFI\xfb"
 #: Where every graph change drains all (profile ``graph_change_drains``): the drained sections
 #: the job layer's graph changes cause, measured on 10.0 through another running job's
 #: pause/resume pairs: creating a backup job (before ``created``, after it), a finished job's
-#: clean (before its COMPLETED/CANCELLED) and freeing it (after ``null``).
-GRAPH_CHANGE_DRAINS = (4, 1, 3, 1)
+#: clean (before its COMPLETED/CANCELLED) and freeing it (after ``null``); and that draining
+#: everything passes through parent nodes (the order several jobs pause and resume in).
+GRAPH_CHANGE_DRAINS = (4, 1, 3, 1, True)
 #: Filter drivers and the role of the child they filter.
 FILTER_DRIVERS = {"copy-before-write": "file", "blkdebug": "image"}
 
@@ -492,14 +493,20 @@ class BlockLayer:
         """``ImageInfo`` of a node; unless ``flat``, with the ``backing-image`` chain.
 
         A filter node (copy-before-write, blkdebug) shows its filtered child as
-        ``backing-image`` and forwards the child's cluster size; a format node its backing child.
+        ``backing-image`` and forwards the cluster size of the first non-filter below it (two
+        backups of one source chain their filters); a format node its backing child.
         """
         filename = self.filename(info)
         image: dict[str, Any] = {}
         child = self.filtered_child(info)
         cluster_size = info.cluster_size
-        if child is not None and info.driver in FILTER_DRIVERS:
-            cluster_size = child.cluster_size
+        below = info
+        while below.driver in FILTER_DRIVERS:
+            filtered = self.filtered_child(below)
+            if filtered is None:
+                break
+            below = filtered
+            cluster_size = below.cluster_size
         # bdrv_getlength() counts whole 512-byte sectors: a 196616-byte file reports 197120.
         length = -(-info.length // SECTOR_SIZE) * SECTOR_SIZE
         image.update({"virtual-size": length, "filename": filename})
@@ -553,32 +560,10 @@ class BlockLayer:
             return {"type": "file", "data": {}}
         return None
 
-    def _listed_bitmaps(self, node: str) -> list[_core.BitmapInfo]:
-        """The bitmaps QEMU lists on ``node``, newest first.
-
-        The block-copy bitmap of a backup (the oldest anonymous bitmap of its copy-before-write
-        filter in the core) lives on the job's *source* node in QEMU ≤ 8.x (listed first there)
-        and on the filter since (profile ``copy_bitmap_on_source``).
-        """
-        listed = list(self.graph.bitmaps(node))
-        if not self.profile.copy_bitmap_on_source:
-            return listed
-        for job in self.graph.jobs():
-            filter_node = job.filter_node
-            if filter_node is None:
-                continue
-            if node == filter_node and listed:
-                listed = listed[:-1]
-            elif node == job.source:
-                held = self.graph.bitmaps(filter_node)
-                if held:
-                    listed = [held[-1], *listed]
-        return listed
-
     def dirty_bitmaps(self, node: str) -> list[dict[str, Any]]:
         """``BlockDirtyInfo`` list of a node, newest first."""
         out = []
-        for bm in self._listed_bitmaps(node):
+        for bm in self.graph.bitmaps(node):
             entry: dict[str, Any] = {}
             if bm.name is not None:
                 entry["name"] = bm.name

@@ -12,6 +12,7 @@ from collections.abc import Callable, Iterable
 from typing import Any
 
 from reference import _core
+from reference.compat import VersionProfile
 from reference.errors import DEVICE_NOT_ACTIVE, QMPError
 
 #: A queued event: ``{"event": NAME, "data": {...}}`` (the machine adds the timestamp).
@@ -31,6 +32,49 @@ def drain_all(graph: _core.Graph, times: int = 1) -> list[Event]:
         events += qmp_events(graph.drained_begin(None))
         events += qmp_events(graph.drained_end(None))
     return events
+
+
+#: QEMU 10.0 takes the graph write lock for every graph change, and taking it drains
+#: everything: each running job pauses and resumes once per lock (7.2 has no such lock; profile
+#: ``graph_change_drains``). Locks per change, measured on 10.0.2 through a running backup's
+#: events (``conformance/scenarios/jobs/graph_changes_drain_running_job_*``); the job layer's
+#: own changes (creating, cleaning, freeing a backup) are the core's (``set_graph_drains``).
+#: Opening a format node over its file: the probing BlockBackend attached and detached.
+LOCKS_FORMAT_PROBE = 2
+#: Each child edge attached while opening a node (file, image, backing).
+LOCKS_PER_CHILD = 1
+#: Each node closed (its children are detached under one lock).
+LOCKS_PER_CLOSE = 1
+#: ``bdrv_append``: an overlay put above a node (external snapshots).
+LOCKS_APPEND = 1
+#: The snapshotted node reopened read-only at commit.
+LOCKS_REOPEN = 1
+#: An external snapshot rolled back: the overlay taken out again.
+LOCKS_SNAPSHOT_ABORT = 2
+#: A temporary BlockBackend attached, or detached (HMP ``qemu-io`` on a node name).
+LOCKS_BLOCK_BACKEND = 1
+#: ``bdrv_img_create`` by format: qcow2 opens and reopens the new image several times, raw
+#: only creates the file.
+LOCKS_CREATE = {"qcow2": 15, "raw": 0}
+
+
+def graph_locks(profile: VersionProfile, graph: _core.Graph, count: int) -> list[Event]:
+    """The events of ``count`` graph write locks: pause/resume pairs of the running jobs where
+    the profile drains everything for each graph change, else none."""
+    return drain_all(graph, count) if profile.graph_change_drains else []
+
+
+def open_locks(graph: _core.Graph, opened: Iterable[str]) -> int:
+    """Graph write locks of opening the nodes ``opened`` (a node tree, each with its edges)."""
+    locks = 0
+    for name in opened:
+        info = graph.node(name)
+        if info is None:
+            continue
+        locks += LOCKS_PER_CHILD * len(info.children)
+        if any(role == "file" for role, _ in info.children):
+            locks += LOCKS_FORMAT_PROBE
+    return locks
 
 
 def job_error(error: _core.JobError) -> QMPError:

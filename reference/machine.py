@@ -172,7 +172,7 @@ class Machine:
             raise QMPError(reply["error"]["desc"], reply["error"]["class"])
 
     def add_drive(self, options: dict[str, str]) -> None:
-        """``-drive if=none,id=X[,file=F][,format=FMT][,node-name=N][,readonly=on]``."""
+        """``-drive if=none,id=X[,file=F][,format=FMT][,node-name=N][,readonly=on][,discard=D]``."""
         layer = self.layer
         opts = dict(options)
         device = opts.pop("id", None)
@@ -194,6 +194,8 @@ class Machine:
         }
         if "node-name" in opts:
             blockdev["node-name"] = opts.pop("node-name")
+        if "discard" in opts:  # the drive's nodes inherit it
+            blockdev["discard"] = blockdev["file"]["discard"] = opts.pop("discard")
         root = layer.open_blockdev(blockdev, root=False)
         layer.graph.add_backend(device, root)
 

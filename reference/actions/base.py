@@ -70,6 +70,11 @@ class Action:
         self._drained_node = node
         self.ctx.events += jobs.qmp_events(self.ctx.layer.graph.drained_begin(node))
 
+    def graph_locks(self, count: int) -> None:
+        """``count`` graph changes under the graph write lock: where the profile drains
+        everything for each, every running job not already held pauses and resumes once."""
+        self.ctx.events += jobs.graph_locks(self.ctx.profile, self.ctx.layer.graph, count)
+
     def end_drain(self) -> None:
         """``bdrv_drained_end`` of the node :meth:`drain_node` drained, if any."""
         node = self._drained_node

@@ -19,6 +19,8 @@ class BlockdevBackup(Action):
     supports_grouped = True
     _source: str | None = None
     _job: str | None = None
+    #: Target nodes only the job uses (drive-backup's), closed with its filter.
+    owned_target_nodes: int = 0
 
     def resolve(self) -> tuple[str, str]:
         """The source and target nodes (QEMU's lookup order and messages)."""
@@ -40,7 +42,13 @@ class BlockdevBackup(Action):
     def create(self, source: str, target: str) -> None:
         """The job, in state ``created``."""
         self._job = backup.create(
-            self.ctx.layer, source, target, self.data, txn=self.ctx.txn, events=self.ctx.events
+            self.ctx.layer,
+            source,
+            target,
+            self.data,
+            txn=self.ctx.txn,
+            events=self.ctx.events,
+            owned_target_nodes=self.owned_target_nodes,
         )
 
     def commit(self) -> None:

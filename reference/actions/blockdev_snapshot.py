@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from reference import jobs
 from reference.actions.base import Action, Context
 from reference.snapshots import ExternalSnapshot, drained_new_overlay_crash
 
@@ -23,11 +24,15 @@ class BlockdevSnapshot(Action):
         self.snapshot.prepare_old(old)
         overlay = layer.lookup(self.data["overlay"])
         self.snapshot.attach(overlay)
+        self.graph_locks(jobs.LOCKS_APPEND)
 
     def commit(self) -> None:
         self.snapshot.commit()
+        self.graph_locks(jobs.LOCKS_REOPEN)
 
     def abort(self) -> None:
+        if self.snapshot.appended:
+            self.graph_locks(jobs.LOCKS_SNAPSHOT_ABORT)
         self.snapshot.abort()
 
     def clean(self) -> None:

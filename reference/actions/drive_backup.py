@@ -12,7 +12,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from reference import _core
+from reference import _core, jobs
 from reference.actions.blockdev_backup import BlockdevBackup
 from reference.block import FILTER_DRIVERS, strerror
 from reference.errors import QMPError
@@ -83,6 +83,7 @@ class DriveBackup(BlockdevBackup):
                     layer.filename(backing_info),
                     backing_info.driver,
                 )
+            self.graph_locks(jobs.LOCKS_CREATE.get(fmt, 0))
         options: dict[str, Any] = {
             "driver": fmt or layer.probe_format(filename),
             "file": {"driver": "file", "filename": filename},
@@ -90,8 +91,12 @@ class DriveBackup(BlockdevBackup):
         }
         if data["sync"] == "none" and options["driver"] == "qcow2":
             options["backing"] = None
+        before = len(layer.graph.nodes())
         target = layer.open_blockdev(options, root=False)
         self._target = target
+        self.owned_target_nodes = len(layer.graph.nodes()) - before
+        # Opened without its backing: the probe and the file child.
+        self.graph_locks(jobs.LOCKS_FORMAT_PROBE + jobs.LOCKS_PER_CHILD)
         if data["sync"] == "none":
             try:
                 layer.attach_backing(target, source)
@@ -99,6 +104,7 @@ class DriveBackup(BlockdevBackup):
                 layer.close_implicit(target)
                 self._target = None
                 raise
+            self.graph_locks(jobs.LOCKS_PER_CHILD)
         self.data = data
         self.create(source, target)
         layer.job_targets[self._job or ""] = target

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
-from reference import _core
+from reference import _core, jobs
 from reference.commands import command
 from reference.errors import QMPError
 
@@ -16,8 +16,13 @@ if TYPE_CHECKING:
 @command("blockdev-add")
 def blockdev_add(machine: Machine, args: dict[str, Any]) -> dict[str, Any]:
     """Opens a node tree; the root becomes owned by the monitor."""
-    name = machine.layer.open_blockdev(args, root=True)
-    machine.layer.monitor_owned.add(name)
+    layer = machine.layer
+    before = {info.name for info in layer.graph.nodes()}
+    name = layer.open_blockdev(args, root=True)
+    layer.monitor_owned.add(name)
+    opened = [info.name for info in layer.graph.nodes() if info.name not in before]
+    locks = jobs.open_locks(layer.graph, opened)
+    machine.emit_all(jobs.graph_locks(layer.profile, layer.graph, locks))
     return {}
 
 
@@ -38,12 +43,15 @@ def blockdev_del(machine: Machine, args: dict[str, Any]) -> dict[str, Any]:
         raise QMPError(f"Node {name} is not owned by the monitor")
     if parents:
         raise QMPError(f"Block device {name} is in use")
+    before = len(layer.graph.nodes())
     try:
         layer.close_implicit(name)
     except _core.ImageError as e:
         message, _ = e.args
         raise QMPError(str(message)) from None
     layer.monitor_owned.discard(name)
+    closed = before - len(layer.graph.nodes())
+    machine.emit_all(jobs.graph_locks(layer.profile, layer.graph, jobs.LOCKS_PER_CLOSE * closed))
     return {}
 
 

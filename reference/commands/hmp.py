@@ -12,7 +12,7 @@ import shlex
 import sys
 from typing import TYPE_CHECKING, Any
 
-from reference import _core
+from reference import _core, jobs
 from reference.block import strerror
 from reference.commands import command
 from reference.errors import QMPError
@@ -126,9 +126,14 @@ def human_monitor_command(machine: Machine, args: dict[str, Any]) -> str:
         return f"Error: {e.desc}\r\n"
     info = layer.graph.node(node)
     assert info is not None
+    # A node name gets a temporary BlockBackend, attached and detached (graph changes).
+    temporary = layer.backend_root(device) is None
+    locks = jobs.LOCKS_BLOCK_BACKEND if temporary else 0
+    machine.emit_all(jobs.graph_locks(layer.profile, layer.graph, locks))
     if info.read_only and shlex.split(line)[:1] in (["write"], ["discard"]):
         return "Block node is read-only\r\n"
     output = qemu_io(machine, node, line)
+    machine.emit_all(jobs.graph_locks(layer.profile, layer.graph, locks))
     if machine.echo_qemu_io and output:
         sys.stdout.write(output)
         sys.stdout.flush()

@@ -463,12 +463,21 @@ impl Graph {
         jobs::events(py.allow_threads(|| self.g().run_until_idle(max_ns)))
     }
 
-    fn set_graph_drains(&self, create_before: u32, create_after: u32, clean: u32, free: u32) {
+    #[pyo3(signature = (create_before, create_after, clean, free, all_through_nodes=false))]
+    fn set_graph_drains(
+        &self,
+        create_before: u32,
+        create_after: u32,
+        clean: u32,
+        free: u32,
+        all_through_nodes: bool,
+    ) {
         self.g().set_graph_drains(GraphDrains {
             create_before,
             create_after,
             clean,
             free,
+            all_through_nodes,
         });
     }
 
@@ -481,7 +490,8 @@ impl Graph {
         job_id, source, target, *, sync, filter_node_name, bitmap=None, bitmap_mode=None,
         speed=0, compress=false, on_source_error="report", on_target_error="report",
         auto_finalize=true, auto_dismiss=true, txn=None, max_chunk=0, max_workers=64,
-        min_cluster_size=0
+        min_cluster_size=0, copy_bitmap_on_source=false, target_owned_nodes=0,
+        discard_source=false
     ))]
     fn backup_create(
         &self,
@@ -502,6 +512,9 @@ impl Graph {
         max_chunk: i64,
         max_workers: i64,
         min_cluster_size: u64,
+        copy_bitmap_on_source: bool,
+        target_owned_nodes: u32,
+        discard_source: bool,
     ) -> PyResult<Vec<JobEvent>> {
         let mut p = BackupParams::new(
             job_id,
@@ -526,6 +539,9 @@ impl Graph {
             .filter(|w| *w >= 1)
             .ok_or_else(|| PyValueError::new_err("max_workers must be at least 1"))?;
         p.min_cluster_size = min_cluster_size;
+        p.copy_bitmap_on_source = copy_bitmap_on_source;
+        p.target_owned_nodes = target_owned_nodes;
+        p.discard_source = discard_source;
         self.g()
             .backup_create(p)
             .map(jobs::events)

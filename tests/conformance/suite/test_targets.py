@@ -27,10 +27,6 @@ _BLKDEBUG_ORDER = (
     "child in the other order than QEMU's query-named-block-nodes (QEMU names the blkdebug "
     "node first, so its child is newer and listed first)"
 )
-_JOB_BITMAPS = (
-    "the backup job's anonymous bitmaps on the source (copy bitmap, frozen successor) differ "
-    "from QEMU's in order or count while the job exists"
-)
 _BOTH = ("7.2", "10.0")
 #: Curated programs where the reference model diverges from real QEMU (differential check):
 #: program -> (versions, reason). Reference bugs found by this suite and reported.
@@ -57,20 +53,6 @@ PENDING_REFERENCE_FIXES: dict[str, tuple[tuple[str, ...], str]] = {
             "rollback_backup_then_retry_succeeds",
         )
     },
-    **{
-        f"jobs/{name}": (_BOTH, _JOB_BITMAPS)
-        for name in (
-            "matrix_bitmap_always_cancel",
-            "matrix_bitmap_never_cancel",
-            "matrix_bitmap_on_success_cancel",
-            "matrix_incremental_implicit_cancel",
-            "matrix_top_always_cancel",
-            "matrix_top_on_success_cancel",
-            "point_in_time_bitmap_with_guest_writes",
-            "point_in_time_full_with_guest_writes",
-        )
-    },
-    "jobs/drain_pairs_of_a_running_job": (("7.2",), _JOB_BITMAPS),
 }
 
 

@@ -2,8 +2,8 @@
 //! filter that saves a cluster's old contents to the target before a guest write changes it,
 //! so the target ends up as the exact image of the source when the job started.
 //!
-//! The job's copy bitmap (an anonymous, disabled bitmap on the source at the job's cluster size)
-//! says which clusters still have to be copied: all of them for `full`, `top` (unallocated ones
+//! The job's copy bitmap (an anonymous, disabled bitmap at the job's cluster size, on the filter
+//! or, as QEMU <= 8.x kept it, on the source) says which clusters still have to be copied: all of them for `full`, `top` (unallocated ones
 //! dropped when the job starts) and `none` (copied only before a guest write), the clusters
 //! dirty in the sync bitmap for `bitmap`. The sync bitmap gets an anonymous successor that
 //! records guest writes during the job; at finalization the successor replaces the bitmap
@@ -155,6 +155,12 @@ pub struct Backup {
     successor_tag: u64,
     copy_tag: u64,
     done_tag: u64,
+    /// Whether the copy bitmap lives on the source rather than on the filter.
+    copy_on_source: bool,
+    /// Nodes that close when the filter lets go of the target (see [`BackupParams`]).
+    target_owned_nodes: u32,
+    /// Discard each cluster on the source once copied (`discard-source`, 9.1+).
+    pub discard_source: bool,
 }
 
 impl Backup {
@@ -208,6 +214,18 @@ pub struct BackupParams {
     pub max_workers: usize,
     /// Smallest job cluster size (`x-perf` `min-cluster-size`, 9.2+; 0: none).
     pub min_cluster_size: u64,
+    /// Where the block-copy bitmap lives: on the source node, listed with its bitmaps from
+    /// the job's creation on (QEMU <= 8.x, confirmed 7.2), or on the copy-before-write filter
+    /// (false, confirmed 10.0).
+    pub copy_bitmap_on_source: bool,
+    /// How many nodes close when the filter, the target's last user, is closed at clean: a
+    /// drive-backup target and its file (0: the target has other users). Where each graph
+    /// change drains everything, each close is one more pause/resume pair of other jobs.
+    pub target_owned_nodes: u32,
+    /// `discard-source` (9.1+): after copying a range (in the background or before a guest
+    /// write) the job discards it on the source, which records it like any discard. The caller
+    /// passes false where the source ignores discards (opened without `discard=unmap`).
+    pub discard_source: bool,
 }
 
 impl BackupParams {
@@ -231,6 +249,9 @@ impl BackupParams {
             max_chunk: 0,
             max_workers: MAX_WORKERS,
             min_cluster_size: 0,
+            copy_bitmap_on_source: false,
+            target_owned_nodes: 0,
+            discard_source: false,
         }
     }
 }
@@ -344,13 +365,23 @@ impl Graph {
         self.copy_bitmap(&job.backup).map(|b| &b.bits)
     }
 
+    /// The node holding the copy bitmap, while the job holds its filter.
+    fn copy_bitmap_node(b: &Backup) -> Option<&str> {
+        let filter = b.filter.as_deref()?;
+        Some(if b.copy_on_source {
+            b.source.as_str()
+        } else {
+            filter
+        })
+    }
+
     fn copy_bitmap(&self, b: &Backup) -> Option<&DirtyBitmap> {
-        self.owned_bitmap(b.filter.as_deref()?, b.copy_tag)
+        self.owned_bitmap(Self::copy_bitmap_node(b)?, b.copy_tag)
     }
 
     fn copy_bitmap_mut(&mut self, b: &Backup) -> Option<&mut DirtyBitmap> {
-        let f = b.filter.clone()?;
-        self.owned_bitmap_mut(&f, b.copy_tag)
+        let node = Self::copy_bitmap_node(b)?.to_string();
+        self.owned_bitmap_mut(&node, b.copy_tag)
     }
 
     /// Creates a backup job (see the module docs); returns `[created]`.
@@ -418,11 +449,14 @@ impl Graph {
         }
 
         // The copy-before-write filter replaces the source under its parents.
+        self.observe_edges();
         let filter = p.filter_node_name.clone();
+        let mut moved = Vec::new();
         for n in &mut self.nodes {
             for c in &mut n.children {
                 if c.node == p.source {
                     c.node = filter.clone();
+                    moved.push((n.name.clone(), c.role.clone()));
                 }
             }
         }
@@ -452,7 +486,8 @@ impl Graph {
 
         // The filter's anonymous, disabled bitmaps at the job's cluster size, as QEMU lists
         // them newest first: the snapshot-access bitmap (all set), the done bitmap (clusters
-        // saved by copy-before-write) and the copy bitmap (every cluster until the job starts).
+        // saved by copy-before-write) and the copy bitmap (every cluster until the job starts),
+        // unless that one is the source's newest bitmap.
         let filter_bitmap = |tag: u64, full: bool| {
             let mut b = DirtyBitmap::new(None, len, gran);
             b.state.enabled = false;
@@ -462,12 +497,26 @@ impl Graph {
             }
             b
         };
+        // Edge order (drain order): the filter's children, the moved parents, the job's edges.
+        self.jobs.stamps.attach(&filter, "file", &p.source);
+        self.jobs.stamps.attach(&filter, "target", &p.target);
+        for (parent, role) in moved {
+            self.jobs.stamps.attach(&parent, &role, &filter);
+        }
+        let job_key = format!("job:{}", p.job_id);
+        self.jobs.stamps.attach(&job_key, "main", &filter);
+        self.jobs.stamps.attach(&job_key, "target", &p.target);
+        let copy = filter_bitmap(copy_tag, true);
         let f = self.get_mut(&filter)?;
         f.bitmaps = vec![
             filter_bitmap(access_tag, true),
             filter_bitmap(done_tag, false),
-            filter_bitmap(copy_tag, true),
         ];
+        if p.copy_bitmap_on_source {
+            self.get_mut(&p.source)?.bitmaps.insert(0, copy);
+        } else {
+            self.get_mut(&filter)?.bitmaps.push(copy);
+        }
 
         let job = Job {
             id: p.job_id.clone(),
@@ -502,6 +551,9 @@ impl Graph {
                 successor_tag,
                 copy_tag,
                 done_tag,
+                copy_on_source: p.copy_bitmap_on_source,
+                target_owned_nodes: p.target_owned_nodes,
+                discard_source: p.discard_source,
             },
             due_ns: 0,
             rate: RateLimit::default(),
@@ -617,6 +669,17 @@ impl Graph {
 
     /// Copies `[off, end)` from the job's source to its target, as data or zeroes. Errors say
     /// whether the read failed (true) or the write.
+    /// `discard-source`: the copied range is discarded on the source, below the filter (no
+    /// copy-before-write of its own); like QEMU, a failed discard is ignored.
+    fn discard_copied(&mut self, b: &Backup, off: u64, end: u64) {
+        if !b.discard_source || end <= off {
+            return;
+        }
+        self.jobs.discarding = true;
+        let _ = self.write(&b.source, off, WriteKind::Discard, &[], end - off);
+        self.jobs.discarding = false;
+    }
+
     fn backup_copy(&mut self, b: &Backup, off: u64, end: u64) -> Result<(), (bool, i32)> {
         let len = end - off;
         let mut zero = true;
@@ -689,6 +752,7 @@ impl Graph {
             from = end;
             match self.backup_copy(&b, off, end) {
                 Ok(()) => {
+                    self.discard_copied(&b, off, end);
                     if let Some(c) = self.copy_bitmap_mut(&b) {
                         c.bits.reset_range(ByteRange::new(off, end - off));
                     }
@@ -817,6 +881,7 @@ impl Graph {
         for (off, end, res) in &outcomes {
             match res {
                 Ok(()) => {
+                    self.discard_copied(b, *off, *end);
                     if let Some(c) = self.copy_bitmap_mut(b) {
                         c.bits.reset_range(ByteRange::new(*off, end - off));
                     }
@@ -901,7 +966,7 @@ impl Graph {
         offset: u64,
         len: u64,
     ) -> Result<(), GraphError> {
-        if len == 0 || self.jobs.jobs.is_empty() {
+        if len == 0 || self.jobs.jobs.is_empty() || self.jobs.discarding {
             return Ok(());
         }
         let ids: Vec<String> = self
@@ -933,13 +998,9 @@ impl Graph {
                             std::io::Error::from_raw_os_error(errno),
                         ))
                     })?;
+                    self.discard_copied(&b, pos, run_end);
                     if let Some(c) = self.copy_bitmap_mut(&b) {
                         c.bits.reset_range(ByteRange::new(pos, run_end - pos));
-                    }
-                    if let Some(f) = b.filter.as_deref() {
-                        if let Some(d) = self.owned_bitmap_mut(f, b.done_tag) {
-                            d.bits.set_range(ByteRange::new(pos, run_end - pos));
-                        }
                     }
                     if let Ok(i) = self.job_index(&id) {
                         self.jobs.jobs[i].current_progress += run_end - pos;
@@ -947,6 +1008,13 @@ impl Graph {
                     pos = run_end;
                 } else {
                     pos = next;
+                }
+            }
+            // The filter's done bitmap marks every cluster the write touches once its old data
+            // is safe, whether or not the job still had to copy it (QEMU: both versions).
+            if let Some(f) = b.filter.as_deref() {
+                if let Some(d) = self.owned_bitmap_mut(f, b.done_tag) {
+                    d.bits.set_range(ByteRange::new(start, end - start));
                 }
             }
         }
@@ -1037,16 +1105,6 @@ impl Graph {
             return;
         };
         let id = self.jobs.jobs[i].id.clone();
-        // QEMU 10.0 drains everything for each graph change here; 7.2 drained the filter it
-        // drops (so the jobs using it or its parents pause, not another backup of the same
-        // source whose filter sits below this one).
-        let all = self.jobs.graph_drains.clean;
-        self.drain_all_pairs(all, ev);
-        let source_drain = all == 0;
-        if source_drain {
-            let drained = self.drained_begin(Some(&filter)).unwrap_or_default();
-            ev.list.extend(drained);
-        }
         // The filter's parents get its current `file` child: the source, or the filter of a
         // newer backup of the same source that was inserted below this one.
         let below = self
@@ -1054,11 +1112,31 @@ impl Graph {
             .and_then(|f| f.child("file"))
             .unwrap_or(&b.source)
             .to_string();
+        // QEMU 10.0 drains everything for each graph change here (dropping the job's edges,
+        // then the filter's replacement inside a drained section of the node below it, then
+        // closing the filter); 7.2 drained the filter it drops (so the jobs using it or its
+        // parents pause, not another backup of the same source whose filter sits below).
+        let all = self.jobs.graph_drains.clean;
+        let drained_node = if all == 0 {
+            filter.clone()
+        } else {
+            below.clone()
+        };
+        self.drain_all_pairs(all.min(1), ev);
+        let drained = self.drained_begin(Some(&drained_node)).unwrap_or_default();
+        ev.list.extend(drained);
+        self.drain_all_pairs(all.saturating_sub(1).min(1), ev);
+        if b.copy_on_source {
+            if let Ok(n) = self.get_mut(&b.source) {
+                n.bitmaps.retain(|x| x.owner != Some(b.copy_tag));
+            }
+        }
         self.nodes.retain(|n| n.name != filter);
         for n in &mut self.nodes {
             for c in &mut n.children {
                 if c.node == filter {
                     c.node = below.clone();
+                    self.jobs.stamps.attach(&n.name, &c.role, &below);
                 }
             }
         }
@@ -1070,9 +1148,10 @@ impl Graph {
         if let Ok(k) = self.job_index(&id) {
             self.jobs.jobs[k].backup.filter = None;
         }
-        if source_drain {
-            let resumed = self.drained_end(Some(&filter)).unwrap_or_default();
-            ev.list.extend(resumed);
-        }
+        let resumed = self.drained_end(Some(&drained_node)).unwrap_or_default();
+        ev.list.extend(resumed);
+        // Closing the filter drops the last reference to a job-owned target.
+        let closes = if all == 0 { 0 } else { b.target_owned_nodes };
+        self.drain_all_pairs(all.saturating_sub(2) + closes, ev);
     }
 }

@@ -25,6 +25,7 @@
 //! Backup specifics (copying, copy-before-write, the sync bitmap) live in [`backup`].
 
 pub mod backup;
+mod drain;
 
 use crate::graph::{Graph, GraphError};
 use std::collections::HashMap;
@@ -379,6 +380,9 @@ pub struct JobSet {
     drains: Vec<Drain>,
     exits: Vec<String>,
     pub(crate) graph_drains: GraphDrains,
+    pub(crate) stamps: drain::EdgeStamps,
+    /// A job's own discard of its source is under way (no copy-before-write for it).
+    pub(crate) discarding: bool,
 }
 
 /// How many drain-everything sections (a pause/resume pair for every running job) QEMU's
@@ -394,6 +398,10 @@ pub struct GraphDrains {
     pub clean: u32,
     /// When a job is freed, after `null`.
     pub free: u32,
+    /// Draining everything quiesces every node and passes it on to its parent nodes (10.0);
+    /// false: each node tells only the jobs attached to it (7.2). Decides the order in which
+    /// several jobs pause and resume (see the `drain` module).
+    pub all_through_nodes: bool,
 }
 
 /// ECANCELED.
@@ -591,17 +599,24 @@ impl Graph {
 
     // ---- verbs ---------------------------------------------------------------------------------
 
-    /// Starts a created job.
-    pub fn job_start(&mut self, id: &str) -> Result<Vec<JobEvent>, JobError> {
+    /// The index of job `id` if it was created and never started; else the error naming
+    /// `verb` (the guard of [`Graph::job_start`] and [`Graph::job_discard`]).
+    fn created_job(&self, id: &str, verb: &'static str) -> Result<usize, JobError> {
         let i = self.job_index(id)?;
         let j = &self.jobs.jobs[i];
         if j.status != JobStatus::Created || j.started {
             return Err(JobError::Verb {
                 id: id.into(),
                 status: j.status,
-                verb: "start",
+                verb,
             });
         }
+        Ok(i)
+    }
+
+    /// Starts a created job.
+    pub fn job_start(&mut self, id: &str) -> Result<Vec<JobEvent>, JobError> {
+        let i = self.created_job(id, "start")?;
         let mut ev = Events::new(self.jobs.now);
         self.jobs.next_start += 1;
         let now = self.jobs.now;
@@ -622,15 +637,7 @@ impl Graph {
 
     /// Early failure of a created job: `null`, everything it set up undone.
     pub fn job_discard(&mut self, id: &str) -> Result<Vec<JobEvent>, JobError> {
-        let i = self.job_index(id)?;
-        let j = &self.jobs.jobs[i];
-        if j.status != JobStatus::Created || j.started {
-            return Err(JobError::Verb {
-                id: id.into(),
-                status: j.status,
-                verb: "discard",
-            });
-        }
+        let i = self.created_job(id, "discard")?;
         let mut ev = Events::new(self.jobs.now);
         self.backup_reclaim_bitmap(i);
         self.backup_clean(i, &mut ev);
@@ -998,12 +1005,18 @@ impl Graph {
         if let Some(n) = node {
             self.get(n)?;
         }
+        self.observe_edges();
         let mut ev = Events::new(self.jobs.now);
         let mut held = Vec::new();
         for i in 0..self.jobs.jobs.len() {
             let nodes = self.jobs.jobs[i].backup.nodes();
             if self.drain_affects(node, &nodes) {
                 held.push(self.jobs.jobs[i].id.clone());
+            }
+        }
+        let held = self.drain_order(node, true, &held);
+        for id in &held {
+            if let Ok(i) = self.job_index(id) {
                 self.pause_internal(i, &mut ev);
             }
         }
@@ -1023,8 +1036,9 @@ impl Graph {
             .rposition(|d| d.node.as_deref() == node)
             .ok_or_else(|| JobError::Invalid("no such drained section is open".into()))?;
         let d = self.jobs.drains.remove(pos);
+        self.observe_edges();
         let mut ev = Events::new(self.jobs.now);
-        for id in d.jobs {
+        for id in self.drain_order(node, false, &d.jobs) {
             if let Ok(i) = self.job_index(&id) {
                 self.resume_internal(i, &mut ev);
             }

@@ -796,6 +796,7 @@ fn two_backups_of_one_source_stack_their_filters() {
     for (id, t) in [("a", "t0"), ("b", "t1")] {
         let mut p = params(id, "d0", t, SyncMode::Full);
         p.speed = 1;
+        p.max_chunk = K64;
         g.backup_create(p).unwrap();
         g.job_start(id).unwrap();
     }
@@ -861,6 +862,7 @@ fn qemu_10_graph_changes_drain_every_running_job() {
         create_after: 1,
         clean: 3,
         free: 1,
+        all_through_nodes: true,
     });
     for d in ["d0", "d1", "t0", "t1"] {
         disk(&mut g, &dir, d, "raw", MIB);
@@ -905,6 +907,7 @@ fn random_verb_sequences_keep_the_state_machine_valid() {
                 create_after: 1,
                 clean: 3,
                 free: 1,
+                all_through_nodes: true,
             });
         }
         let len = 16 * K64;
@@ -1040,4 +1043,180 @@ fn min_cluster_size_raises_the_job_cluster() {
     let mut p = params("k", "d0", "t0", SyncMode::Full);
     p.min_cluster_size = 3 * K64;
     assert!(matches!(g.backup_create(p), Err(JobError::Invalid(_))));
+}
+
+#[test]
+fn copy_before_write_marks_done_for_clusters_it_did_not_copy() {
+    let dir = TempDir::new().unwrap();
+    let mut g = Graph::new();
+    disk(&mut g, &dir, "d0", "qcow2", MIB);
+    disk(&mut g, &dir, "t0", "qcow2", MIB);
+    write(&mut g, "d0", 0, K64, 1);
+    write(&mut g, "d0", 8 * K64, K64, 1);
+    let mut p = params("j", "d0", "t0", SyncMode::Top);
+    p.speed = 1;
+    g.backup_create(p).unwrap();
+    g.job_start("j").unwrap();
+    g.advance(0);
+    // Cluster 4 is unallocated: sync=top has nothing to copy there, yet the write is done.
+    let r = root(&g, "dev_d0");
+    write(&mut g, &r, 4 * K64 + 512, 4096, 2);
+
+    let done = &g.node("cbw-j").unwrap().bitmaps[1];
+    assert_eq!(done.bits.count(), K64);
+    assert!(done.bits.get(4 * K64));
+    assert_eq!(g.job("j").unwrap().current_progress, K64);
+}
+
+#[test]
+fn copy_bitmap_on_source_is_the_source_s_newest_bitmap_until_clean() {
+    let dir = TempDir::new().unwrap();
+    let mut g = Graph::new();
+    disk(&mut g, &dir, "d0", "qcow2", MIB);
+    disk(&mut g, &dir, "t0", "qcow2", MIB);
+    write(&mut g, "d0", 0, 2 * K64, 1);
+    g.bitmap_add("d0", "old", Granularity::new(K64).unwrap(), true, false)
+        .unwrap();
+    let mut p = params("j", "d0", "t0", SyncMode::Full);
+    p.speed = 1;
+    p.copy_bitmap_on_source = true;
+    g.backup_create(p).unwrap();
+    g.job_start("j").unwrap();
+    g.advance(0);
+    g.bitmap_add("d0", "new", Granularity::new(K64).unwrap(), true, false)
+        .unwrap();
+
+    let names: Vec<Option<&str>> = g
+        .get("d0")
+        .unwrap()
+        .bitmaps
+        .iter()
+        .map(|b| b.name.as_deref())
+        .collect();
+    assert_eq!(names, [Some("new"), None, Some("old")]);
+    // The first request copied the two written clusters.
+    assert_eq!(g.get("d0").unwrap().bitmaps[1].bits.count(), MIB - 2 * K64);
+    assert_eq!(g.node("cbw-j").unwrap().bitmaps.len(), 2);
+    g.job_cancel("j", false).unwrap();
+    g.advance(0);
+    let names: Vec<Option<&str>> = g
+        .get("d0")
+        .unwrap()
+        .bitmaps
+        .iter()
+        .map(|b| b.name.as_deref())
+        .collect();
+    assert_eq!(names, [Some("new"), Some("old")]);
+}
+
+#[test]
+fn start_and_discard_refuse_a_job_that_already_started() {
+    let dir = TempDir::new().unwrap();
+    let mut g = Graph::new();
+    disk(&mut g, &dir, "d0", "qcow2", MIB);
+    disk(&mut g, &dir, "t0", "qcow2", MIB);
+    let mut p = params("j", "d0", "t0", SyncMode::Full);
+    p.speed = 1;
+    g.backup_create(p).unwrap();
+    g.job_start("j").unwrap();
+
+    let start = g.job_start("j").unwrap_err();
+    let discard = g.job_discard("j").unwrap_err();
+
+    assert!(matches!(
+        start,
+        JobError::Verb {
+            verb: "start",
+            status: JobStatus::Running,
+            ..
+        }
+    ));
+    assert!(matches!(
+        discard,
+        JobError::Verb {
+            verb: "discard",
+            status: JobStatus::Running,
+            ..
+        }
+    ));
+    assert!(matches!(g.job_discard("nope"), Err(JobError::NotFound(_))));
+}
+
+/// Two held backups of `d0` (`j1` then `j2`, whose filter goes below `j1`'s), running.
+fn two_backups_of_one_source(g: &mut Graph, dir: &TempDir, all_through_nodes: bool) {
+    g.set_graph_drains(GraphDrains {
+        all_through_nodes,
+        ..GraphDrains::default()
+    });
+    for d in ["t1", "t2", "d0"] {
+        disk(g, dir, d, "raw", MIB);
+    }
+    write(g, "d0", 0, MIB, 1);
+    for (id, t) in [("j1", "t1"), ("j2", "t2")] {
+        let mut p = params(id, "d0", t, SyncMode::Full);
+        p.speed = 1;
+        p.max_chunk = K64;
+        g.backup_create(p).unwrap();
+        g.job_start(id).unwrap();
+        g.advance(0);
+    }
+}
+
+#[test]
+fn drained_source_pauses_and_resumes_the_newest_backup_first() {
+    let dir = TempDir::new().unwrap();
+    let mut g = Graph::new();
+    two_backups_of_one_source(&mut g, &dir, false);
+
+    let paused = show(&g.drained_begin(Some("d0")).unwrap());
+    let resumed = show(&g.drained_end(Some("d0")).unwrap());
+
+    assert_eq!(paused, ["paused j2", "paused j1"]);
+    assert_eq!(resumed, ["running j2", "running j1"]);
+}
+
+#[test]
+fn draining_everything_resumes_by_version() {
+    for (through_nodes, resumed_first) in [(false, "running j1"), (true, "running j2")] {
+        let dir = TempDir::new().unwrap();
+        let mut g = Graph::new();
+        two_backups_of_one_source(&mut g, &dir, through_nodes);
+
+        let paused = show(&g.drained_begin(None).unwrap());
+        let resumed = show(&g.drained_end(None).unwrap());
+
+        // Paused by the oldest node each uses (the targets, opened first) in both versions;
+        // 10.0 resumes j2 first: j1's filter is quiesced until j2's, below it, is not.
+        assert_eq!(paused, ["paused j1", "paused j2"]);
+        assert_eq!(resumed[0], resumed_first);
+        assert_eq!(resumed.len(), 2);
+    }
+}
+
+#[test]
+fn discard_source_discards_each_copied_range_on_the_source() {
+    let dir = TempDir::new().unwrap();
+    let mut g = Graph::new();
+    disk(&mut g, &dir, "d0", "qcow2", MIB);
+    disk(&mut g, &dir, "t0", "qcow2", MIB);
+    write(&mut g, "d0", 0, 2 * K64, 7);
+    g.bitmap_add("d0", "b", Granularity::new(K64).unwrap(), true, false)
+        .unwrap();
+    let mut p = params("j", "d0", "t0", SyncMode::Full);
+    p.discard_source = true;
+
+    g.backup_create(p).unwrap();
+    g.job_start("j").unwrap();
+    g.advance(0);
+
+    assert!(g.jobs().is_empty());
+    let source = g.read("d0", 0, 2 * K64).unwrap();
+    assert!(
+        source.iter().all(|b| *b == 0),
+        "the source was not discarded"
+    );
+    let target = g.read("t0", 0, 2 * K64).unwrap();
+    assert!(target.iter().all(|b| *b == 7), "the target lost the data");
+    // Every range the job copied was discarded and recorded, the unallocated ones too.
+    assert_eq!(g.bitmap("d0", "b").unwrap().bits.count(), MIB);
 }
