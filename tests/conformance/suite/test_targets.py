@@ -76,6 +76,11 @@ PENDING_REFERENCE_FIXES: dict[str, tuple[tuple[str, ...], str]] = {
         "grouped, both jobs' reads fail: QEMU ends the second with BLOCK_JOB_CANCELLED (the "
         "group cancelled it when the first failed), the model with BLOCK_JOB_COMPLETED + error",
     ),
+    "jobs/errors_read_only_target": (
+        _BOTH,
+        "a backup onto a read-only target node: QEMU refuses it (Could not create node: Block "
+        "node is read-only), the model starts the job",
+    ),
     "jobs/failing_first_cluster_default_workers": (
         _BOTH,
         "a 64M full backup with 64 workers whose first (data) cluster fails to read: QEMU still "
