@@ -81,6 +81,11 @@ PENDING_REFERENCE_FIXES: dict[str, tuple[tuple[str, ...], str]] = {
         "a backup onto a read-only target node: QEMU refuses it (Could not create node: Block "
         "node is read-only), the model starts the job",
     ),
+    "jobs/errors_target_is_source_of_earlier_job": (
+        _BOTH,
+        "a backup onto the source of an earlier backup of the same transaction: QEMU refuses it "
+        "with a permission conflict (before the job id check), the model accepts it",
+    ),
     "jobs/failing_first_cluster_default_workers": (
         _BOTH,
         "a 64M full backup with 64 workers whose first (data) cluster fails to read: QEMU still "
