@@ -323,8 +323,8 @@ class Recorder:
                 message["arguments"] = step.arguments
         op = Operation(step.index, step.kind, self.normalizer.value(message), "return")
         try:
-            if step.hangs_qemu(self.history.version):
-                with endpoint.command_timeout(HANG_TIMEOUT):
+            if step.hangs_qemu(self.history.version) or step.timeout is not None:
+                with endpoint.command_timeout(step.timeout or HANG_TIMEOUT):
                     reply = endpoint.execute(command, arguments)
             else:
                 reply = endpoint.execute(command, arguments)
