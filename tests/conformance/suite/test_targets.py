@@ -91,16 +91,6 @@ PENDING_REFERENCE_FIXES: dict[str, tuple[tuple[str, ...], str]] = {
         "a 64M full backup with 64 workers whose first (data) cluster fails to read: QEMU still "
         "copies every zero area (BLOCK_JOB_COMPLETED offset len - 64k), the model len - 1M",
     ),
-    "bitmaps/add_persistent_duplicate_on_raw": (
-        _BOTH,
-        "a persistent bitmap-add on raw whose name exists: QEMU answers that raw cannot store "
-        "persistent bitmaps, the model that the bitmap exists",
-    ),
-    "bitmaps/merge_transaction_empty_bitmaps_then_abort": (
-        _BOTH,
-        "merge with bitmaps [] then abort: QEMU's prepare accepts the merge and answers the "
-        "abort's error (no crash), the model refuses the merge in prepare",
-    ),
     "snapshots/delete_internal_not_supported": (
         _BOTH,
         "a failed blockdev-snapshot-delete-internal-sync on a read-only image: QEMU no longer "
