@@ -249,8 +249,9 @@ class Recorder:
             self.alive = False
             return None
 
-    def _settle_jobs(self, op: Operation) -> None:
-        """Let time pass until no job moves; the events of the jobs' lives join ``op``."""
+    def _settle_jobs(self, op: Operation, step: Step) -> None:
+        """Let time pass until no job moves; the events of the jobs' lives join ``op`` (in the
+        step's event order, applied to all of them)."""
 
         def still() -> bool:
             reply = self.endpoint.execute("query-jobs")
@@ -260,7 +261,9 @@ class Recorder:
             return not any(job.get("status") in MOVING_JOB_STATUSES for job in jobs)
 
         op.unsettled_jobs = not self.endpoint.settle(still, JOB_SETTLE_TIMEOUT)
-        op.events += self.normalizer.events(self.endpoint.take_events())
+        op.events = order_events(
+            step, op.events + self.normalizer.events(self.endpoint.take_events())
+        )
 
     def step(self, step: Step) -> Operation:
         """Run one step, record it, and return the operation."""
@@ -320,8 +323,8 @@ class Recorder:
                 message["arguments"] = step.arguments
         op = Operation(step.index, step.kind, self.normalizer.value(message), "return")
         try:
-            if step.hangs_qemu(self.history.version):
-                with endpoint.command_timeout(HANG_TIMEOUT):
+            if step.hangs_qemu(self.history.version) or step.timeout is not None:
+                with endpoint.command_timeout(step.timeout or HANG_TIMEOUT):
                     reply = endpoint.execute(command, arguments)
             else:
                 reply = endpoint.execute(command, arguments)
@@ -353,7 +356,7 @@ class Recorder:
                 op.settled = settle_jobs(endpoint, step.wait)
             op.events = order_events(step, self.normalizer.events(endpoint.take_events()))
             if self.auto_settle and any(e.get("event") == "JOB_STATUS_CHANGE" for e in op.events):
-                self._settle_jobs(op)
+                self._settle_jobs(op, step)
         except EndpointCrashed as crash:
             op.outcome, op.failure = "crashed", _crash_text(crash)
             self.alive = False

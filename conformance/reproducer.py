@@ -11,7 +11,8 @@ directory). Then one line per step up to and including the failing one::
     {"observe": ["disk0"]}
 
 ``expected`` is the reference model's reply (or ``null`` without a model); ``observed`` what the
-target answered (``{"crashed": "SIGSEGV"}`` when it died). :func:`load` turns the file back into
+target answered (``{"crashed": "SIGSEGV"}`` when it died); ``"event_order": "per-job"`` keeps
+a step's job events grouped per job as when it was recorded. :func:`load` turns the file back into
 a program that :mod:`conformance.history` runs on any target (``qmp-conformance replay``).
 """
 
@@ -84,6 +85,8 @@ def lines(history: History, model: History | None, finding: Finding) -> list[JSO
             line["observed"] = _observed(op)
         if step.qemu_crashes:
             line["qemu_crashes"] = list(step.qemu_crashes)
+        if step.event_order is not None:
+            line["event_order"] = step.event_order
         out.append(line)
     return out
 
@@ -120,15 +123,23 @@ def load(path: Path) -> tuple[JSONObject, Scenario]:
     steps: list[Step] = []
     for index, line in enumerate(raw[1:]):
         crashes = tuple(line.get("qemu_crashes") or ())
+        order = line.get("event_order")
         if "run" in line:
             steps.append(Step(index, "run", line["run"], json_output=bool(line.get("json"))))
         elif "observe" in line:
             steps.append(Step(index, "observe", line["observe"]))
         elif "io" in line:
-            steps.append(Step(index, "io", line["io"], qemu_crashes=crashes))
+            steps.append(Step(index, "io", line["io"], qemu_crashes=crashes, event_order=order))
         elif "execute" in line:
             steps.append(
-                Step(index, "execute", line["execute"], line.get("arguments"), qemu_crashes=crashes)
+                Step(
+                    index,
+                    "execute",
+                    line["execute"],
+                    line.get("arguments"),
+                    qemu_crashes=crashes,
+                    event_order=order,
+                )
             )
         else:
             raise ValueError(f"{path}: line {index + 2} has no execute/io/run/observe")

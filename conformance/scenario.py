@@ -38,6 +38,10 @@ job scenarios deterministic on every endpoint:
 * ``event_order: per-job`` — QEMU orders the events of *different* jobs by timing in places
   (a grouped txn's sibling cancellation); this keeps each job's own sequence and the order of
   the jobs' first appearance, and drops the interleaving.
+* ``event_order: per-job-one-drain`` — as ``per-job``, and a job paused and resumed by drains
+  (``paused`` then ``running``) several times while it runs shows the first such pair only:
+  how many drains meet a running job (one per other job that finishes beside it, ...) is
+  timing on real QEMU. Used by generated sequences, whose jobs run side by side unheld.
 
 ``expect`` of a ``run`` step may give ``returncode`` (``qemu-img compare`` answers 0 for
 identical, 1 for different images); without it any non-zero exit fails unless ``may_fail``.
@@ -87,7 +91,7 @@ from conformance.observe import Normalizer, observe
 SCENARIO_ROOT = Path(__file__).parent / "scenarios"
 KNOWN_VERSIONS = ("7.2", "10.0")
 STEP_KINDS = ("execute", "io", "observe", "run", "wait")
-EVENT_ORDERS = ("per-job",)
+EVENT_ORDERS = ("per-job", "per-job-one-drain")
 #: Seconds a setup or ``run`` command may take.
 TOOL_TIMEOUT = 60.0
 #: Seconds without a reply after which a ``qemu_hangs`` step counts as hung.
@@ -118,6 +122,9 @@ class Step:
     #: ``{"jobs": {id: status | None}}``: settle until query-jobs shows this (see module doc).
     wait: Mapping[str, Any] | None = None
     event_order: str | None = None
+    #: Seconds to wait for the reply before recording ``hung`` (generated steps that may meet
+    #: a known QEMU deadlock; default: the endpoint's command timeout).
+    timeout: float | None = None
 
     def applies_to(self, version: str) -> bool:
         """Whether the step runs on endpoints of ``version``."""
@@ -451,9 +458,49 @@ def event_job(event: Mapping[str, Any]) -> str | None:
 
 
 def order_events(step: Step, events: list[JSONObject]) -> list[JSONObject]:
-    """``event_order: per-job``: the events of each job together, jobs in order of first event."""
+    """``event_order: per-job``: the events of each job together, jobs in order of first event;
+    ``per-job-one-drain``: and each job's repeated drain pauses collapsed to the first."""
+    if step.event_order == "per-job-one-drain":
+        return _one_drain(_per_job(events))
     if step.event_order != "per-job":
         return events
+    return _per_job(events)
+
+
+def _status(event: Mapping[str, Any]) -> str | None:
+    if event.get("event") != "JOB_STATUS_CHANGE":
+        return None
+    status = (event.get("data") or {}).get("status")
+    return status if isinstance(status, str) else None
+
+
+def _one_drain(events: list[JSONObject]) -> list[JSONObject]:
+    """Drop a job's ``paused``/``running`` pair when the job already showed one."""
+    seen_pair: set[str] = set()
+    dropping: set[str] = set()
+    last: dict[str, list[str]] = {}
+    kept: list[JSONObject] = []
+    for event in events:
+        job, status = event_job(event), _status(event)
+        if job is None or status is None:
+            kept.append(event)
+            continue
+        if status == "paused" and job in seen_pair and last.get(job, [])[-1:] == ["running"]:
+            dropping.add(job)
+            continue
+        if job in dropping:
+            dropping.discard(job)
+            if status == "running":
+                continue
+        history = last.setdefault(job, [])
+        if status == "running" and history[-1:] == ["paused"]:
+            seen_pair.add(job)
+        history.append(status)
+        kept.append(event)
+    return kept
+
+
+def _per_job(events: list[JSONObject]) -> list[JSONObject]:
     order: list[str | None] = []
     for event in events:
         job = event_job(event)

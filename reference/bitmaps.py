@@ -92,10 +92,8 @@ def add(
         granularity = default_granularity(info)
     elif granularity < MIN_GRANULARITY or granularity & (granularity - 1):
         raise QMPError("Granularity must be power of 2 and at least 512")
-    # QEMU checks the name against existing bitmaps before the persistence checks as well as
-    # at creation; with nothing failing in between, one check gives the same first error.
-    if any(b.name == name for b in layer.graph.bitmaps(node_name)):
-        raise QMPError(f"Bitmap already exists: {name}")
+    # The persistence checks come first; the name clash is found only at creation (QEMU 7.2 and
+    # 10.0: a persistent duplicate on raw is refused for raw, not for the name).
     if persistent:
         refusal = layer.graph.can_store_bitmap(node_name, name, granularity)
         if refusal is not None:
@@ -104,6 +102,8 @@ def add(
             if not supported:
                 raise QMPError(f"Can't store persistent bitmaps to {where}: {reason}")
             raise QMPError(f"Can't make bitmap '{name}' persistent in '{where}': {reason}")
+    if any(b.name == name for b in layer.graph.bitmaps(node_name)):
+        raise QMPError(f"Bitmap already exists: {name}")
     if len(name.encode()) > MAX_NAME_BYTES:
         raise QMPError(f"Bitmap name too long: {name}")
     layer.graph.bitmap_add(node_name, name, granularity, not disabled, persistent)
@@ -169,9 +169,6 @@ def merge(
     """``block-dirty-bitmap-merge``: sources in order into the target; on error the target is
     restored before the error is raised. Returns ``(node, copy of the target before)``."""
     node_name, _ = lookup(layer, node, target)
-    if not sources:
-        # QEMU 7.2 and 10.0 dereference a backup that was never made and die (SIGSEGV); we refuse.
-        raise QMPError("'bitmaps' must name at least one source bitmap")
     backup: _core.BitsCopy | None = None
     try:
         for source in sources:
@@ -193,6 +190,12 @@ def merge(
             layer.graph.bitmap_restore_bits(node_name, target, backup)
         raise
     return node_name, backup
+
+
+#: Our answer where QEMU 7.2 and 10.0 die completing a merge of no sources (SIGSEGV: the
+#: target's backup was never made). A transaction prepares such a merge without complaint and
+#: dies only when it commits, so an earlier or later failing action still wins.
+EMPTY_MERGE_REFUSAL = "'bitmaps' must name at least one source bitmap"
 
 
 def sha256(layer: BlockLayer, node: str, name: str) -> str:

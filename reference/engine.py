@@ -9,7 +9,9 @@
    newest first; then cleaned. The transaction's error is the failing action's error, unless
    real QEMU of this version dies in that rollback (``Action.qemu_crash``): then an error
    saying so, where QEMU gives no reply at all.
-5. On success every action is committed, then cleaned, in the profile's order.
+5. Where real QEMU would die committing a prepared action (``Action.commit_crash``), the
+   whole transaction is rolled back as in 4 and answers an error saying so instead.
+6. On success every action is committed, then cleaned, in the profile's order.
 """
 
 from __future__ import annotations
@@ -65,6 +67,9 @@ def run(ctx: Context, actions: list[dict[str, Any]], properties: dict[str, Any] 
             ):
                 raise _grouped_error(kind, profile.grouped_word)
             action.prepare()
+        for action in started:
+            if (reason := action.commit_crash()) is not None:
+                raise QMPError(reason)
     except QMPError:
         crashes = [reason for action in started if (reason := action.qemu_crash()) is not None]
         for action in reversed(started):

@@ -63,6 +63,11 @@ class Action:
         before the rollback; the engine then answers that as the transaction's error)."""
         return None
 
+    def commit_crash(self) -> str | None:
+        """Why real QEMU of this version dies committing this action, if it does (asked once
+        every action has prepared; the engine then rolls back and answers that as the error)."""
+        return None
+
     def drain_node(self, node: str) -> None:
         """``bdrv_drained_begin(node)`` in prepare, held until :meth:`end_drain` in clean:
         running jobs that use the node or one of its parents pause (their events are the

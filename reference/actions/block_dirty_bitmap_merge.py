@@ -17,6 +17,9 @@ class BlockDirtyBitmapMerge(Action):
         d = self.data
         self._saved = bitmaps.merge(self.ctx.layer, d["node"], d["target"], d["bitmaps"])
 
+    def commit_crash(self) -> str | None:
+        return None if self.data["bitmaps"] else bitmaps.EMPTY_MERGE_REFUSAL
+
     def abort(self) -> None:
         if self._saved is not None:
             node, before = self._saved

@@ -10,6 +10,7 @@ from typing import TYPE_CHECKING, Any
 
 from reference import bitmaps
 from reference.commands import command
+from reference.errors import QMPError
 
 if TYPE_CHECKING:
     from reference.machine import Machine
@@ -62,6 +63,8 @@ def disable(machine: Machine, args: dict[str, Any]) -> dict[str, Any]:
 def merge(machine: Machine, args: dict[str, Any]) -> dict[str, Any]:
     """Merges sources into the target."""
     bitmaps.merge(machine.layer, args["node"], args["target"], args["bitmaps"])
+    if not args["bitmaps"]:
+        raise QMPError(bitmaps.EMPTY_MERGE_REFUSAL)
     return {}
 
 

@@ -152,6 +152,26 @@ def test_all_effects_clear_then_merge_expects_merged_bits() -> None:
     assert wrong.status == "fail"
 
 
+def test_all_effects_added_bitmap_on_a_backup_target_counts_the_jobs_writes() -> None:
+    backup = {
+        "type": "blockdev-backup",
+        "data": {"job-id": "j0", "device": "disk1", "target": "disk0", "sync": "full"},
+    }
+    add = {"type": "block-dirty-bitmap-add", "data": {"node": "disk0", "name": "b1"}}
+    created = [{"event": "JOB_STATUS_CHANGE", "data": {"id": "j0", "status": "created"}}]
+    after = _state(_bitmap("b1", 67108864))
+    copied = _txn([backup, add], {"return": {}}, after)
+    copied.events = created
+    no_job = _txn([add], {"return": {}}, after)
+
+    ok = CHECKS["all-effects"](_history(_state(), copied), CheckContext())
+    wrong = CHECKS["all-effects"](_history(_state(), no_job), CheckContext())
+
+    assert ok.status == "pass"
+    assert wrong.status == "fail"
+    assert "b1 count = 67108864, not 0" in wrong.findings[0].seen
+
+
 def test_completion_mode_grouped_refusal_per_version() -> None:
     grouped = {"properties": {"completion-mode": "grouped"}}
     desc = "Action 'abort' does not support transaction property completion-mode = grouped"
