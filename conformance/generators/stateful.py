@@ -459,6 +459,20 @@ def _writable(state: JSONObject, target: str) -> str:
     return target
 
 
+def _hold(data: JSONObject) -> None:
+    """Hold a backup after its first request (``speed`` 1), with more than one request to make:
+    ``sync`` full of a 64M node (a top/bitmap/incremental backup may have a single request, which
+    ends the job's work at once and races the sibling's failure on real QEMU). A bitmap keeps
+    its part as ``full`` allows: incremental becomes bitmap-mode on-success; never (meaningless
+    with full) drops the bitmap."""
+    data["speed"] = HELD_SPEED
+    data["sync"] = "full"
+    if "bitmap" in data:
+        mode = data.setdefault("bitmap-mode", "on-success")
+        if mode == "never":
+            del data["bitmap"], data["bitmap-mode"]
+
+
 def _pending_fixes(actions: list[JSONObject], state: JSONObject) -> list[JSONObject]:
     """Steer around two bitmap divergences from real QEMU, pending reference fixes:
 
@@ -705,8 +719,8 @@ class ConformanceMachine(RuleBasedStateMachine):
         Deterministic on real QEMU as on the reference's clock: the events of each job are
         kept together (``event_order: per-job``; how QEMU interleaves two jobs' events is
         timing), a job of ``bad0`` runs one request at a time, and in a grouped transaction
-        with a job of ``bad0`` every other job is held (``speed`` 1: it copies its first
-        request, then sleeps) so the failure cancels it at that point on every endpoint, and
+        with a job of ``bad0`` every other job is held (``speed`` 1, ``sync`` full: it copies its
+        first request, then sleeps) so the failure cancels it at that point on every endpoint, and
         then released (``block-job-set-speed`` 0: QEMU no longer has it; an engine whose
         grouped mode does not cancel siblings lets it complete, which the checks see).
         """
@@ -731,7 +745,7 @@ class ConformanceMachine(RuleBasedStateMachine):
         if mode == "grouped" and any(a["data"]["device"] == FAILING for a in actions):
             for action in actions:
                 if action["data"]["device"] != FAILING:
-                    action["data"]["speed"] = HELD_SPEED
+                    _hold(action["data"])
                     held.append(str(action["data"]["job-id"]))
         count = len(actions)
         self._failing_action(data, actions)
