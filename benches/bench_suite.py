@@ -5,8 +5,9 @@
 1. The curated scenarios with every check, ``--workers N``, against the in-process reference,
    the reference over its QMP socket (``qmp-reference``) and real QEMU 10.0. Each scenario is
    also recorded on the in-process model (the differential oracle), as in every real run.
-2. Generated transaction sequences against the in-process reference: examples/s, transactions/s
-   and steps/s (each step also runs on the model and is judged by every check).
+2. Generated transaction sequences against the in-process reference and real QEMU 10.0:
+   examples/s, transactions/s (how many with backups, how many jobs ran) and steps/s (each step
+   also runs on the model and is judged by every check).
 
 Measured 2026-11-27 on 2 cores shared with other jobs (``--workers 2 --examples 200``), 301
 curated scenarios (jobs, snapshots and mixed included):
@@ -45,11 +46,11 @@ def curated(label: str, workers: int) -> None:
     )
 
 
-def generated(examples: int, seed: int) -> None:
-    """Generated sequences on the in-process reference."""
+def generated(label: str, examples: int, seed: int) -> None:
+    """Generated sequences on one target (backup transactions and their jobs included)."""
     started = time.monotonic()
     result = run(
-        [parse_target("reference")],
+        [parse_target(label)],
         RunOptions(generated_only=True, max_examples=examples, seed=seed),
     )
     seconds = time.monotonic() - started
@@ -57,8 +58,9 @@ def generated(examples: int, seed: int) -> None:
     words = program.description.split()
     transactions, steps = int(words[3]), int(words[5])
     print(
-        f"generated reference  {program.examples} examples, {transactions} transactions, "
-        f"{steps} steps in {seconds:.2f} s: {program.examples / seconds:.1f} examples/s, "
+        f"generated {label:<10} {program.examples} examples, {transactions} transactions "
+        f"({program.backup_transactions} with backups, {program.jobs} jobs), {steps} steps in "
+        f"{seconds:.2f} s: {program.examples / seconds:.1f} examples/s, "
         f"{transactions / seconds:.1f} transactions/s, {steps / seconds:.1f} steps/s "
         f"(exit {result.exit_code})"
     )
@@ -71,11 +73,14 @@ def main() -> None:
     parser.add_argument("--seed", type=int, default=1)
     parser.add_argument("--skip-qemu", action="store_true")
     args = parser.parse_args()
+    qemu = not args.skip_qemu and qemu_binary_available(qemu_binaries()["10.0"])
     curated("reference", args.workers)
     curated("reference-socket", args.workers)
-    if not args.skip_qemu and qemu_binary_available(qemu_binaries()["10.0"]):
+    if qemu:
         curated("qemu", args.workers)
-    generated(args.examples, args.seed)
+    generated("reference", args.examples, args.seed)
+    if qemu:
+        generated("qemu", args.examples, args.seed)
 
 
 if __name__ == "__main__":

@@ -78,6 +78,10 @@ class ProgramResult:
     #: For generated programs: how many examples ran, and the seed.
     examples: int = 0
     seed: int | None = None
+    #: For generated programs: transactions with a backup action sent to the target, and the
+    #: jobs the target created (``JOB_STATUS_CHANGE`` ``created``), shrinking included.
+    backup_transactions: int = 0
+    jobs: int = 0
 
     @property
     def failed(self) -> bool:
@@ -96,6 +100,8 @@ class ProgramResult:
             "reproducer": self.reproducer,
             "examples": self.examples,
             "seed": self.seed,
+            "backup_transactions": self.backup_transactions,
+            "jobs": self.jobs,
             "verdicts": {name: v.to_json() for name, v in self.verdicts.items()},
         }
 

@@ -13,7 +13,12 @@ fails) and an unused qcow2 overlay node ``ov0``, then up to ``STEPS`` rules:
 * ``backup_transaction``: 1-3 backups with free job ids (taken ones sometimes), node or new-file
   targets, sync modes with the bitmaps the target shows, ``grouped`` or ``individual``, sources
   including ``bad0`` (its job fails: grouped siblings must be cancelled), sometimes followed by a
-  failing action (the prepared jobs must be discarded);
+  failing action (the prepared jobs must be discarded). On every target, real QEMU included, and
+  deterministic there: the recorder lets the jobs run to their end within the step, each job's
+  events are kept together (QEMU interleaves two jobs' events by timing), a job of ``bad0`` has
+  one request in flight, grouped siblings of a failing job are held at their first request
+  until the failure cancels them and then released, and a grouped transaction of several jobs
+  is given up on after a few seconds (its rollback deadlocks QEMU: a known deviation);
 * ``snapshot_transaction``: external snapshots (``blockdev-snapshot-sync`` with fresh overlay
   names, ``blockdev-snapshot`` onto ``ov0``) and internal ones (new names, or names the target
   already lists), sometimes rolled back by a failing action.
@@ -34,6 +39,7 @@ exactly (no example database is used).
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import shutil
 import subprocess
 import tempfile
@@ -55,7 +61,7 @@ from conformance.deviations import Deviation
 from conformance.endpoints import EndpointError, JSONObject, LaunchOptions
 from conformance.history import History, Recorder
 from conformance.observe import Normalizer
-from conformance.scenario import Scenario, SetupCommand, Step
+from conformance.scenario import HANG_TIMEOUT, Scenario, SetupCommand, Step
 from conformance.state import bitmap_index
 
 #: hypothesis' runner, typed here (some hypothesis releases leave it unannotated).
@@ -80,9 +86,16 @@ BITMAP_MODES = ("on-success", "never", "always")
 #: The node whose reads all fail (blkdebug): a backup of it fails after it started.
 FAILING = "bad0"
 JOB_IDS = ("j0", "j1", "j2")
-#: Target kinds with the reference's deterministic clock (backups of ``bad0`` drawn there).
-DETERMINISTIC_KINDS = frozenset({"reference"})
+#: ``x-perf`` of every backup of ``bad0``: one request in flight, so where the failing job
+#: stops does not depend on which of its parallel requests real QEMU finished first.
+FAILING_PERF: JSONObject = {"max-workers": 1}
+#: ``speed`` of the grouped siblings of a failing job: held after their first request until the
+#: failure cancels them (a full-speed sibling would race it), then released (see the rule).
+HELD_SPEED = 1
 SNAPSHOT_NAMES = ("s0", "s1")
+SNAPSHOT_KINDS = frozenset(
+    {"blockdev-snapshot", "blockdev-snapshot-sync", "blockdev-snapshot-internal-sync"}
+)
 
 Progress = Callable[[str, int, int], None]
 
@@ -172,6 +185,9 @@ class GenerationState:
     examples: int = 0
     transactions: int = 0
     steps: int = 0
+    #: Transactions with a backup action run on the target; jobs the target created.
+    backup_transactions: int = 0
+    jobs: int = 0
     #: Per check: examined operations, across all examples.
     examined: dict[str, int] = field(default_factory=dict)
     #: Per check: reasons it was n/a somewhere.
@@ -206,6 +222,8 @@ class _Run:
 
         self.shared = shared
         self.steps: list[Step] = []
+        #: Nodes a blockdev-backup of this example was sent to write (see ``backup_transaction``).
+        self.backup_targets: set[str] = set()
         self.dirs: list[Path] = []
         self.endpoints: list[Any] = []
         target_dir = self._workdir()
@@ -258,12 +276,24 @@ class _Run:
         still draw their data first, so every example draws the same way on replay)."""
         if not self.alive:
             return
-        step = Step(len(self.steps), step.kind, step.body, step.arguments)
+        step = dataclasses.replace(step, index=len(self.steps))
         self.steps.append(step)
         program = _program(self.steps, "sequence")
         self.history.program = program
-        self.recorder.step(step)
+        op = self.recorder.step(step)
         self.shared.steps += 1
+        for action in op.actions():
+            data = action.get("data")
+            if action["type"] == "blockdev-backup" and isinstance(data, dict):
+                self.backup_targets.add(str(data.get("target")))
+        if op.is_transaction() and any(a["type"] in qemu_rules.JOB_KINDS for a in op.actions()):
+            self.shared.backup_transactions += 1
+        self.shared.jobs += sum(
+            1
+            for e in op.events
+            if e.get("event") == "JOB_STATUS_CHANGE"
+            and (e.get("data") or {}).get("status") == "created"
+        )
         if self.model_recorder is not None and self.model_history is not None:
             self.model_history.program = program
             if self.model_recorder.alive:
@@ -402,7 +432,7 @@ def action_data(draw: st.DrawFn, kind: str, state: JSONObject, serial: int) -> J
         device = draw(_node())
         data = {"device": device, "sync": draw(st.sampled_from(SYNC_MODES))}
         if kind == "blockdev-backup":
-            data["target"] = draw(st.sampled_from((*NODES, "ov0", MISSING)))
+            data["target"] = _writable(state, draw(st.sampled_from((*NODES, "ov0", MISSING))))
         else:
             data["target"] = f"{{dir}}/backup{serial}.qcow2"
             data["format"] = "qcow2"
@@ -428,6 +458,85 @@ def action_data(draw: st.DrawFn, kind: str, state: JSONObject, serial: int) -> J
     raise ValueError(f"unknown action kind {kind}")
 
 
+def _writable(state: JSONObject, target: str) -> str:
+    """``target``, or ``nope`` when it is a read-only node (a backup onto it: QEMU refuses it,
+    the reference starts the job; steered around until jobs/errors_read_only_target, a pending
+    reference fix, holds)."""
+    node = (state.get("nodes") or {}).get(target)
+    if isinstance(node, dict) and node.get("ro"):
+        return MISSING
+    return target
+
+
+def _hold(data: JSONObject) -> None:
+    """Hold a backup after its first request (``speed`` 1), with more than one request to make:
+    ``sync`` full of a 64M node (a top/bitmap/incremental backup may have a single request, which
+    ends the job's work at once and races the sibling's failure on real QEMU). A bitmap keeps
+    its part as ``full`` allows: incremental becomes bitmap-mode on-success; never (meaningless
+    with full) drops the bitmap."""
+    data["speed"] = HELD_SPEED
+    data["sync"] = "full"
+    if "bitmap" in data:
+        mode = data.setdefault("bitmap-mode", "on-success")
+        if mode == "never":
+            del data["bitmap"], data["bitmap-mode"]
+
+
+def _pending_fixes(actions: list[JSONObject], state: JSONObject) -> list[JSONObject]:
+    """Steer around two bitmap divergences from real QEMU, pending reference fixes:
+
+    * a persistent ``block-dirty-bitmap-add`` on ``raw0`` of a name it already has (QEMU
+      refuses persistence first; bitmaps/add_persistent_duplicate_on_raw): made non-persistent;
+    * actions after a ``block-dirty-bitmap-merge`` with ``bitmaps: []`` (QEMU's prepare accepts
+      it, the reference refuses it; bitmaps/merge_transaction_empty_bitmaps_then_abort): cut, so
+      such a merge is committed, where QEMU crashes (a known deviation) and the reference
+      answers an error."""
+    on_raw = {name for node, name in bitmap_index(state) if node == "raw0"}
+    kept: list[JSONObject] = []
+    for action in actions:
+        data = action.get("data")
+        if not isinstance(data, dict):
+            kept.append(action)
+            continue
+        if action.get("type") == "block-dirty-bitmap-add" and data.get("node") == "raw0":
+            if data.get("persistent") is True and data.get("name") in on_raw:
+                data["persistent"] = False
+            on_raw.add(str(data.get("name")))
+        kept.append(action)
+        if action.get("type") == "block-dirty-bitmap-merge" and data.get("bitmaps") == []:
+            break
+    return kept
+
+
+def _unchained(actions: list[JSONObject]) -> list[JSONObject]:
+    """``actions`` without a ``blockdev-backup`` whose target is the source of an earlier backup
+    of the same transaction (QEMU refuses it with a permission conflict, the reference starts
+    it: jobs/errors_target_is_source_of_earlier_job) and without a snapshot of an earlier
+    backup's target (QEMU: the node is busy, the reference snapshots it:
+    jobs/errors_snapshot_of_backup_target); steered around until those pending reference fixes
+    hold."""
+    sources: set[str] = set()
+    targets: set[str] = set()
+    kept: list[JSONObject] = []
+    for action in actions:
+        data = action.get("data")
+        if action.get("type") in SNAPSHOT_KINDS and isinstance(data, dict):
+            node = data.get("node", data.get("node-name", data.get("device")))
+            if node in targets:
+                continue
+        if action.get("type") not in qemu_rules.JOB_KINDS or not isinstance(data, dict):
+            kept.append(action)
+            continue
+        if action.get("type") == "blockdev-backup" and data.get("target") in sources:
+            continue
+        if isinstance(data.get("device"), str):
+            sources.add(data["device"])
+        if action.get("type") == "blockdev-backup" and isinstance(data.get("target"), str):
+            targets.add(data["target"])
+        kept.append(action)
+    return kept
+
+
 def _jobs(state: JSONObject) -> set[str]:
     return {str(job.get("id")) for job in state.get("jobs") or []}
 
@@ -449,14 +558,12 @@ def backup_data(
     state: JSONObject,
     serial: int,
     taken: set[str],
-    *,
-    failing: bool = True,
 ) -> JSONObject:
     """A backup steered deep: a free job id (rarely a taken one), an existing bitmap of the
-    source for the bitmap modes, a node target of the same size or a new file; ``failing``:
-    the source may be ``bad0``."""
+    source for the bitmap modes, a node target of the same size or a new file; the source is
+    often ``bad0`` (its job fails, one request at a time)."""
     existing = _bitmap_names(state)
-    device = draw(st.sampled_from((*NODES, FAILING, FAILING) if failing else NODES))
+    device = draw(st.sampled_from((*NODES, FAILING, FAILING)))
     free = [j for j in JOB_IDS if j not in taken]
     if free and draw(st.integers(0, 9)) > 0:
         job = draw(st.sampled_from(free))
@@ -469,16 +576,31 @@ def backup_data(
         "sync": draw(st.sampled_from(("full", "full", "top", "bitmap", "incremental"))),
     }
     if kind == "blockdev-backup":
-        data["target"] = draw(st.sampled_from(("ov0", *[n for n in NODES if n != device])))
+        target = draw(st.sampled_from(("ov0", *[n for n in NODES if n != device])))
+        data["target"] = _writable(state, target)
     else:
         data["target"] = f"{{dir}}/backup{serial}.qcow2"
         data["format"] = "qcow2"
+    if device == FAILING:
+        data["x-perf"] = dict(FAILING_PERF)
     if data["sync"] in ("bitmap", "incremental"):
         own = [b for b in existing if b[0] == device]
         data["bitmap"] = draw(st.sampled_from(own))[1] if own else "b0"
         if data["sync"] == "bitmap":
             data["bitmap-mode"] = draw(st.sampled_from(BITMAP_MODES))
     return data
+
+
+def _deadlock_timeout(arguments: JSONObject) -> float | None:
+    """:data:`HANG_TIMEOUT` for a grouped transaction of two or more backups, else ``None``:
+    rolling such a transaction back deadlocks real QEMU (known deviation
+    ``grouped-backups-rollback-deadlocks``), so the reply is given up on sooner than the
+    endpoint's command timeout."""
+    properties = arguments.get("properties") or {}
+    actions = arguments.get("actions") or []
+    jobs = sum(1 for a in actions if a.get("type") in qemu_rules.JOB_KINDS)
+    grouped = properties.get("completion-mode") == "grouped"
+    return HANG_TIMEOUT if grouped and jobs > 1 else None
 
 
 #: Relative weights of the kinds in generated transactions (bitmaps first: the reference's core).
@@ -537,6 +659,8 @@ class ConformanceMachine(RuleBasedStateMachine):
     def add_bitmap(self, data: st.DataObject) -> None:
         run = self._live()
         args = data.draw(action_data("block-dirty-bitmap-add", run.state(), self.serial))
+        action = {"type": "block-dirty-bitmap-add", "data": args}
+        _pending_fixes([action], run.state())
         run.run(Step(0, "execute", "block-dirty-bitmap-add", args))
 
     @rule(data=st.data())
@@ -565,19 +689,33 @@ class ConformanceMachine(RuleBasedStateMachine):
             self.serial += 1
             compiler = self.shared.compiler
             if compiler is not None and data.draw(st.integers(0, 7)) == 0:
-                actions.append(data.draw(compiler))
+                drawn = data.draw(compiler)
+                if drawn.get("type") == "blockdev-backup" and isinstance(drawn.get("data"), dict):
+                    target = drawn["data"].get("target")
+                    if isinstance(target, str):
+                        drawn["data"]["target"] = _writable(run.state(), target)
+                actions.append(drawn)
                 continue
             kind = data.draw(st.sampled_from(_WEIGHTED))
             actions.append(
                 {"type": kind, "data": data.draw(action_data(kind, run.state(), self.serial))}
             )
-        arguments: JSONObject = {"actions": actions}
+        arguments: JSONObject = {"actions": _unchained(_pending_fixes(actions, run.state()))}
         if data.draw(st.integers(0, 5)) == 0:
             arguments["properties"] = {
                 "completion-mode": data.draw(st.sampled_from(("grouped", "individual")))
             }
         self.shared.transactions += 1
-        run.run(Step(0, "execute", "transaction", arguments))
+        run.run(
+            Step(
+                0,
+                "execute",
+                "transaction",
+                arguments,
+                event_order="per-job-one-drain",
+                timeout=_deadlock_timeout(arguments),
+            )
+        )
 
     def _failing_action(self, data: st.DataObject, actions: list[JSONObject]) -> None:
         """Sometimes end with an action that fails, so everything before is rolled back."""
@@ -596,36 +734,67 @@ class ConformanceMachine(RuleBasedStateMachine):
     def backup_transaction(self, data: st.DataObject) -> None:
         """Backups only: job ids, targets, bitmaps, sync modes; grouped or individual.
 
-        Only on the reference's deterministic clock for now: on QEMU 7.2 a generated backup
-        example did not replay identically (job timing), which hypothesis cannot shrink.
+        Deterministic on real QEMU as on the reference's clock: the events of each job are
+        kept together (``event_order: per-job``; how QEMU interleaves two jobs' events is
+        timing), a job of ``bad0`` runs one request at a time, and in a grouped transaction
+        with a job of ``bad0`` every other job is held (``speed`` 1, ``sync`` full: it copies its
+        first request, then sleeps) so the failure cancels it at that point on every endpoint, and
+        then released (``block-job-set-speed`` 0: QEMU no longer has it; an engine whose
+        grouped mode does not cancel siblings lets it complete, which the checks see).
         """
-        if self.shared.info.kind not in DETERMINISTIC_KINDS:
-            return
         run = self._live()
         state = run.state()
         taken = _jobs(state)
-        # Failing jobs only on deterministic clocks: on real QEMU how many BLOCK_JOB_ERROR
-        # events a failing read gives depends on timing, so two runs of one example differ.
-        failing = self.shared.info.kind in DETERMINISTIC_KINDS
         actions: list[JSONObject] = []
         for _ in range(data.draw(st.integers(1, 3))):
             self.serial += 1
             kind = data.draw(st.sampled_from(("blockdev-backup", "drive-backup")))
             actions.append(
-                {
-                    "type": kind,
-                    "data": data.draw(
-                        backup_data(kind, state, self.serial, taken, failing=failing)
-                    ),
-                }
+                {"type": kind, "data": data.draw(backup_data(kind, state, self.serial, taken))}
             )
-        self._failing_action(data, actions)
+        actions = _unchained(actions)
+        held: list[str] = []
         mode = data.draw(st.sampled_from(("grouped", "individual", None)))
+        if mode == "grouped":
+            # One failing job per group until the reference ends a second failing sibling as
+            # QEMU does (cancelled, not failed: jobs/grouped_two_jobs_both_fail, pending).
+            failing = [a for a in actions if a["data"]["device"] == FAILING]
+            actions = [a for a in actions if not any(a is f for f in failing[1:])]
+        if mode == "grouped" and any(a["data"]["device"] == FAILING for a in actions):
+            # A held job of a node that was a backup's target stops at another first request on
+            # the reference (jobs/first_request_after_backup_onto_node, pending): left out.
+            actions = [
+                a
+                for a in actions
+                if a["data"]["device"] == FAILING or a["data"]["device"] not in run.backup_targets
+            ]
+            for action in actions:
+                if action["data"]["device"] != FAILING:
+                    _hold(action["data"])
+                    held.append(str(action["data"]["job-id"]))
+        count = len(actions)
+        self._failing_action(data, actions)
+        if len(actions) > count:
+            held = []  # rolled back: no job to release
         arguments: JSONObject = {"actions": actions}
         if mode is not None:
             arguments["properties"] = {"completion-mode": mode}
         self.shared.transactions += 1
-        run.run(Step(0, "execute", "transaction", arguments))
+        run.run(
+            Step(
+                0,
+                "execute",
+                "transaction",
+                arguments,
+                event_order="per-job-one-drain",
+                timeout=_deadlock_timeout(arguments),
+            )
+        )
+        for job in dict.fromkeys(held):
+            release = {"device": job, "speed": 0}
+            run.run(
+                Step(0, "execute", "block-job-set-speed", release, event_order="per-job-one-drain")
+            )
 
     @rule(data=st.data())
     def snapshot_transaction(self, data: st.DataObject) -> None:
@@ -666,6 +835,7 @@ class ConformanceMachine(RuleBasedStateMachine):
             actions.append({"type": kind, "data": item})
         self._failing_action(data, actions)
         self.shared.transactions += 1
+        actions = _pending_fixes(actions, run.state())
         run.run(Step(0, "execute", "transaction", {"actions": actions}))
 
     @rule(data=st.data())
@@ -683,6 +853,7 @@ class ConformanceMachine(RuleBasedStateMachine):
         if data.draw(st.integers(0, 9)) == 0:
             actions.insert(data.draw(st.integers(0, len(actions))), {"type": "abort", "data": {}})
         self.shared.transactions += 1
+        actions = _pending_fixes(actions, run.state())
         run.run(Step(0, "execute", "transaction", {"actions": actions}))
 
     def teardown(self) -> None:
@@ -827,6 +998,8 @@ def generate(
         time.monotonic() - started,
         examples=shared.examples,
         seed=seed,
+        backup_transactions=shared.backup_transactions,
+        jobs=shared.jobs,
     )
     if shared.failure is not None and report_dir is not None:
         history, model, found = shared.failure

@@ -33,7 +33,10 @@ def render_summary(result: RunResult, *, verbose: bool = False) -> str:
         lines.append("  ".join([target.ljust(width), *cells]))
     generated = [r for r in result.results if r.examples]
     for g in generated:
-        lines.append(f"generated on {g.target}: {g.examples} examples (seed {g.seed})")
+        lines.append(
+            f"generated on {g.target}: {g.examples} examples (seed {g.seed}), "
+            f"{g.backup_transactions} backup transactions, {g.jobs} jobs"
+        )
     failures = [r for r in result.results if r.failed]
     expected = [
         (r, f)

@@ -68,6 +68,16 @@ PENDING_REFERENCE_FIXES: dict[str, tuple[tuple[str, ...], str]] = {
         "a backup onto the source of an earlier backup of the same transaction: QEMU refuses it "
         "with a permission conflict (before the job id check), the model accepts it",
     ),
+    "jobs/errors_snapshot_of_backup_target": (
+        _BOTH,
+        "blockdev-snapshot of the target of an earlier backup in the transaction: QEMU refuses "
+        "it (Node is busy: in use by block job: backup), the model takes the snapshot",
+    ),
+    "jobs/first_request_after_backup_onto_node": (
+        _BOTH,
+        "a held full backup of a node that was itself a full backup's target: QEMU's first "
+        "request covers 128k (current-progress 131072), the model's does not stop there",
+    ),
     "jobs/failing_first_cluster_default_workers": (
         _BOTH,
         "a 64M full backup with 64 workers whose first (data) cluster fails to read: QEMU still "
