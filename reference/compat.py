@@ -7,8 +7,10 @@ binaries). Adding a version means adding one profile here.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from enum import Enum
+
+from reference.qemu_io import Dialect
 
 
 class Order(Enum):
@@ -70,6 +72,8 @@ class VersionProfile:
     #: (``bdrv_do_drained_end: Assertion `bs->quiesce_counter > 0' failed``). Found by
     #: ``mixed/snapshot_of_backup_source_then_cancel``.
     backup_clean_after_source_overlay_crashes: bool = False
+    #: What ``qemu-io`` through ``human-monitor-command`` accepts (numbers, options).
+    qemu_io: Dialect = field(default_factory=Dialect)
 
     @property
     def version_info(self) -> dict[str, object]:
@@ -91,6 +95,7 @@ PROFILES: dict[str, VersionProfile] = {
         file_format_specific=False,
         copy_bitmap_on_source=True,
         rollback_after_draining_new_overlay_crashes=True,
+        qemu_io=Dialect(hex_suffix=True, register_flag=False),
     ),
     "10.0": VersionProfile(
         name="10.0",

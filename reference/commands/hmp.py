@@ -12,7 +12,7 @@ import shlex
 import sys
 from typing import TYPE_CHECKING, Any
 
-from reference import _core, jobs
+from reference import _core, jobs, qemu_io
 from reference.block import strerror
 from reference.commands import command
 from reference.errors import QMPError
@@ -20,7 +20,6 @@ from reference.errors import QMPError
 if TYPE_CHECKING:
     from reference.machine import Machine
 
-_SUFFIXES = {"b": 1, "k": 1 << 10, "m": 1 << 20, "g": 1 << 30, "t": 1 << 40, "p": 1 << 50}
 _UNITS = [
     (1 << 60, "EiB"),
     (1 << 50, "PiB"),
@@ -29,14 +28,6 @@ _UNITS = [
     (1 << 20, "MiB"),
     (1 << 10, "KiB"),
 ]
-
-
-def cvtnum(text: str) -> int:
-    """qemu-io's number syntax: decimal/hex/octal with an optional k/M/G/T/P suffix."""
-    suffix = text[-1:].lower()
-    scale = _SUFFIXES.get(suffix, 1)
-    digits = text[:-1] if suffix in _SUFFIXES else text
-    return int(digits, 0) * scale
 
 
 def cvtstr(value: float) -> str:
@@ -52,56 +43,64 @@ def cvtstr(value: float) -> str:
     return f"{text[:-3]} {suffix}"
 
 
-def _report(verb: str, offset: int, count: int) -> str:
+def _report(verb: str, request: qemu_io.Request) -> str:
+    """qemu-io's report after a successful request (``-q``: none; ``-C``: one CSV line)."""
+    if request.quiet:
+        return ""
+    count = request.count
+    if request.csv:
+        return f"{count},1,0:00:00.00,0.000,0.000\n"
     return (
-        f"{verb} {count}/{count} bytes at offset {offset}\n"
+        f"{verb} {count}/{count} bytes at offset {request.offset}\n"
         f"{cvtstr(count)}, 1 ops; 00.00 sec ({cvtstr(count)}/sec and 1.0000 ops/sec)\n"
     )
 
 
-def qemu_io(machine: Machine, node: str, line: str) -> str:
-    """Runs one qemu-io command on ``node``; returns what qemu-io prints."""
-    argv = shlex.split(line)
-    if not argv:
-        return ""
-    verb, rest = argv[0], argv[1:]
-    pattern: int | None = None
-    zeroes = False
-    while rest and rest[0].startswith("-") and len(rest[0]) > 1 and not rest[0][1].isdigit():
-        flag = rest.pop(0)
-        if flag == "-P" and rest:
-            pattern = cvtnum(rest.pop(0)) & 0xFF
-        elif flag == "-z":
-            zeroes = True
-    minimum = {"write": 2, "read": 2, "discard": 2, "flush": 0}.get(verb)
-    if minimum is None:
-        return f'command "{verb}" not found\n'
-    if len(rest) < minimum:
-        return f"bad argument count {len(rest)} to {verb}, expected at least {minimum} arguments\n"
+def _dump(data: bytes, offset: int) -> str:
+    """``read -v``: 16 bytes a line, hex then the printable ones."""
+    lines = []
+    for i in range(0, len(data), 16):
+        chunk = data[i : i + 16]
+        text = "".join(chr(b) if chr(b).isalnum() and b < 0x80 else "." for b in chunk)
+        lines.append(f"{offset + i:08x}:  {''.join(f'{b:02x} ' for b in chunk)} {text}\n")
+    return "".join(lines)
+
+
+def run_qemu_io(machine: Machine, node: str, line: str, warnings: list[str]) -> str:
+    """Runs one qemu-io command on ``node``; returns what qemu-io prints on stdout and appends
+    what QEMU says in the monitor's reply to ``warnings``."""
+    request = qemu_io.parse(line, machine.profile.qemu_io, warnings)
+    if isinstance(request, str):
+        return request
     graph = machine.layer.graph
+    verb, offset, count = request.verb, request.offset, request.count
     try:
         if verb == "flush":
             graph.flush(node)
             return ""
-        offset, count = cvtnum(rest[0]), cvtnum(rest[1])
         if verb == "write":
-            if zeroes:
+            if request.zeroes:
                 graph.write_zeroes(node, offset, count)
             else:
-                graph.write(node, offset, bytes([0xCD if pattern is None else pattern]) * count)
-            return _report("wrote", offset, count)
+                pattern = 0xCD if request.pattern is None else request.pattern
+                graph.write(node, offset, bytes([pattern]) * count)
+            return _report("wrote", request)
         if verb == "discard":
             if node in machine.layer.unmap:
                 graph.discard(node, offset, count)
-            return _report("discard", offset, count)
+            return _report("discard", request)
         data = graph.read(node, offset, count)
-        out = ""
-        if pattern is not None and data != bytes([pattern]) * count:
-            out = f"Pattern verification failed at offset {offset}, {count} bytes\n"
-        return out + _report("read", offset, count)
     except _core.ImageError as e:
         _, errno = e.args
         return f"{verb} failed: {strerror(errno)}\n"
+    out = ""
+    if request.pattern is not None:
+        start, length = request.pattern_offset, request.pattern_count or 0
+        if data[start : start + length] != bytes([request.pattern]) * length:
+            out = f"Pattern verification failed at offset {offset + start}, {length} bytes\n"
+    if request.dump and not request.quiet:
+        out += _dump(data, offset)
+    return out + _report("read", request)
 
 
 @command("human-monitor-command")
@@ -130,11 +129,12 @@ def human_monitor_command(machine: Machine, args: dict[str, Any]) -> str:
     temporary = layer.backend_root(device) is None
     locks = jobs.LOCKS_BLOCK_BACKEND if temporary else 0
     machine.emit_all(jobs.graph_locks(layer.profile, layer.graph, locks))
-    if info.read_only and shlex.split(line)[:1] in (["write"], ["discard"]):
+    if info.read_only and line.split()[:1] in (["write"], ["discard"]):
         return "Block node is read-only\r\n"
-    output = qemu_io(machine, node, line)
+    warnings: list[str] = []
+    output = run_qemu_io(machine, node, line, warnings)
     machine.emit_all(jobs.graph_locks(layer.profile, layer.graph, locks))
     if machine.echo_qemu_io and output:
         sys.stdout.write(output)
         sys.stdout.flush()
-    return ""
+    return "".join(warnings)
