@@ -32,6 +32,21 @@ _QCOW2_MAGIC = b"QFI\xfb"
 #: pause/resume pairs: creating a backup job (before ``created``, after it), a finished job's
 #: clean (before its COMPLETED/CANCELLED) and freeing it (after ``null``).
 GRAPH_CHANGE_DRAINS = (4, 1, 3, 1)
+#: blkdebug's options that change what the node is (QEMU's strong runtime options): with any of
+#: them its file name is a ``json:{...}`` of all its options, else ``blkdebug::<image file>``.
+BLKDEBUG_STRONG_OPTIONS = frozenset(
+    (
+        "config",
+        "inject-error",
+        "set-state",
+        "align",
+        "max-transfer",
+        "opt-write-zero",
+        "max-write-zero",
+        "opt-discard",
+        "max-discard",
+    )
+)
 #: Filter drivers and the role of the child they filter.
 FILTER_DRIVERS = {"copy-before-write": "file", "blkdebug": "image"}
 
@@ -140,7 +155,11 @@ class BlockLayer:
 
     def name_in_use(self, name: str) -> bool:
         """Whether ``name`` is taken by a node or a device."""
-        return self.graph.node(name) is not None or any(b == name for b, _ in self.graph.backends())
+        return (
+            self.graph.node(name) is not None
+            or self.graph.is_reserved(name)
+            or any(b == name for b, _ in self.graph.backends())
+        )
 
     def check_new_node_name(self, name: str) -> None:
         """Refuses ``name`` for a new node as ``bdrv_open`` does (syntax, devices, nodes)."""
@@ -148,7 +167,7 @@ class BlockLayer:
             raise QMPError(f"Invalid node-name: '{name}'")
         if any(b == name for b, _ in self.graph.backends()):
             raise QMPError(f"node-name={name} is conflicting with a device id")
-        if self.graph.node(name) is not None:
+        if self.graph.node(name) is not None or self.graph.is_reserved(name):
             raise QMPError(f"Duplicate nodes with node-name='{name}'")
 
     # ---- lookups (QEMU's messages) -----------------------------------------------------------
@@ -217,7 +236,12 @@ class BlockLayer:
     # ---- opening nodes -------------------------------------------------------------------------
 
     def open_blockdev(self, options: dict[str, Any], *, root: bool) -> str:
-        """Opens the node tree described by ``BlockdevOptions``; returns the top node's name."""
+        """Opens the node tree described by ``BlockdevOptions``; returns the top node's name.
+
+        A node takes its place in ``query-named-block-nodes`` (and its ``#blockNNN`` number)
+        when QEMU assigns its name: after the ``file`` child the generic open layer opens first
+        (format drivers, filters), before the children a protocol driver opens itself
+        (blkdebug's ``image``), before a qcow2 node's backing chain."""
         driver = options["driver"]
         name = options.get("node-name")
         read_only = bool(options.get("read-only", False))
@@ -227,45 +251,52 @@ class BlockLayer:
             return self._open_format_tree(options, name, driver, read_only)
         if driver == "blkdebug":
             return self._open_blkdebug(options, name, read_only)
-        name = self._claim_name(name)
-        if driver == "file":
-            filename = options["filename"]
-            try:
-                # QEMU's ``locking`` (on, off, auto = on for local files on Linux).
-                locking = options.get("locking", "auto") != "off"
-                self.graph.add_file(name, filename, read_only, locking)
-            except _core.ImageError as e:
-                _, errno = e.args
-                raise QMPError(f"Could not open '{filename}': {strerror(errno)}") from None
-        elif driver == "null-co":
-            self.graph.add_null(name, int(options.get("size", NULL_CO_DEFAULT_SIZE)), read_only)
-            if "size" in options:
-                self.json_filenames[name] = (
-                    f'json:{{"driver": "null-co", "size": {int(options["size"])}}}'
-                )
-        else:
+        if driver not in ("file", "null-co"):
             raise QMPError(f"Driver '{driver}' is not supported by this reference implementation")
+        name = self._claim_name(name)
+        try:
+            if driver == "file":
+                filename = options["filename"]
+                try:
+                    # QEMU's ``locking`` (on, off, auto = on for local files on Linux).
+                    locking = options.get("locking", "auto") != "off"
+                    self.graph.add_file(name, filename, read_only, locking)
+                except _core.ImageError as e:
+                    _, errno = e.args
+                    raise QMPError(f"Could not open '{filename}': {strerror(errno)}") from None
+            else:
+                self.graph.add_null(name, int(options.get("size", NULL_CO_DEFAULT_SIZE)), read_only)
+                if "size" in options:
+                    self.json_filenames[name] = (
+                        f'json:{{"driver": "null-co", "size": {int(options["size"])}}}'
+                    )
+        finally:
+            self.graph.release_name(name)
         if options.get("discard") in ("unmap", "on"):
             self.unmap.add(name)
         return name
+
+    def _open_child(self, ref: str | dict[str, Any], read_only: bool) -> tuple[str, bool]:
+        """A child given by reference (an existing node) or inline (opened now, implicit,
+        inheriting ``read-only``); returns its name and whether it was opened here."""
+        if isinstance(ref, str):
+            return self.lookup(ref), False
+        child_opts = dict(ref)
+        child_opts.setdefault("read-only", read_only)
+        return self.open_blockdev(child_opts, root=False), True
 
     def _open_format_tree(
         self, options: dict[str, Any], name: str | None, driver: str, read_only: bool
     ) -> str:
         """A raw or qcow2 node over its ``file`` child (opened inline or referenced), then a
         qcow2 node's backing chain."""
-        file_ref = options["file"]
-        if isinstance(file_ref, str):
-            file_node = self.lookup(file_ref)
-            created_child = False
-        else:
-            child_opts = dict(file_ref)
-            child_opts.setdefault("read-only", read_only)
-            file_node = self.open_blockdev(child_opts, root=False)
-            created_child = True
+        file_node, created_child = self._open_child(options["file"], read_only)
         try:
             name = self._claim_name(name)
-            self._open_format(name, driver, file_node, read_only)
+            try:
+                self._open_format(name, driver, file_node, read_only)
+            finally:
+                self.graph.release_name(name)
         except BaseException:
             if created_child:
                 self.close_implicit(file_node)
@@ -283,17 +314,18 @@ class BlockLayer:
         return name
 
     def _open_blkdebug(self, options: dict[str, Any], name: str | None, read_only: bool) -> str:
-        """A blkdebug node (its name is assigned before its ``image`` child is opened)."""
+        """A blkdebug node: a protocol driver, named before it opens its ``image`` child."""
         name = self._claim_name(name)
-        image_ref = options["image"]
-        if isinstance(image_ref, str):
-            image = self.lookup(image_ref)
-        else:
-            child_opts = dict(image_ref)
-            child_opts.setdefault("read-only", read_only)
-            image = self.open_blockdev(child_opts, root=False)
-            self.implicit.add(image)
+        image = None
         try:
+            image, created_child = self._open_child(options["image"], read_only)
+            if created_child:
+                self.implicit.add(image)
+            if (info := self.graph.node(image)) is not None and info.filename is None:
+                raise QMPError(
+                    "blkdebug over a non-protocol node is not supported by this reference "
+                    "implementation"
+                )
             self.graph.add_blkdebug(
                 name,
                 image,
@@ -305,8 +337,19 @@ class BlockLayer:
             if image in self.implicit:
                 self.close_implicit(image)
             raise QMPError(str(e)) from None
+        except BaseException:
+            if image in self.implicit:
+                self.close_implicit(image)
+            raise
+        finally:
+            self.graph.release_name(name)
         own = {k: v for k, v in options.items() if k not in ("node-name", "read-only")}
-        self.json_options[name] = flatten_lists(own)
+        image_info = self.graph.node(image)
+        image_name = "" if image_info is None else self.filename(image_info)
+        if any(k in BLKDEBUG_STRONG_OPTIONS for k in own) or image_name.startswith("json:"):
+            self.json_options[name] = flatten_lists(own)
+        else:
+            self.json_filenames[name] = f"blkdebug::{image_name}"
         return name
 
     def _open_backing(self, name: str, options: dict[str, Any]) -> None:
@@ -362,9 +405,13 @@ class BlockLayer:
         return backing
 
     def _claim_name(self, name: str | None) -> str:
+        """Assigns the new node's name (given, or the next ``#blockNNN``) and reserves its
+        place in the graph; the caller releases the reservation if the node is not added."""
         if name is None:
-            return self.auto_node_name()
-        self.check_new_node_name(name)
+            name = self.auto_node_name()
+        else:
+            self.check_new_node_name(name)
+        self.graph.reserve_name(name)
         return name
 
     def _open_format(self, name: str, driver: str, file_node: str, read_only: bool) -> None:
@@ -488,6 +535,26 @@ class BlockLayer:
         child = self.filtered_child(info)
         return 0 if child is None else 1 + self.backing_depth(child)
 
+    def allocated_size(self, info: _core.NodeInfo) -> int | None:
+        """``actual-size``: host bytes a protocol node allocates, a filter's filtered child's,
+        a format node's ``file`` child's; None (omitted) where QEMU cannot tell (blkdebug, a
+        protocol driver without the callback, and every node above it)."""
+        if info.driver == "null-co":
+            return 0
+        if info.driver == "file":
+            return _actual_size(info.filename)
+        if info.driver == "blkdebug":
+            return None
+        total = 0
+        for role, child in info.children:
+            child_info = self.graph.node(child)
+            if role == "file" and child_info is not None:
+                size = self.allocated_size(child_info)
+                if size is None:
+                    return None
+                total += size
+        return total
+
     def image_info(self, info: _core.NodeInfo, *, flat: bool = True) -> dict[str, Any]:
         """``ImageInfo`` of a node; unless ``flat``, with the ``backing-image`` chain.
 
@@ -506,7 +573,9 @@ class BlockLayer:
         if cluster_size is not None:
             image["cluster-size"] = cluster_size
         image["format"] = info.driver
-        image["actual-size"] = _actual_size(filename) if info.driver != "null-co" else 0
+        allocated = self.allocated_size(info)
+        if allocated is not None:
+            image["actual-size"] = allocated
         if info.backing_file is not None:
             image["backing-filename"] = info.backing_file
             image["full-backing-filename"] = self._full_backing_filename(info)

@@ -241,6 +241,10 @@ pub struct Backend {
 pub struct Graph {
     pub(crate) nodes: Vec<Node>,
     pub(crate) backends: Vec<Backend>,
+    /// Names given to nodes still being opened, each with the list place the node will take.
+    /// QEMU lists a node by when its name was assigned: a driver that opens its children itself
+    /// (blkdebug's `image`) is named first, so its children are newer than it.
+    pub(crate) reserved: Vec<(String, usize)>,
     /// Jobs, the deterministic clock and drained sections.
     pub(crate) jobs: JobSet,
 }
@@ -322,10 +326,55 @@ impl Graph {
     }
 
     fn check_free(&self, name: &str) -> Result<(), GraphError> {
-        if self.node(name).is_some() || self.backend(name).is_some() {
+        if self.node(name).is_some() || self.backend(name).is_some() || self.is_reserved(name) {
             return Err(GraphError::NameInUse(name.into()));
         }
         Ok(())
+    }
+
+    /// Like [`Self::check_free`], but a name reserved for the node being added is its own.
+    fn check_claim(&self, name: &str) -> Result<(), GraphError> {
+        if self.is_reserved(name) {
+            return Ok(());
+        }
+        self.check_free(name)
+    }
+
+    /// Whether `name` is reserved for a node still being opened.
+    pub fn is_reserved(&self, name: &str) -> bool {
+        self.reserved.iter().any(|(n, _)| n == name)
+    }
+
+    /// Gives `name` to a node about to be opened, before its children: the node takes the
+    /// newest place in the list now, and nodes added before it (its children) are newer.
+    pub fn reserve_name(&mut self, name: &str) -> Result<(), GraphError> {
+        self.check_free(name)?;
+        self.reserved.push((name.into(), self.nodes.len()));
+        Ok(())
+    }
+
+    /// Drops the reservation of `name` (the open failed); no-op if none.
+    pub fn release_name(&mut self, name: &str) {
+        self.reserved.retain(|(n, _)| n != name);
+    }
+
+    /// Puts `node` in the list: at its reserved place, or as the newest node.
+    fn insert_node(&mut self, node: Node) {
+        match self.reserved.iter().position(|(n, _)| *n == node.name) {
+            Some(i) => {
+                let (_, at) = self.reserved.remove(i);
+                // Nodes opened since the reservation (its children) all lie after `at`; the
+                // reservations taken after this one are newer and move one place on with them.
+                for (_, later) in &mut self.reserved[i..] {
+                    if *later >= at {
+                        *later += 1;
+                    }
+                }
+                let at = at.min(self.nodes.len());
+                self.nodes.insert(at, node);
+            }
+            None => self.nodes.push(node),
+        }
     }
 
     /// Adds a `file` node over host file `filename`, with image locking on (QEMU's default).
@@ -347,10 +396,10 @@ impl Graph {
         read_only: bool,
         locking: bool,
     ) -> Result<(), GraphError> {
-        self.check_free(name)?;
+        self.check_claim(name)?;
         let store = Arc::new(FileStorage::open(filename, read_only).map_err(FormatError::from)?);
         let lock_file = locking.then(|| store.clone());
-        self.nodes.push(Node {
+        self.insert_node(Node {
             lock_file,
             name: name.into(),
             driver: Driver::File {
@@ -366,8 +415,8 @@ impl Graph {
 
     /// Adds a `null-co` node of `size` bytes.
     pub fn add_null(&mut self, name: &str, size: u64, read_only: bool) -> Result<(), GraphError> {
-        self.check_free(name)?;
-        self.nodes.push(Node {
+        self.check_claim(name)?;
+        self.insert_node(Node {
             name: name.into(),
             driver: Driver::NullCo { size },
             read_only,
@@ -389,7 +438,7 @@ impl Graph {
         file: &str,
         read_only: bool,
     ) -> Result<(), GraphError> {
-        self.check_free(name)?;
+        self.check_claim(name)?;
         let store: Arc<dyn Storage> = match &self.get(file)?.data {
             DataPath::Protocol(s) => s.clone(),
             _ => return Err(GraphError::NoMedium(file.into())),
@@ -406,7 +455,7 @@ impl Graph {
         for LoadedBitmap { bitmap } in loaded {
             bitmaps.insert(0, bitmap);
         }
-        self.nodes.push(Node {
+        self.insert_node(Node {
             name: name.into(),
             driver: Driver::Format {
                 name: driver.into(),
@@ -434,13 +483,13 @@ impl Graph {
         inject: Vec<InjectRule>,
         set_state: Vec<StateRule>,
     ) -> Result<(), GraphError> {
-        self.check_free(name)?;
+        self.check_claim(name)?;
         let store: Arc<dyn Storage> = match &self.get(image)?.data {
             DataPath::Protocol(s) => s.clone(),
             _ => return Err(GraphError::NoMedium(image.into())),
         };
         let dbg: Arc<dyn Storage> = Arc::new(BlkdebugStorage::new(store, inject, set_state));
-        self.nodes.push(Node {
+        self.insert_node(Node {
             name: name.into(),
             driver: Driver::Blkdebug,
             read_only,

@@ -300,3 +300,48 @@ fn second_qcow2_parent_of_one_file_node_conflicts_as_in_qemu() {
     g.reopen_read_only("top").unwrap();
     g.add_format("ro", "qcow2", "top-file", true).unwrap();
 }
+
+#[test]
+fn reserved_name_keeps_place_before_children_added_later() {
+    let dir = TempDir::new().unwrap();
+    let path = dir.path().join("r.raw");
+    std::fs::File::create(&path).unwrap().set_len(4096).unwrap();
+    let path = path.to_str().unwrap();
+    let mut g = Graph::new();
+    g.add_file("old", path, true).unwrap();
+    // blkdebug is named before it opens its image: the image is the newer node.
+    g.reserve_name("dbg").unwrap();
+    g.add_file("img", path, true).unwrap();
+    g.add_blkdebug("dbg", "img", true, Vec::new(), Vec::new())
+        .unwrap();
+    let names: Vec<_> = g.nodes().map(|n| n.name.as_str()).collect();
+    assert_eq!(names, ["img", "dbg", "old"]);
+    assert!(!g.is_reserved("dbg"));
+}
+
+#[test]
+fn reserved_name_is_taken_until_released() {
+    let mut g = Graph::new();
+    g.reserve_name("n").unwrap();
+    assert!(matches!(g.reserve_name("n"), Err(GraphError::NameInUse(_))));
+    assert!(matches!(
+        g.add_null("n2", 512, false).and(g.reserve_name("n")),
+        Err(GraphError::NameInUse(_))
+    ));
+    g.release_name("n");
+    g.add_null("n", 512, false).unwrap();
+    let names: Vec<_> = g.nodes().map(|n| n.name.as_str()).collect();
+    assert_eq!(names, ["n", "n2"]);
+}
+
+#[test]
+fn nested_reservations_list_outer_oldest() {
+    let mut g = Graph::new();
+    g.reserve_name("outer").unwrap();
+    g.reserve_name("inner").unwrap();
+    g.add_null("leaf", 512, false).unwrap();
+    g.add_null("inner", 512, false).unwrap();
+    g.add_null("outer", 512, false).unwrap();
+    let names: Vec<_> = g.nodes().map(|n| n.name.as_str()).collect();
+    assert_eq!(names, ["leaf", "inner", "outer"]);
+}
