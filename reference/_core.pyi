@@ -325,6 +325,12 @@ class Graph:
         shares write or resize; raw parents take none (no devices)."""
     def add_null(self, name: str, size: int, read_only: bool) -> None: ...
     def add_format(self, name: str, driver: str, file: str, read_only: bool) -> None: ...
+    def add_copy_on_read(
+        self, name: str, file: str, read_only: bool, bottom: str | None = None
+    ) -> None:
+        """A ``copy-on-read`` filter over ``file``: reads through it first copy the clusters
+        ``file``'s top layer lacks into it (with ``bottom``: only those allocated down to that
+        node), marking no bitmap of ``file``; writes pass through, marking the filter's."""
     def reserve_name(self, name: str) -> None:
         """Gives ``name`` to a node about to be opened, before its children: the node takes
         its place in ``nodes()`` now, so the children added before it are listed as newer."""

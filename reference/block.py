@@ -48,7 +48,7 @@ BLKDEBUG_STRONG_OPTIONS = frozenset(
     )
 )
 #: Filter drivers and the role of the child they filter.
-FILTER_DRIVERS = {"copy-before-write": "file", "blkdebug": "image"}
+FILTER_DRIVERS = {"copy-before-write": "file", "blkdebug": "image", "copy-on-read": "file"}
 
 
 def is_wellformed_id(name: str) -> bool:
@@ -135,6 +135,10 @@ class BlockLayer:
     #: qcow2 nodes opened with ``backing: null``: if the header names a backing file, QEMU
     #: spells their file name as ``json:{"backing": null, ...}`` while nothing is attached.
     no_backing: set[str] = field(default_factory=set)
+    #: copy-on-read filters whose ``bottom`` is their own file child: in QEMU a read through
+    #: one that no layer below holds dereferences past the chain's end (SIGSEGV); the
+    #: reference refuses every read through them.
+    crashing_reads: set[str] = field(default_factory=set)
     #: The host clock when the machine started: the emulated VM clock counts from here
     #: (``vm-clock-*`` of internal snapshots).
     started_ns: int = field(default_factory=time.monotonic_ns)
@@ -251,6 +255,8 @@ class BlockLayer:
             return self._open_format_tree(options, name, driver, read_only)
         if driver == "blkdebug":
             return self._open_blkdebug(options, name, read_only)
+        if driver == "copy-on-read":
+            return self._open_copy_on_read(options, name, read_only)
         if driver not in ("file", "null-co"):
             raise QMPError(f"Driver '{driver}' is not supported by this reference implementation")
         name = self._claim_name(name)
@@ -312,6 +318,42 @@ class BlockLayer:
                 self.close_implicit(name)
                 raise
         return name
+
+    def _open_copy_on_read(self, options: dict[str, Any], name: str | None, read_only: bool) -> str:
+        """A copy-on-read filter: its ``file`` child is opened first (by the generic layer, as
+        for a format driver), then the filter is named; ``bottom`` must be found by name."""
+        file_node, created_child = self._open_child(options["file"], read_only)
+        try:
+            bottom = options.get("bottom")
+            if bottom is not None and self.graph.node(bottom) is None:
+                raise QMPError(f"Bottom node '{bottom}' not found")
+            if bottom is not None and bottom not in self.backing_chain(file_node):
+                # QEMU never answers this blockdev-add (scenario copy_on_read_bottom_outside_
+                # chain_hangs): the reference refuses it.
+                raise QMPError(
+                    f"Bottom node '{bottom}' is not in the backing chain of '{file_node}'"
+                )
+            name = self._claim_name(name)
+            try:
+                self.graph.add_copy_on_read(name, file_node, read_only, bottom)
+            finally:
+                self.graph.release_name(name)
+        except BaseException:
+            if created_child:
+                self.close_implicit(file_node)
+            raise
+        if created_child:
+            self.implicit.add(file_node)
+        if options.get("bottom") == file_node:
+            self.crashing_reads.add(name)
+        return name
+
+    def backing_chain(self, node: str) -> list[str]:
+        """``node`` and the nodes down its backing chain, top first."""
+        chain = [node]
+        while (below := self.backing_child(chain[-1])) is not None:
+            chain.append(below)
+        return chain
 
     def _open_blkdebug(self, options: dict[str, Any], name: str | None, read_only: bool) -> str:
         """A blkdebug node: a protocol driver, named before it opens its ``image`` child."""
@@ -439,6 +481,7 @@ class BlockLayer:
         self.no_backing.discard(name)
         self.json_filenames.pop(name, None)
         self.json_options.pop(name, None)
+        self.crashing_reads.discard(name)
         for _, child in info.children:
             if child in self.implicit and not self.graph.parents(child):
                 self.close_implicit(child)
@@ -471,6 +514,8 @@ class BlockLayer:
         pseudo name when a backing child other than the header's is attached."""
         if info.name in self.json_filenames:
             return self.json_filenames[info.name]
+        if info.driver == "copy-on-read":
+            return "json:" + qdict_json(self.copy_on_read_options(info))
         filters = info.driver in FILTER_DRIVERS and info.name not in self.json_options
         options = None if filters else self.json_of(info)
         if options is not None:
@@ -482,6 +527,15 @@ class BlockLayer:
         if self._backing_overridden(info):
             return "json:" + json.dumps(self.full_options(info), sort_keys=True)
         return self._file_child_filename(info)
+
+    def copy_on_read_options(self, info: _core.NodeInfo) -> dict[str, Any]:
+        """A copy-on-read filter's options as its ``json:`` file name spells them: QEMU has no
+        plain name for it, whatever its child."""
+        options: dict[str, Any] = {"driver": info.driver}
+        child = self.filtered_child(info)
+        if child is not None:
+            options["file"] = self.full_options(child)
+        return options
 
     def _file_child_filename(self, info: _core.NodeInfo) -> str:
         for role, child in info.children:

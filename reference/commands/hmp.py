@@ -126,6 +126,11 @@ def human_monitor_command(machine: Machine, args: dict[str, Any]) -> str:
         return f"Error: {e.desc}\r\n"
     info = layer.graph.node(node)
     assert info is not None
+    if node in layer.crashing_reads and shlex.split(line)[:1] == ["read"]:
+        raise QMPError(
+            f"Reads through copy-on-read node '{node}' whose bottom is its own file child "
+            "crash QEMU; refused"
+        )
     if info.read_only and shlex.split(line)[:1] in (["write"], ["discard"]):
         return "Block node is read-only\r\n"
     output = qemu_io(machine, node, line)

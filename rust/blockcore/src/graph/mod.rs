@@ -24,6 +24,9 @@ use crate::units::{ByteRange, Granularity};
 pub(crate) use observed::ObservedStorage;
 use std::sync::Arc;
 
+/// The copy-on-read unit for a child without clusters (QEMU's default cluster size).
+const DEFAULT_COR_CLUSTER: u64 = 65536;
+
 /// Errors of graph operations.
 #[derive(Debug, thiserror::Error)]
 pub enum GraphError {
@@ -94,6 +97,13 @@ pub enum Driver {
     Blkdebug,
     /// A backup job's `copy-before-write` filter over its `file` child (the job's source).
     CopyBeforeWrite,
+    /// QEMU's `copy-on-read` filter over its `file` child: reads copy what the child's top
+    /// layer does not hold into it (down to `bottom`, if given: only data of the chain down to
+    /// that node inclusive).
+    CopyOnRead {
+        /// The `bottom` node name.
+        bottom: Option<String>,
+    },
 }
 
 impl Driver {
@@ -105,6 +115,7 @@ impl Driver {
             Driver::Format { name } => name,
             Driver::Blkdebug => "blkdebug",
             Driver::CopyBeforeWrite => "copy-before-write",
+            Driver::CopyOnRead { .. } => "copy-on-read",
         }
     }
 }
@@ -504,6 +515,105 @@ impl Graph {
         Ok(())
     }
 
+    /// Adds a `copy-on-read` filter `name` over node `file` (its `file` child). `bottom`, if
+    /// given, must be `file` or a node down its backing chain.
+    pub fn add_copy_on_read(
+        &mut self,
+        name: &str,
+        file: &str,
+        read_only: bool,
+        bottom: Option<&str>,
+    ) -> Result<(), GraphError> {
+        self.check_claim(name)?;
+        let len = self.get(file)?.length()?;
+        if let Some(b) = bottom {
+            self.get(b)?;
+        }
+        self.insert_node(Node {
+            name: name.into(),
+            driver: Driver::CopyOnRead {
+                bottom: bottom.map(Into::into),
+            },
+            read_only,
+            children: vec![Child {
+                role: "file".into(),
+                node: file.into(),
+            }],
+            bitmaps: Vec::new(),
+            data: DataPath::Filter { len },
+            lock_file: None,
+        });
+        Ok(())
+    }
+
+    /// Whether the cluster at `offset` is allocated in `from` or down its backing chain to
+    /// `bottom` inclusive (QEMU's `bdrv_is_allocated_above` with an inclusive base).
+    fn allocated_down_to(
+        &mut self,
+        from: &str,
+        bottom: &str,
+        offset: u64,
+    ) -> Result<bool, GraphError> {
+        let mut cur = from.to_string();
+        loop {
+            if offset < self.get(&cur)?.length()? && self.is_allocated(&cur, offset)? {
+                return Ok(true);
+            }
+            if cur == bottom {
+                return Ok(false);
+            }
+            match self.backing_of(&cur) {
+                Some(b) => cur = b,
+                None => return Ok(false),
+            }
+        }
+    }
+
+    /// Copy-on-read of `[offset, offset + len)` of `node` (a copy-on-read filter's child):
+    /// each cluster its top layer does not hold is read through the chain and written into
+    /// it, zeroes as zero clusters. These writes leave the data unchanged, so as in QEMU they
+    /// mark no bitmap of `node` (its file node's bitmaps see the host writes).
+    fn copy_on_read(
+        &mut self,
+        node: &str,
+        bottom: Option<&str>,
+        offset: u64,
+        len: u64,
+    ) -> Result<(), GraphError> {
+        let n = self.get(node)?;
+        if n.format().is_none() || n.read_only {
+            return Ok(());
+        }
+        let cluster = n.cluster_size().unwrap_or(DEFAULT_COR_CLUSTER);
+        let length = n.length()?;
+        let mut pos = offset - offset % cluster;
+        let end = (offset + len)
+            .div_ceil(cluster)
+            .saturating_mul(cluster)
+            .min(length);
+        while pos < end {
+            let n = cluster.min(end - pos);
+            let copy = !self.is_allocated(node, pos)?
+                && match (bottom, self.backing_of(node)) {
+                    (None, _) => true,
+                    (Some(_), None) => false,
+                    (Some(b), Some(below)) => self.allocated_down_to(&below, b, pos)?,
+                };
+            if copy {
+                let mut buf = vec![0u8; usize::try_from(n).unwrap_or(usize::MAX)];
+                self.read_into(node, pos, &mut buf)?;
+                if buf.iter().all(|b| *b == 0) {
+                    self.with_driver(node, |f, bk| f.write_zeroes_backed(pos, n, bk, false))?;
+                } else {
+                    self.with_driver(node, |f, bk| f.write_backed(pos, &buf, bk))?;
+                }
+                self.drain_store_writes(node);
+            }
+            pos += n;
+        }
+        Ok(())
+    }
+
     /// Adds a block backend `name`, optionally with root node `root`.
     pub fn add_backend(&mut self, name: &str, root: Option<&str>) -> Result<(), GraphError> {
         self.check_free(name)?;
@@ -677,8 +787,15 @@ impl Graph {
             .into());
         }
         if let DataPath::Filter { .. } = n.data {
+            let bottom = match &n.driver {
+                Driver::CopyOnRead { bottom } => Some(bottom.clone()),
+                _ => None,
+            };
             let child = n.child("file").map(str::to_string);
             let child = child.ok_or_else(|| GraphError::NoMedium(node.into()))?;
+            if let Some(bottom) = bottom {
+                self.copy_on_read(&child, bottom.as_deref(), offset, len)?;
+            }
             return self.read(&child, offset, len);
         }
         let mut buf = vec![
@@ -776,7 +893,11 @@ impl Graph {
         if let DataPath::Filter { .. } = n.data {
             let child = n.child("file").map(str::to_string);
             let child = child.ok_or_else(|| GraphError::NoMedium(node.into()))?;
-            return self.write(&child, offset, kind, data, len);
+            self.write(&child, offset, kind, data, len)?;
+            // Every layer a write passes through tracks it (the filter's own bitmaps too).
+            self.get_mut(node)?
+                .record_write(ByteRange::new(offset, len));
+            return Ok(());
         }
         // Copy-before-write: a backup job whose source this is saves the old data first.
         self.copy_before_write(node, offset, len)?;
