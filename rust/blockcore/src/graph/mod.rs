@@ -458,8 +458,10 @@ impl Graph {
         // first the parents of the file node must agree, then other users of the file.
         let wanted = Self::format_perms(driver, read_only).unwrap_or((0, lock::PERM_ALL));
         self.check_parent_perms(name, file, wanted)?;
-        let (p, s) = self.lock_perms(file);
-        self.check_locks(file, p | wanted.0, s & wanted.1)?;
+        if let Some(holder) = self.lock_holder(file) {
+            let (p, s) = self.lock_perms(&holder);
+            self.check_locks(&holder, p | wanted.0, s & wanted.1)?;
+        }
         let mut fmt = format::open(driver, store, read_only)?;
         let loaded = fmt.take_loaded_bitmaps();
         let mut bitmaps = Vec::with_capacity(loaded.len());
@@ -638,7 +640,7 @@ impl Graph {
             .get(name)?
             .children
             .iter()
-            .filter(|c| c.role == "file")
+            .filter(|c| c.role == "file" || c.role == "image")
             .map(|c| c.node.clone())
             .collect();
         self.nodes.retain(|n| n.name != name);
@@ -1074,7 +1076,17 @@ impl Graph {
             .map(|c| c.node.clone());
         self.drain_store_writes(node);
         if let Some(f) = file {
-            self.get_mut(&f)?.read_only = true;
+            // The reopen reaches the children that inherit the node's options: the file node
+            // and, under a blkdebug node, its image.
+            let mut below = Some(f.clone());
+            while let Some(b) = below {
+                let n = self.get_mut(&b)?;
+                n.read_only = true;
+                below = match n.driver {
+                    Driver::Blkdebug => n.child("image").map(str::to_string),
+                    _ => None,
+                };
+            }
             self.apply_locks(&f)?;
         }
         Ok(Vec::new())
@@ -1140,22 +1152,40 @@ impl Graph {
     fn lock_perms(&self, file: &str) -> (u8, u8) {
         let (mut perm, mut shared) = (0, lock::PERM_ALL);
         for n in &self.nodes {
-            let Driver::Format { name } = &n.driver else {
-                continue;
+            let wants = match &n.driver {
+                Driver::Format { name } if Self::has_child(n, "file", file) => {
+                    Self::format_perms(name, n.read_only)
+                }
+                // blkdebug passes its parents' permissions on to its image (QEMU's default
+                // permissions of a filtered child).
+                Driver::Blkdebug if Self::has_child(n, "image", file) => {
+                    Some(self.lock_perms(&n.name))
+                }
+                _ => None,
             };
-            if !n
-                .children
-                .iter()
-                .any(|c| c.role == "file" && c.node == file)
-            {
-                continue;
-            }
-            if let Some((p, s)) = Self::format_perms(name, n.read_only) {
+            if let Some((p, s)) = wants {
                 perm |= p;
                 shared &= s;
             }
         }
         (perm, shared)
+    }
+
+    fn has_child(n: &Node, role: &str, child: &str) -> bool {
+        n.children.iter().any(|c| c.role == role && c.node == child)
+    }
+
+    /// The node whose file takes the lock bytes for users of `node`: a `file` node with
+    /// locking on, or one below blkdebug nodes (which pass requests and permissions through).
+    fn lock_holder(&self, node: &str) -> Option<String> {
+        let n = self.node(node)?;
+        if n.lock_file.is_some() {
+            return Some(node.to_string());
+        }
+        match n.driver {
+            Driver::Blkdebug => self.lock_holder(n.child("image")?),
+            _ => None,
+        }
     }
 
     fn check_locks(&self, file: &str, perm: u8, shared: u8) -> Result<(), GraphError> {
@@ -1171,10 +1201,14 @@ impl Graph {
 
     /// Makes the lock bytes of `file` match what its parents hold now.
     fn apply_locks(&self, file: &str) -> Result<(), GraphError> {
-        let Some(f) = self.get(file)?.lock_file.as_ref() else {
+        self.get(file)?;
+        let Some(holder) = self.lock_holder(file) else {
             return Ok(());
         };
-        let (perm, shared) = self.lock_perms(file);
+        let Some(f) = self.get(&holder)?.lock_file.as_ref() else {
+            return Ok(());
+        };
+        let (perm, shared) = self.lock_perms(&holder);
         lock::apply(f.file(), perm, shared).map_err(FormatError::from)?;
         Ok(())
     }
