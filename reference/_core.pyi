@@ -389,7 +389,8 @@ class Graph:
 
         ``inject_error`` items use QAPI's keys: ``event`` (str, BlkdebugEvent name such as
         ``read_aio``, ``write_aio``, ``flush_to_disk``), optional ``state`` (int, absent = any),
-        ``iotype`` (str: read write write-zeroes discard flush; absent = all but block-status),
+        ``iotype`` (str: read write write-zeroes discard flush block-status; absent = all but
+        block-status),
         ``errno`` (int, default 5), ``sector`` (int, 512-byte sector of this node's address
         space; absent = any), ``once`` (bool, default False), ``immediately`` (bool, default
         False; no visible difference here). ``set_state`` items: ``event``, optional ``state``,

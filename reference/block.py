@@ -386,6 +386,7 @@ class BlockLayer:
         finally:
             self.graph.release_name(name)
         own = {k: v for k, v in options.items() if k not in ("node-name", "read-only")}
+        own = {k: _without_node_names(v) if isinstance(v, dict) else v for k, v in own.items()}
         image_info = self.graph.node(image)
         image_name = "" if image_info is None else self.filename(image_info)
         if any(k in BLKDEBUG_STRONG_OPTIONS for k in own) or image_name.startswith("json:"):
@@ -787,6 +788,15 @@ def snapshot_info(sn: _core.SnapshotInfo) -> dict[str, Any]:
     if sn.icount is not None:
         info["icount"] = sn.icount
     return info
+
+
+def _without_node_names(options: dict[str, Any]) -> dict[str, Any]:
+    """Inline child options as QEMU's ``json:`` names spell them: without ``node-name``."""
+    return {
+        k: _without_node_names(v) if isinstance(v, dict) else v
+        for k, v in options.items()
+        if k != "node-name"
+    }
 
 
 def _actual_size(filename: str | None) -> int:

@@ -904,30 +904,39 @@ impl Graph {
         // Copy-before-write: a backup job whose source this is saves the old data first.
         self.copy_before_write(node, offset, len)?;
         let n = self.get_mut(node)?;
-        match (&mut n.data, kind) {
+        let done: Result<(), GraphError> = match (&mut n.data, kind) {
             (DataPath::Protocol(_), WriteKind::Compressed) => {
                 return Err(FormatError::Unsupported(
                     "Compression is not supported for this drive".into(),
                 )
                 .into())
             }
-            (DataPath::Protocol(s), WriteKind::Data) => {
-                s.write_at(data, offset).map_err(FormatError::from)?
-            }
-            (DataPath::Protocol(s), _) => s.write_zeroes(offset, len).map_err(FormatError::from)?,
+            (DataPath::Protocol(s), WriteKind::Data) => s
+                .write_at(data, offset)
+                .map_err(|e| FormatError::from(e).into()),
+            (DataPath::Protocol(s), WriteKind::Discard) => s
+                .discard(offset, len)
+                .map_err(|e| FormatError::from(e).into()),
+            (DataPath::Protocol(s), _) => s
+                .write_zeroes(offset, len)
+                .map_err(|e| FormatError::from(e).into()),
             (DataPath::Format(_), kind) => self.with_driver(node, |f, bk| match kind {
                 WriteKind::Data => f.write_backed(offset, data, bk),
                 WriteKind::Compressed => f.write_compressed_backed(offset, data, bk),
                 WriteKind::Zeroes => f.write_zeroes_backed(offset, len, bk, true),
                 WriteKind::ZeroesNoUnmap => f.write_zeroes_backed(offset, len, bk, false),
                 WriteKind::Discard => f.discard_backed(offset, len, bk),
-            })?,
-            (DataPath::Filter { .. }, _) | (DataPath::Null, _) => {}
+            }),
+            (DataPath::Filter { .. }, _) | (DataPath::Null, _) => Ok(()),
+        };
+        // QEMU marks a discard's range when the request finishes, failed or not (checked with a
+        // blkdebug discard error: the raw and blkdebug nodes are marked, the file node not).
+        if done.is_ok() || kind == WriteKind::Discard {
+            self.get_mut(node)?
+                .record_write(ByteRange::new(offset, len));
         }
-        self.get_mut(node)?
-            .record_write(ByteRange::new(offset, len));
         self.drain_store_writes(node);
-        Ok(())
+        done
     }
 
     /// Flushes `node`.

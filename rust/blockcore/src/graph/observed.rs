@@ -60,6 +60,12 @@ impl Storage for ObservedStorage {
         self.log(ByteRange::new(offset, len));
         Ok(())
     }
+    fn discard(&self, offset: u64, len: u64) -> io::Result<()> {
+        // A discard request marks its node's bitmaps even when it fails (QEMU's request end).
+        let done = self.inner.discard(offset, len);
+        self.log(ByteRange::new(offset, len));
+        done
+    }
     fn is_hole(&self, offset: u64, len: u64) -> io::Result<bool> {
         self.inner.is_hole(offset, len)
     }

@@ -111,6 +111,27 @@ impl Storage for FileStorage {
         Some(&self.filename)
     }
 
+    fn discard(&self, offset: u64, len: u64) -> io::Result<()> {
+        if self.read_only {
+            return Err(io::Error::from_raw_os_error(libc::EBADF));
+        }
+        let (Ok(start), Ok(count)) = (libc::off_t::try_from(offset), libc::off_t::try_from(len))
+        else {
+            return Err(io::Error::from_raw_os_error(libc::EINVAL));
+        };
+        let mode = libc::FALLOC_FL_PUNCH_HOLE | libc::FALLOC_FL_KEEP_SIZE;
+        // SAFETY: fallocate on an open fd has no memory effects.
+        if unsafe { libc::fallocate(self.file.as_raw_fd(), mode, start, count) } == -1 {
+            let e = io::Error::last_os_error();
+            // A file system without hole punching: the range must still read as zeros.
+            if e.raw_os_error() == Some(libc::EOPNOTSUPP) {
+                return self.write_zeroes(offset, len);
+            }
+            return Err(e);
+        }
+        Ok(())
+    }
+
     fn is_hole(&self, offset: u64, len: u64) -> io::Result<bool> {
         let Ok(start) = libc::off_t::try_from(offset) else {
             return Ok(true);

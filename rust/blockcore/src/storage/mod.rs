@@ -45,6 +45,11 @@ pub trait Storage: Send + Sync + Debug {
         }
         Ok(())
     }
+    /// Discards `[offset, offset + len)`: afterwards it reads as zeros. A file store punches a
+    /// hole (QEMU's `file` driver with `discard=unmap`); the default writes zeros.
+    fn discard(&self, offset: u64, len: u64) -> io::Result<()> {
+        self.write_zeroes(offset, len)
+    }
     /// The file name, for stores that have one (used in query output and error messages).
     fn filename(&self) -> Option<&str> {
         None
