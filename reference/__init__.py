@@ -17,6 +17,7 @@ FEATURES: frozenset[str] = frozenset(
     {
         "backing-chains",
         "bitmaps",
+        "copy-on-read",
         "blockdev-backup",
         "blockdev-snapshot",
         "blockdev-snapshot-internal-sync",

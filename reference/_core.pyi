@@ -325,6 +325,17 @@ class Graph:
         shares write or resize; raw parents take none (no devices)."""
     def add_null(self, name: str, size: int, read_only: bool) -> None: ...
     def add_format(self, name: str, driver: str, file: str, read_only: bool) -> None: ...
+    def add_copy_on_read(
+        self, name: str, file: str, read_only: bool, bottom: str | None = None
+    ) -> None:
+        """A ``copy-on-read`` filter over ``file``: reads through it first copy the clusters
+        ``file``'s top layer lacks into it (with ``bottom``: only those allocated down to that
+        node), marking no bitmap of ``file``; writes pass through, marking the filter's."""
+    def reserve_name(self, name: str) -> None:
+        """Gives ``name`` to a node about to be opened, before its children: the node takes
+        its place in ``nodes()`` now, so the children added before it are listed as newer."""
+    def release_name(self, name: str) -> None: ...
+    def is_reserved(self, name: str) -> bool: ...
     def add_backend(self, name: str, root: str | None = None) -> None: ...
     def remove_node(self, name: str) -> None: ...
     def close_node(self, name: str) -> None: ...
@@ -378,7 +389,8 @@ class Graph:
 
         ``inject_error`` items use QAPI's keys: ``event`` (str, BlkdebugEvent name such as
         ``read_aio``, ``write_aio``, ``flush_to_disk``), optional ``state`` (int, absent = any),
-        ``iotype`` (str: read write write-zeroes discard flush; absent = all but block-status),
+        ``iotype`` (str: read write write-zeroes discard flush block-status; absent = all but
+        block-status),
         ``errno`` (int, default 5), ``sector`` (int, 512-byte sector of this node's address
         space; absent = any), ``once`` (bool, default False), ``immediately`` (bool, default
         False; no visible difference here). ``set_state`` items: ``event``, optional ``state``,

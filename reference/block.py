@@ -33,8 +33,23 @@ _QCOW2_MAGIC = b"QFI\xfb"
 #: clean (before its COMPLETED/CANCELLED) and freeing it (after ``null``); and that draining
 #: everything passes through parent nodes (the order several jobs pause and resume in).
 GRAPH_CHANGE_DRAINS = (4, 1, 3, 1, True)
+#: blkdebug's options that change what the node is (QEMU's strong runtime options): with any of
+#: them its file name is a ``json:{...}`` of all its options, else ``blkdebug::<image file>``.
+BLKDEBUG_STRONG_OPTIONS = frozenset(
+    (
+        "config",
+        "inject-error",
+        "set-state",
+        "align",
+        "max-transfer",
+        "opt-write-zero",
+        "max-write-zero",
+        "opt-discard",
+        "max-discard",
+    )
+)
 #: Filter drivers and the role of the child they filter.
-FILTER_DRIVERS = {"copy-before-write": "file", "blkdebug": "image"}
+FILTER_DRIVERS = {"copy-before-write": "file", "blkdebug": "image", "copy-on-read": "file"}
 
 
 def is_wellformed_id(name: str) -> bool:
@@ -121,6 +136,10 @@ class BlockLayer:
     #: qcow2 nodes opened with ``backing: null``: if the header names a backing file, QEMU
     #: spells their file name as ``json:{"backing": null, ...}`` while nothing is attached.
     no_backing: set[str] = field(default_factory=set)
+    #: copy-on-read filters whose ``bottom`` is their own file child: in QEMU a read through
+    #: one that no layer below holds dereferences past the chain's end (SIGSEGV); the
+    #: reference refuses every read through them.
+    crashing_reads: set[str] = field(default_factory=set)
     #: The host clock when the machine started: the emulated VM clock counts from here
     #: (``vm-clock-*`` of internal snapshots).
     started_ns: int = field(default_factory=time.monotonic_ns)
@@ -141,7 +160,11 @@ class BlockLayer:
 
     def name_in_use(self, name: str) -> bool:
         """Whether ``name`` is taken by a node or a device."""
-        return self.graph.node(name) is not None or any(b == name for b, _ in self.graph.backends())
+        return (
+            self.graph.node(name) is not None
+            or self.graph.is_reserved(name)
+            or any(b == name for b, _ in self.graph.backends())
+        )
 
     def check_new_node_name(self, name: str) -> None:
         """Refuses ``name`` for a new node as ``bdrv_open`` does (syntax, devices, nodes)."""
@@ -149,7 +172,7 @@ class BlockLayer:
             raise QMPError(f"Invalid node-name: '{name}'")
         if any(b == name for b, _ in self.graph.backends()):
             raise QMPError(f"node-name={name} is conflicting with a device id")
-        if self.graph.node(name) is not None:
+        if self.graph.node(name) is not None or self.graph.is_reserved(name):
             raise QMPError(f"Duplicate nodes with node-name='{name}'")
 
     # ---- lookups (QEMU's messages) -----------------------------------------------------------
@@ -218,7 +241,12 @@ class BlockLayer:
     # ---- opening nodes -------------------------------------------------------------------------
 
     def open_blockdev(self, options: dict[str, Any], *, root: bool) -> str:
-        """Opens the node tree described by ``BlockdevOptions``; returns the top node's name."""
+        """Opens the node tree described by ``BlockdevOptions``; returns the top node's name.
+
+        A node takes its place in ``query-named-block-nodes`` (and its ``#blockNNN`` number)
+        when QEMU assigns its name: after the ``file`` child the generic open layer opens first
+        (format drivers, filters), before the children a protocol driver opens itself
+        (blkdebug's ``image``), before a qcow2 node's backing chain."""
         driver = options["driver"]
         name = options.get("node-name")
         read_only = bool(options.get("read-only", False))
@@ -228,45 +256,54 @@ class BlockLayer:
             return self._open_format_tree(options, name, driver, read_only)
         if driver == "blkdebug":
             return self._open_blkdebug(options, name, read_only)
-        name = self._claim_name(name)
-        if driver == "file":
-            filename = options["filename"]
-            try:
-                # QEMU's ``locking`` (on, off, auto = on for local files on Linux).
-                locking = options.get("locking", "auto") != "off"
-                self.graph.add_file(name, filename, read_only, locking)
-            except _core.ImageError as e:
-                _, errno = e.args
-                raise QMPError(f"Could not open '{filename}': {strerror(errno)}") from None
-        elif driver == "null-co":
-            self.graph.add_null(name, int(options.get("size", NULL_CO_DEFAULT_SIZE)), read_only)
-            if "size" in options:
-                self.json_filenames[name] = (
-                    f'json:{{"driver": "null-co", "size": {int(options["size"])}}}'
-                )
-        else:
+        if driver == "copy-on-read":
+            return self._open_copy_on_read(options, name, read_only)
+        if driver not in ("file", "null-co"):
             raise QMPError(f"Driver '{driver}' is not supported by this reference implementation")
+        name = self._claim_name(name)
+        try:
+            if driver == "file":
+                filename = options["filename"]
+                try:
+                    # QEMU's ``locking`` (on, off, auto = on for local files on Linux).
+                    locking = options.get("locking", "auto") != "off"
+                    self.graph.add_file(name, filename, read_only, locking)
+                except _core.ImageError as e:
+                    _, errno = e.args
+                    raise QMPError(f"Could not open '{filename}': {strerror(errno)}") from None
+            else:
+                self.graph.add_null(name, int(options.get("size", NULL_CO_DEFAULT_SIZE)), read_only)
+                if "size" in options:
+                    self.json_filenames[name] = (
+                        f'json:{{"driver": "null-co", "size": {int(options["size"])}}}'
+                    )
+        finally:
+            self.graph.release_name(name)
         if options.get("discard") in ("unmap", "on"):
             self.unmap.add(name)
         return name
+
+    def _open_child(self, ref: str | dict[str, Any], read_only: bool) -> tuple[str, bool]:
+        """A child given by reference (an existing node) or inline (opened now, implicit,
+        inheriting ``read-only``); returns its name and whether it was opened here."""
+        if isinstance(ref, str):
+            return self.lookup(ref), False
+        child_opts = dict(ref)
+        child_opts.setdefault("read-only", read_only)
+        return self.open_blockdev(child_opts, root=False), True
 
     def _open_format_tree(
         self, options: dict[str, Any], name: str | None, driver: str, read_only: bool
     ) -> str:
         """A raw or qcow2 node over its ``file`` child (opened inline or referenced), then a
         qcow2 node's backing chain."""
-        file_ref = options["file"]
-        if isinstance(file_ref, str):
-            file_node = self.lookup(file_ref)
-            created_child = False
-        else:
-            child_opts = dict(file_ref)
-            child_opts.setdefault("read-only", read_only)
-            file_node = self.open_blockdev(child_opts, root=False)
-            created_child = True
+        file_node, created_child = self._open_child(options["file"], read_only)
         try:
             name = self._claim_name(name)
-            self._open_format(name, driver, file_node, read_only)
+            try:
+                self._open_format(name, driver, file_node, read_only)
+            finally:
+                self.graph.release_name(name)
         except BaseException:
             if created_child:
                 self.close_implicit(file_node)
@@ -283,18 +320,55 @@ class BlockLayer:
                 raise
         return name
 
-    def _open_blkdebug(self, options: dict[str, Any], name: str | None, read_only: bool) -> str:
-        """A blkdebug node (its name is assigned before its ``image`` child is opened)."""
-        name = self._claim_name(name)
-        image_ref = options["image"]
-        if isinstance(image_ref, str):
-            image = self.lookup(image_ref)
-        else:
-            child_opts = dict(image_ref)
-            child_opts.setdefault("read-only", read_only)
-            image = self.open_blockdev(child_opts, root=False)
-            self.implicit.add(image)
+    def _open_copy_on_read(self, options: dict[str, Any], name: str | None, read_only: bool) -> str:
+        """A copy-on-read filter: its ``file`` child is opened first (by the generic layer, as
+        for a format driver), then the filter is named; ``bottom`` must be found by name."""
+        file_node, created_child = self._open_child(options["file"], read_only)
         try:
+            bottom = options.get("bottom")
+            if bottom is not None and self.graph.node(bottom) is None:
+                raise QMPError(f"Bottom node '{bottom}' not found")
+            if bottom is not None and bottom not in self.backing_chain(file_node):
+                # QEMU never answers this blockdev-add (scenario copy_on_read_bottom_outside_
+                # chain_hangs): the reference refuses it.
+                raise QMPError(
+                    f"Bottom node '{bottom}' is not in the backing chain of '{file_node}'"
+                )
+            name = self._claim_name(name)
+            try:
+                self.graph.add_copy_on_read(name, file_node, read_only, bottom)
+            finally:
+                self.graph.release_name(name)
+        except BaseException:
+            if created_child:
+                self.close_implicit(file_node)
+            raise
+        if created_child:
+            self.implicit.add(file_node)
+        if options.get("bottom") == file_node:
+            self.crashing_reads.add(name)
+        return name
+
+    def backing_chain(self, node: str) -> list[str]:
+        """``node`` and the nodes down its backing chain, top first."""
+        chain = [node]
+        while (below := self.backing_child(chain[-1])) is not None:
+            chain.append(below)
+        return chain
+
+    def _open_blkdebug(self, options: dict[str, Any], name: str | None, read_only: bool) -> str:
+        """A blkdebug node: a protocol driver, named before it opens its ``image`` child."""
+        name = self._claim_name(name)
+        image = None
+        try:
+            image, created_child = self._open_child(options["image"], read_only)
+            if created_child:
+                self.implicit.add(image)
+            if (info := self.graph.node(image)) is not None and info.filename is None:
+                raise QMPError(
+                    "blkdebug over a non-protocol node is not supported by this reference "
+                    "implementation"
+                )
             self.graph.add_blkdebug(
                 name,
                 image,
@@ -306,8 +380,20 @@ class BlockLayer:
             if image in self.implicit:
                 self.close_implicit(image)
             raise QMPError(str(e)) from None
+        except BaseException:
+            if image in self.implicit:
+                self.close_implicit(image)
+            raise
+        finally:
+            self.graph.release_name(name)
         own = {k: v for k, v in options.items() if k not in ("node-name", "read-only")}
-        self.json_options[name] = flatten_lists(own)
+        own = {k: _without_node_names(v) if isinstance(v, dict) else v for k, v in own.items()}
+        image_info = self.graph.node(image)
+        image_name = "" if image_info is None else self.filename(image_info)
+        if any(k in BLKDEBUG_STRONG_OPTIONS for k in own) or image_name.startswith("json:"):
+            self.json_options[name] = flatten_lists(own)
+        else:
+            self.json_filenames[name] = f"blkdebug::{image_name}"
         return name
 
     def _open_backing(self, name: str, options: dict[str, Any]) -> None:
@@ -363,9 +449,13 @@ class BlockLayer:
         return backing
 
     def _claim_name(self, name: str | None) -> str:
+        """Assigns the new node's name (given, or the next ``#blockNNN``) and reserves its
+        place in the graph; the caller releases the reservation if the node is not added."""
         if name is None:
-            return self.auto_node_name()
-        self.check_new_node_name(name)
+            name = self.auto_node_name()
+        else:
+            self.check_new_node_name(name)
+        self.graph.reserve_name(name)
         return name
 
     def _open_format(self, name: str, driver: str, file_node: str, read_only: bool) -> None:
@@ -393,6 +483,7 @@ class BlockLayer:
         self.no_backing.discard(name)
         self.json_filenames.pop(name, None)
         self.json_options.pop(name, None)
+        self.crashing_reads.discard(name)
         for _, child in info.children:
             if child in self.implicit and not self.graph.parents(child):
                 self.close_implicit(child)
@@ -425,6 +516,8 @@ class BlockLayer:
         pseudo name when a backing child other than the header's is attached."""
         if info.name in self.json_filenames:
             return self.json_filenames[info.name]
+        if info.driver == "copy-on-read":
+            return "json:" + qdict_json(self.copy_on_read_options(info))
         filters = info.driver in FILTER_DRIVERS and info.name not in self.json_options
         options = None if filters else self.json_of(info)
         if options is not None:
@@ -436,6 +529,15 @@ class BlockLayer:
         if self._backing_overridden(info):
             return "json:" + json.dumps(self.full_options(info), sort_keys=True)
         return self._file_child_filename(info)
+
+    def copy_on_read_options(self, info: _core.NodeInfo) -> dict[str, Any]:
+        """A copy-on-read filter's options as its ``json:`` file name spells them: QEMU has no
+        plain name for it, whatever its child."""
+        options: dict[str, Any] = {"driver": info.driver}
+        child = self.filtered_child(info)
+        if child is not None:
+            options["file"] = self.full_options(child)
+        return options
 
     def _file_child_filename(self, info: _core.NodeInfo) -> str:
         for role, child in info.children:
@@ -489,6 +591,26 @@ class BlockLayer:
         child = self.filtered_child(info)
         return 0 if child is None else 1 + self.backing_depth(child)
 
+    def allocated_size(self, info: _core.NodeInfo) -> int | None:
+        """``actual-size``: host bytes a protocol node allocates, a filter's filtered child's,
+        a format node's ``file`` child's; None (omitted) where QEMU cannot tell (blkdebug, a
+        protocol driver without the callback, and every node above it)."""
+        if info.driver == "null-co":
+            return 0
+        if info.driver == "file":
+            return _actual_size(info.filename)
+        if info.driver == "blkdebug":
+            return None
+        total = 0
+        for role, child in info.children:
+            child_info = self.graph.node(child)
+            if role == "file" and child_info is not None:
+                size = self.allocated_size(child_info)
+                if size is None:
+                    return None
+                total += size
+        return total
+
     def image_info(self, info: _core.NodeInfo, *, flat: bool = True) -> dict[str, Any]:
         """``ImageInfo`` of a node; unless ``flat``, with the ``backing-image`` chain.
 
@@ -513,7 +635,9 @@ class BlockLayer:
         if cluster_size is not None:
             image["cluster-size"] = cluster_size
         image["format"] = info.driver
-        image["actual-size"] = _actual_size(filename) if info.driver != "null-co" else 0
+        allocated = self.allocated_size(info)
+        if allocated is not None:
+            image["actual-size"] = allocated
         if info.backing_file is not None:
             image["backing-filename"] = info.backing_file
             image["full-backing-filename"] = self._full_backing_filename(info)
@@ -649,6 +773,15 @@ def snapshot_info(sn: _core.SnapshotInfo) -> dict[str, Any]:
     if sn.icount is not None:
         info["icount"] = sn.icount
     return info
+
+
+def _without_node_names(options: dict[str, Any]) -> dict[str, Any]:
+    """Inline child options as QEMU's ``json:`` names spell them: without ``node-name``."""
+    return {
+        k: _without_node_names(v) if isinstance(v, dict) else v
+        for k, v in options.items()
+        if k != "node-name"
+    }
 
 
 def _actual_size(filename: str | None) -> int:

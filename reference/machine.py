@@ -172,7 +172,8 @@ class Machine:
             raise QMPError(reply["error"]["desc"], reply["error"]["class"])
 
     def add_drive(self, options: dict[str, str]) -> None:
-        """``-drive if=none,id=X[,file=F][,format=FMT][,node-name=N][,readonly=on][,discard=D]``."""
+        """``-drive if=none,id=X[,file=F][,format=FMT][,node-name=N][,readonly=on][,discard=D]``,
+        or with ``driver=D`` and dotted options of its children instead of ``file``/``format``."""
         layer = self.layer
         opts = dict(options)
         device = opts.pop("id", None)
@@ -182,6 +183,20 @@ class Machine:
         if iface != "none":
             raise QMPError(f"interface '{iface}' is not supported by this reference (use if=none)")
         read_only = opts.pop("readonly", "off") in ("on", "true", "yes")
+        if "driver" in opts:
+            # ``driver=X`` with dotted child options (``file.driver=qcow2,file.file.filename=F``):
+            # the node tree as blockdev-add would take it.
+            tree: dict[str, Any] = {}
+            for key, value in opts.items():
+                *path, leaf = key.split(".")
+                branch = tree
+                for part in path:
+                    branch = branch.setdefault(part, {})
+                branch[leaf] = value
+            tree["read-only"] = read_only
+            _default_protocol(tree)
+            layer.graph.add_backend(device, layer.open_blockdev(tree, root=False))
+            return
         filename = opts.pop("file", None)
         if filename is None:
             layer.graph.add_backend(device, None)
@@ -206,3 +221,13 @@ class Machine:
         if not self._closed:
             self._closed = True
             self.layer.graph.close_all()
+
+
+def _default_protocol(options: dict[str, Any]) -> None:
+    """``-drive`` options naming a ``filename`` without a ``driver`` open the ``file``
+    protocol driver, as QEMU picks the protocol from a plain file name; in any child too."""
+    if "filename" in options:
+        options.setdefault("driver", "file")
+    for value in options.values():
+        if isinstance(value, dict):
+            _default_protocol(value)

@@ -19,7 +19,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from reference import _core
-from reference.block import BlockLayer, snapshot_info, strerror
+from reference.block import FILTER_DRIVERS, BlockLayer, snapshot_info, strerror
 from reference.compat import VersionProfile
 from reference.errors import QMPError
 
@@ -86,6 +86,8 @@ class ExternalSnapshot:
             raise QMPError("The overlay is already in use")
         info = layer.graph.node(new)
         assert info is not None
+        if info.driver in FILTER_DRIVERS:
+            raise QMPError("Filters cannot be used as overlays")
         if layer.backing_child(new) is not None:
             raise QMPError("The overlay already has a backing image")
         if info.driver not in BACKING_FORMATS:
@@ -104,6 +106,11 @@ class ExternalSnapshot:
         another parent still writes through it (the overlay's own file link, for instance)."""
         self.committed = True
         assert self.old is not None
+        old_info = self.layer.graph.node(self.old)
+        # A copy-on-read filter always takes write-unchanged on its child, which a read-only
+        # reopen cannot keep: QEMU's reopen fails (ignored), filter and child stay writable.
+        if old_info is not None and old_info.driver == "copy-on-read":
+            return
         if all(role == "backing" for _, role in self.layer.graph.parents(self.old)):
             self.layer.graph.reopen_read_only(self.old)
 

@@ -125,6 +125,11 @@ def human_monitor_command(machine: Machine, args: dict[str, Any]) -> str:
         return f"Error: {e.desc}\r\n"
     info = layer.graph.node(node)
     assert info is not None
+    if node in layer.crashing_reads and line.split()[:1] == ["read"]:
+        raise QMPError(
+            f"Reads through copy-on-read node '{node}' whose bottom is its own file child "
+            "crash QEMU; refused"
+        )
     # A node name gets a temporary BlockBackend, attached and detached (graph changes).
     temporary = layer.backend_root(device) is None
     locks = jobs.LOCKS_BLOCK_BACKEND if temporary else 0

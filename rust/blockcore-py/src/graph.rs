@@ -203,6 +203,31 @@ impl Graph {
             .map_err(to_py)
     }
 
+    #[pyo3(signature = (name, file, read_only, bottom=None))]
+    fn add_copy_on_read(
+        &self,
+        name: &str,
+        file: &str,
+        read_only: bool,
+        bottom: Option<&str>,
+    ) -> PyResult<()> {
+        self.g()
+            .add_copy_on_read(name, file, read_only, bottom)
+            .map_err(to_py)
+    }
+
+    fn reserve_name(&self, name: &str) -> PyResult<()> {
+        self.g().reserve_name(name).map_err(to_py)
+    }
+
+    fn release_name(&self, name: &str) {
+        self.g().release_name(name)
+    }
+
+    fn is_reserved(&self, name: &str) -> bool {
+        self.g().is_reserved(name)
+    }
+
     #[pyo3(signature = (name, root=None))]
     fn add_backend(&self, name: &str, root: Option<&str>) -> PyResult<()> {
         self.g().add_backend(name, root).map_err(to_py)

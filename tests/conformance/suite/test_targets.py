@@ -6,7 +6,8 @@ QEMU too, backup transactions and their jobs included. The reference must hold e
 QEMU every failure must be explained by a known deviation (reported as expected, never skipped)
 or be one of the listed model divergences that are reference bugs awaiting a fix
 (``PENDING_REFERENCE_FIXES``: not QEMU defects, so not known deviations); the list is exact in
-both directions, so a new failure and a fixed one both fail this test. Every known deviation must still be observed on real QEMU (none is stale).
+both directions, so a new failure and a fixed one both fail this test. Every known deviation
+must still be observed on real QEMU (none is stale).
 """
 
 from __future__ import annotations
@@ -22,37 +23,10 @@ from .conftest import require_qemu
 
 pytestmark = pytest.mark.qemu
 
-_BLKDEBUG_ORDER = (
-    "an observe step's node-names: the model lists a blkdebug node and its auto-named image "
-    "child in the other order than QEMU's query-named-block-nodes (QEMU names the blkdebug "
-    "node first, so its child is newer and listed first)"
-)
 _BOTH = ("7.2", "10.0")
 #: Curated programs where the reference model diverges from real QEMU (differential check):
 #: program -> (versions, reason). Reference bugs found by this suite and reported.
 PENDING_REFERENCE_FIXES: dict[str, tuple[tuple[str, ...], str]] = {
-    **{
-        f"jobs/{name}": (_BOTH, _BLKDEBUG_ORDER)
-        for name in (
-            "bitmap_on_success_fail",
-            "grouped_three_jobs_last_fails",
-            "grouped_three_jobs_middle_fails",
-            "grouped_two_jobs_first_fails",
-            "grouped_two_jobs_reversed_order_fails",
-            "grouped_two_jobs_second_fails",
-            "individual_three_jobs_first_fails",
-            "individual_two_jobs_second_fails",
-            "matrix_bitmap_always_failure",
-            "matrix_bitmap_never_failure",
-            "matrix_bitmap_on_success_failure",
-            "matrix_full_always_failure",
-            "matrix_full_on_success_failure",
-            "matrix_incremental_implicit_failure",
-            "matrix_top_always_failure",
-            "matrix_top_on_success_failure",
-            "rollback_backup_then_retry_succeeds",
-        )
-    },
     "jobs/grouped_two_jobs_both_fail": (
         _BOTH,
         "grouped, both jobs' reads fail: QEMU ends the second with BLOCK_JOB_CANCELLED (the "

@@ -23,7 +23,9 @@ VERSIONS = ("7.2", "10.0")
 #: Entities whose graph we do not model completely, and why.
 PARTIAL = {
     # Only the drivers the reference implements have their own branches.
-    "blockdev-add": "BlockdevOptions models file, raw, qcow2, null-co and blkdebug only",
+    "blockdev-add": (
+        "BlockdevOptions models file, raw, qcow2, null-co, blkdebug and copy-on-read only"
+    ),
 }
 
 Info = dict[str, Any]

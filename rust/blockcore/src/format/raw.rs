@@ -83,7 +83,8 @@ impl FormatDriver for Raw {
         Ok(self.storage.write_zeroes(offset, len)?)
     }
     fn discard(&mut self, offset: u64, len: u64) -> Result<(), FormatError> {
-        self.write_zeroes(offset, len)
+        self.check_write(offset, len)?;
+        Ok(self.storage.discard(offset, len)?)
     }
     fn flush(&mut self) -> Result<(), FormatError> {
         self.storage.debug_event("flush_to_disk");

@@ -24,6 +24,9 @@ use crate::units::{ByteRange, Granularity};
 pub(crate) use observed::ObservedStorage;
 use std::sync::Arc;
 
+/// The copy-on-read unit for a child without clusters (QEMU's default cluster size).
+const DEFAULT_COR_CLUSTER: u64 = 65536;
+
 /// Errors of graph operations.
 #[derive(Debug, thiserror::Error)]
 pub enum GraphError {
@@ -94,6 +97,13 @@ pub enum Driver {
     Blkdebug,
     /// A backup job's `copy-before-write` filter over its `file` child (the job's source).
     CopyBeforeWrite,
+    /// QEMU's `copy-on-read` filter over its `file` child: reads copy what the child's top
+    /// layer does not hold into it (down to `bottom`, if given: only data of the chain down to
+    /// that node inclusive).
+    CopyOnRead {
+        /// The `bottom` node name.
+        bottom: Option<String>,
+    },
 }
 
 impl Driver {
@@ -105,6 +115,7 @@ impl Driver {
             Driver::Format { name } => name,
             Driver::Blkdebug => "blkdebug",
             Driver::CopyBeforeWrite => "copy-before-write",
+            Driver::CopyOnRead { .. } => "copy-on-read",
         }
     }
 }
@@ -241,6 +252,10 @@ pub struct Backend {
 pub struct Graph {
     pub(crate) nodes: Vec<Node>,
     pub(crate) backends: Vec<Backend>,
+    /// Names given to nodes still being opened, each with the list place the node will take.
+    /// QEMU lists a node by when its name was assigned: a driver that opens its children itself
+    /// (blkdebug's `image`) is named first, so its children are newer than it.
+    pub(crate) reserved: Vec<(String, usize)>,
     /// Jobs, the deterministic clock and drained sections.
     pub(crate) jobs: JobSet,
 }
@@ -322,10 +337,55 @@ impl Graph {
     }
 
     fn check_free(&self, name: &str) -> Result<(), GraphError> {
-        if self.node(name).is_some() || self.backend(name).is_some() {
+        if self.node(name).is_some() || self.backend(name).is_some() || self.is_reserved(name) {
             return Err(GraphError::NameInUse(name.into()));
         }
         Ok(())
+    }
+
+    /// Like [`Self::check_free`], but a name reserved for the node being added is its own.
+    fn check_claim(&self, name: &str) -> Result<(), GraphError> {
+        if self.is_reserved(name) {
+            return Ok(());
+        }
+        self.check_free(name)
+    }
+
+    /// Whether `name` is reserved for a node still being opened.
+    pub fn is_reserved(&self, name: &str) -> bool {
+        self.reserved.iter().any(|(n, _)| n == name)
+    }
+
+    /// Gives `name` to a node about to be opened, before its children: the node takes the
+    /// newest place in the list now, and nodes added before it (its children) are newer.
+    pub fn reserve_name(&mut self, name: &str) -> Result<(), GraphError> {
+        self.check_free(name)?;
+        self.reserved.push((name.into(), self.nodes.len()));
+        Ok(())
+    }
+
+    /// Drops the reservation of `name` (the open failed); no-op if none.
+    pub fn release_name(&mut self, name: &str) {
+        self.reserved.retain(|(n, _)| n != name);
+    }
+
+    /// Puts `node` in the list: at its reserved place, or as the newest node.
+    fn insert_node(&mut self, node: Node) {
+        match self.reserved.iter().position(|(n, _)| *n == node.name) {
+            Some(i) => {
+                let (_, at) = self.reserved.remove(i);
+                // Nodes opened since the reservation (its children) all lie after `at`; the
+                // reservations taken after this one are newer and move one place on with them.
+                for (_, later) in &mut self.reserved[i..] {
+                    if *later >= at {
+                        *later += 1;
+                    }
+                }
+                let at = at.min(self.nodes.len());
+                self.nodes.insert(at, node);
+            }
+            None => self.nodes.push(node),
+        }
     }
 
     /// Adds a `file` node over host file `filename`, with image locking on (QEMU's default).
@@ -347,10 +407,10 @@ impl Graph {
         read_only: bool,
         locking: bool,
     ) -> Result<(), GraphError> {
-        self.check_free(name)?;
+        self.check_claim(name)?;
         let store = Arc::new(FileStorage::open(filename, read_only).map_err(FormatError::from)?);
         let lock_file = locking.then(|| store.clone());
-        self.nodes.push(Node {
+        self.insert_node(Node {
             lock_file,
             name: name.into(),
             driver: Driver::File {
@@ -366,8 +426,8 @@ impl Graph {
 
     /// Adds a `null-co` node of `size` bytes.
     pub fn add_null(&mut self, name: &str, size: u64, read_only: bool) -> Result<(), GraphError> {
-        self.check_free(name)?;
-        self.nodes.push(Node {
+        self.check_claim(name)?;
+        self.insert_node(Node {
             name: name.into(),
             driver: Driver::NullCo { size },
             read_only,
@@ -389,7 +449,7 @@ impl Graph {
         file: &str,
         read_only: bool,
     ) -> Result<(), GraphError> {
-        self.check_free(name)?;
+        self.check_claim(name)?;
         let store: Arc<dyn Storage> = match &self.get(file)?.data {
             DataPath::Protocol(s) => s.clone(),
             _ => return Err(GraphError::NoMedium(file.into())),
@@ -398,15 +458,17 @@ impl Graph {
         // first the parents of the file node must agree, then other users of the file.
         let wanted = Self::format_perms(driver, read_only).unwrap_or((0, lock::PERM_ALL));
         self.check_parent_perms(name, file, wanted)?;
-        let (p, s) = self.lock_perms(file);
-        self.check_locks(file, p | wanted.0, s & wanted.1)?;
+        if let Some(holder) = self.lock_holder(file) {
+            let (p, s) = self.lock_perms(&holder);
+            self.check_locks(&holder, p | wanted.0, s & wanted.1)?;
+        }
         let mut fmt = format::open(driver, store, read_only)?;
         let loaded = fmt.take_loaded_bitmaps();
         let mut bitmaps = Vec::with_capacity(loaded.len());
         for LoadedBitmap { bitmap } in loaded {
             bitmaps.insert(0, bitmap);
         }
-        self.nodes.push(Node {
+        self.insert_node(Node {
             name: name.into(),
             driver: Driver::Format {
                 name: driver.into(),
@@ -434,13 +496,13 @@ impl Graph {
         inject: Vec<InjectRule>,
         set_state: Vec<StateRule>,
     ) -> Result<(), GraphError> {
-        self.check_free(name)?;
+        self.check_claim(name)?;
         let store: Arc<dyn Storage> = match &self.get(image)?.data {
             DataPath::Protocol(s) => s.clone(),
             _ => return Err(GraphError::NoMedium(image.into())),
         };
         let dbg: Arc<dyn Storage> = Arc::new(BlkdebugStorage::new(store, inject, set_state));
-        self.nodes.push(Node {
+        self.insert_node(Node {
             name: name.into(),
             driver: Driver::Blkdebug,
             read_only,
@@ -452,6 +514,105 @@ impl Graph {
             data: DataPath::Protocol(Arc::new(ObservedStorage::new(dbg))),
             lock_file: None,
         });
+        Ok(())
+    }
+
+    /// Adds a `copy-on-read` filter `name` over node `file` (its `file` child). `bottom`, if
+    /// given, must be `file` or a node down its backing chain.
+    pub fn add_copy_on_read(
+        &mut self,
+        name: &str,
+        file: &str,
+        read_only: bool,
+        bottom: Option<&str>,
+    ) -> Result<(), GraphError> {
+        self.check_claim(name)?;
+        let len = self.get(file)?.length()?;
+        if let Some(b) = bottom {
+            self.get(b)?;
+        }
+        self.insert_node(Node {
+            name: name.into(),
+            driver: Driver::CopyOnRead {
+                bottom: bottom.map(Into::into),
+            },
+            read_only,
+            children: vec![Child {
+                role: "file".into(),
+                node: file.into(),
+            }],
+            bitmaps: Vec::new(),
+            data: DataPath::Filter { len },
+            lock_file: None,
+        });
+        Ok(())
+    }
+
+    /// Whether the cluster at `offset` is allocated in `from` or down its backing chain to
+    /// `bottom` inclusive (QEMU's `bdrv_is_allocated_above` with an inclusive base).
+    fn allocated_down_to(
+        &mut self,
+        from: &str,
+        bottom: &str,
+        offset: u64,
+    ) -> Result<bool, GraphError> {
+        let mut cur = from.to_string();
+        loop {
+            if offset < self.get(&cur)?.length()? && self.is_allocated(&cur, offset)? {
+                return Ok(true);
+            }
+            if cur == bottom {
+                return Ok(false);
+            }
+            match self.backing_of(&cur) {
+                Some(b) => cur = b,
+                None => return Ok(false),
+            }
+        }
+    }
+
+    /// Copy-on-read of `[offset, offset + len)` of `node` (a copy-on-read filter's child):
+    /// each cluster its top layer does not hold is read through the chain and written into
+    /// it, zeroes as zero clusters. These writes leave the data unchanged, so as in QEMU they
+    /// mark no bitmap of `node` (its file node's bitmaps see the host writes).
+    fn copy_on_read(
+        &mut self,
+        node: &str,
+        bottom: Option<&str>,
+        offset: u64,
+        len: u64,
+    ) -> Result<(), GraphError> {
+        let n = self.get(node)?;
+        if n.format().is_none() || n.read_only {
+            return Ok(());
+        }
+        let cluster = n.cluster_size().unwrap_or(DEFAULT_COR_CLUSTER);
+        let length = n.length()?;
+        let mut pos = offset - offset % cluster;
+        let end = (offset + len)
+            .div_ceil(cluster)
+            .saturating_mul(cluster)
+            .min(length);
+        while pos < end {
+            let n = cluster.min(end - pos);
+            let copy = !self.is_allocated(node, pos)?
+                && match (bottom, self.backing_of(node)) {
+                    (None, _) => true,
+                    (Some(_), None) => false,
+                    (Some(b), Some(below)) => self.allocated_down_to(&below, b, pos)?,
+                };
+            if copy {
+                let mut buf = vec![0u8; usize::try_from(n).unwrap_or(usize::MAX)];
+                self.read_into(node, pos, &mut buf)?;
+                if buf.iter().all(|b| *b == 0) {
+                    self.with_driver(node, |f, bk| f.write_zeroes_backed(pos, n, bk, false))?;
+                } else {
+                    self.with_driver(node, |f, bk| f.write_backed(pos, &buf, bk))?;
+                }
+                self.drain_store_writes(node);
+            }
+            pos += n;
+        }
         Ok(())
     }
 
@@ -479,7 +640,7 @@ impl Graph {
             .get(name)?
             .children
             .iter()
-            .filter(|c| c.role == "file")
+            .filter(|c| c.role == "file" || c.role == "image")
             .map(|c| c.node.clone())
             .collect();
         self.nodes.retain(|n| n.name != name);
@@ -628,8 +789,15 @@ impl Graph {
             .into());
         }
         if let DataPath::Filter { .. } = n.data {
+            let bottom = match &n.driver {
+                Driver::CopyOnRead { bottom } => Some(bottom.clone()),
+                _ => None,
+            };
             let child = n.child("file").map(str::to_string);
             let child = child.ok_or_else(|| GraphError::NoMedium(node.into()))?;
+            if let Some(bottom) = bottom {
+                self.copy_on_read(&child, bottom.as_deref(), offset, len)?;
+            }
             return self.read(&child, offset, len);
         }
         let mut buf = vec![
@@ -727,35 +895,48 @@ impl Graph {
         if let DataPath::Filter { .. } = n.data {
             let child = n.child("file").map(str::to_string);
             let child = child.ok_or_else(|| GraphError::NoMedium(node.into()))?;
-            return self.write(&child, offset, kind, data, len);
+            self.write(&child, offset, kind, data, len)?;
+            // Every layer a write passes through tracks it (the filter's own bitmaps too).
+            self.get_mut(node)?
+                .record_write(ByteRange::new(offset, len));
+            return Ok(());
         }
         // Copy-before-write: a backup job whose source this is saves the old data first.
         self.copy_before_write(node, offset, len)?;
         let n = self.get_mut(node)?;
-        match (&mut n.data, kind) {
+        let done: Result<(), GraphError> = match (&mut n.data, kind) {
             (DataPath::Protocol(_), WriteKind::Compressed) => {
                 return Err(FormatError::Unsupported(
                     "Compression is not supported for this drive".into(),
                 )
                 .into())
             }
-            (DataPath::Protocol(s), WriteKind::Data) => {
-                s.write_at(data, offset).map_err(FormatError::from)?
-            }
-            (DataPath::Protocol(s), _) => s.write_zeroes(offset, len).map_err(FormatError::from)?,
+            (DataPath::Protocol(s), WriteKind::Data) => s
+                .write_at(data, offset)
+                .map_err(|e| FormatError::from(e).into()),
+            (DataPath::Protocol(s), WriteKind::Discard) => s
+                .discard(offset, len)
+                .map_err(|e| FormatError::from(e).into()),
+            (DataPath::Protocol(s), _) => s
+                .write_zeroes(offset, len)
+                .map_err(|e| FormatError::from(e).into()),
             (DataPath::Format(_), kind) => self.with_driver(node, |f, bk| match kind {
                 WriteKind::Data => f.write_backed(offset, data, bk),
                 WriteKind::Compressed => f.write_compressed_backed(offset, data, bk),
                 WriteKind::Zeroes => f.write_zeroes_backed(offset, len, bk, true),
                 WriteKind::ZeroesNoUnmap => f.write_zeroes_backed(offset, len, bk, false),
                 WriteKind::Discard => f.discard_backed(offset, len, bk),
-            })?,
-            (DataPath::Filter { .. }, _) | (DataPath::Null, _) => {}
+            }),
+            (DataPath::Filter { .. }, _) | (DataPath::Null, _) => Ok(()),
+        };
+        // QEMU marks a discard's range when the request finishes, failed or not (checked with a
+        // blkdebug discard error: the raw and blkdebug nodes are marked, the file node not).
+        if done.is_ok() || kind == WriteKind::Discard {
+            self.get_mut(node)?
+                .record_write(ByteRange::new(offset, len));
         }
-        self.get_mut(node)?
-            .record_write(ByteRange::new(offset, len));
         self.drain_store_writes(node);
-        Ok(())
+        done
     }
 
     /// Flushes `node`.
@@ -904,7 +1085,17 @@ impl Graph {
             .map(|c| c.node.clone());
         self.drain_store_writes(node);
         if let Some(f) = file {
-            self.get_mut(&f)?.read_only = true;
+            // The reopen reaches the children that inherit the node's options: the file node
+            // and, under a blkdebug node, its image.
+            let mut below = Some(f.clone());
+            while let Some(b) = below {
+                let n = self.get_mut(&b)?;
+                n.read_only = true;
+                below = match n.driver {
+                    Driver::Blkdebug => n.child("image").map(str::to_string),
+                    _ => None,
+                };
+            }
             self.apply_locks(&f)?;
         }
         Ok(Vec::new())
@@ -970,22 +1161,40 @@ impl Graph {
     fn lock_perms(&self, file: &str) -> (u8, u8) {
         let (mut perm, mut shared) = (0, lock::PERM_ALL);
         for n in &self.nodes {
-            let Driver::Format { name } = &n.driver else {
-                continue;
+            let wants = match &n.driver {
+                Driver::Format { name } if Self::has_child(n, "file", file) => {
+                    Self::format_perms(name, n.read_only)
+                }
+                // blkdebug passes its parents' permissions on to its image (QEMU's default
+                // permissions of a filtered child).
+                Driver::Blkdebug if Self::has_child(n, "image", file) => {
+                    Some(self.lock_perms(&n.name))
+                }
+                _ => None,
             };
-            if !n
-                .children
-                .iter()
-                .any(|c| c.role == "file" && c.node == file)
-            {
-                continue;
-            }
-            if let Some((p, s)) = Self::format_perms(name, n.read_only) {
+            if let Some((p, s)) = wants {
                 perm |= p;
                 shared &= s;
             }
         }
         (perm, shared)
+    }
+
+    fn has_child(n: &Node, role: &str, child: &str) -> bool {
+        n.children.iter().any(|c| c.role == role && c.node == child)
+    }
+
+    /// The node whose file takes the lock bytes for users of `node`: a `file` node with
+    /// locking on, or one below blkdebug nodes (which pass requests and permissions through).
+    fn lock_holder(&self, node: &str) -> Option<String> {
+        let n = self.node(node)?;
+        if n.lock_file.is_some() {
+            return Some(node.to_string());
+        }
+        match n.driver {
+            Driver::Blkdebug => self.lock_holder(n.child("image")?),
+            _ => None,
+        }
     }
 
     fn check_locks(&self, file: &str, perm: u8, shared: u8) -> Result<(), GraphError> {
@@ -1001,10 +1210,14 @@ impl Graph {
 
     /// Makes the lock bytes of `file` match what its parents hold now.
     fn apply_locks(&self, file: &str) -> Result<(), GraphError> {
-        let Some(f) = self.get(file)?.lock_file.as_ref() else {
+        self.get(file)?;
+        let Some(holder) = self.lock_holder(file) else {
             return Ok(());
         };
-        let (perm, shared) = self.lock_perms(file);
+        let Some(f) = self.get(&holder)?.lock_file.as_ref() else {
+            return Ok(());
+        };
+        let (perm, shared) = self.lock_perms(&holder);
         lock::apply(f.file(), perm, shared).map_err(FormatError::from)?;
         Ok(())
     }

@@ -61,9 +61,10 @@ impl Storage for ObservedStorage {
         Ok(())
     }
     fn discard(&self, offset: u64, len: u64) -> io::Result<()> {
-        self.inner.discard(offset, len)?;
+        // A discard request marks its node's bitmaps even when it fails (QEMU's request end).
+        let done = self.inner.discard(offset, len);
         self.log(ByteRange::new(offset, len));
-        Ok(())
+        done
     }
     fn zero_range(&self, offset: u64, len: u64) -> io::Result<()> {
         self.inner.zero_range(offset, len)?;

@@ -300,3 +300,110 @@ fn second_qcow2_parent_of_one_file_node_conflicts_as_in_qemu() {
     g.reopen_read_only("top").unwrap();
     g.add_format("ro", "qcow2", "top-file", true).unwrap();
 }
+
+#[test]
+fn reserved_name_keeps_place_before_children_added_later() {
+    let dir = TempDir::new().unwrap();
+    let path = dir.path().join("r.raw");
+    std::fs::File::create(&path).unwrap().set_len(4096).unwrap();
+    let path = path.to_str().unwrap();
+    let mut g = Graph::new();
+    g.add_file("old", path, true).unwrap();
+    // blkdebug is named before it opens its image: the image is the newer node.
+    g.reserve_name("dbg").unwrap();
+    g.add_file("img", path, true).unwrap();
+    g.add_blkdebug("dbg", "img", true, Vec::new(), Vec::new())
+        .unwrap();
+    let names: Vec<_> = g.nodes().map(|n| n.name.as_str()).collect();
+    assert_eq!(names, ["img", "dbg", "old"]);
+    assert!(!g.is_reserved("dbg"));
+}
+
+#[test]
+fn reserved_name_is_taken_until_released() {
+    let mut g = Graph::new();
+    g.reserve_name("n").unwrap();
+    assert!(matches!(g.reserve_name("n"), Err(GraphError::NameInUse(_))));
+    assert!(matches!(
+        g.add_null("n2", 512, false).and(g.reserve_name("n")),
+        Err(GraphError::NameInUse(_))
+    ));
+    g.release_name("n");
+    g.add_null("n", 512, false).unwrap();
+    let names: Vec<_> = g.nodes().map(|n| n.name.as_str()).collect();
+    assert_eq!(names, ["n", "n2"]);
+}
+
+#[test]
+fn nested_reservations_list_outer_oldest() {
+    let mut g = Graph::new();
+    g.reserve_name("outer").unwrap();
+    g.reserve_name("inner").unwrap();
+    g.add_null("leaf", 512, false).unwrap();
+    g.add_null("inner", 512, false).unwrap();
+    g.add_null("outer", 512, false).unwrap();
+    let names: Vec<_> = g.nodes().map(|n| n.name.as_str()).collect();
+    assert_eq!(names, ["leaf", "inner", "outer"]);
+}
+
+fn qcow2_chain(dir: &TempDir) -> Graph {
+    let base = dir.path().join("base.qcow2");
+    let top = dir.path().join("top.qcow2");
+    let (base, top) = (base.to_str().unwrap(), top.to_str().unwrap());
+    format::create_image("qcow2", base, 1 << 20, None, None).unwrap();
+    format::create_image("qcow2", top, 1 << 20, Some(base), Some("qcow2")).unwrap();
+    let mut g = Graph::new();
+    g.add_file("bf", base, false).unwrap();
+    g.add_format("base", "qcow2", "bf", false).unwrap();
+    g.write("base", 0, WriteKind::Data, &[0x11; 4096], 4096)
+        .unwrap();
+    g.add_file("tf", top, false).unwrap();
+    g.add_format("top", "qcow2", "tf", false).unwrap();
+    g.set_backing("top", Some("base")).unwrap();
+    g
+}
+
+#[test]
+fn copy_on_read_copies_clusters_without_marking_child_bitmaps() {
+    let dir = TempDir::new().unwrap();
+    let mut g = qcow2_chain(&dir);
+    g.add_copy_on_read("cor", "top", false, None).unwrap();
+    g.bitmap_add("cor", "b0", gran(4096), true, false).unwrap();
+    g.bitmap_add("top", "b1", gran(4096), true, false).unwrap();
+    assert!(!g.is_allocated("top", 0).unwrap());
+
+    assert_eq!(g.read("cor", 100, 10).unwrap(), vec![0x11; 10]);
+
+    assert!(g.is_allocated("top", 0).unwrap());
+    assert!(!g.is_allocated("top", 65536).unwrap());
+    assert_eq!(g.bitmap("top", "b1").unwrap().bits.count(), 0);
+    assert_eq!(g.bitmap("cor", "b0").unwrap().bits.count(), 0);
+    g.write("cor", 0, WriteKind::Data, &[2; 512], 512).unwrap();
+    assert_eq!(g.bitmap("top", "b1").unwrap().bits.count(), 4096);
+    assert_eq!(g.bitmap("cor", "b0").unwrap().bits.count(), 4096);
+}
+
+#[test]
+fn copy_on_read_with_bottom_copies_chain_data_but_not_zeros() {
+    let dir = TempDir::new().unwrap();
+    let mut g = qcow2_chain(&dir);
+    g.add_copy_on_read("cor", "top", false, Some("base"))
+        .unwrap();
+
+    assert_eq!(g.read("cor", 0, 4096).unwrap(), vec![0x11; 4096]);
+    assert_eq!(g.read("cor", 65536, 4096).unwrap(), vec![0; 4096]);
+
+    assert!(g.is_allocated("top", 0).unwrap());
+    assert!(!g.is_allocated("top", 65536).unwrap());
+}
+
+#[test]
+fn copy_on_read_without_bottom_copies_zeros_too() {
+    let dir = TempDir::new().unwrap();
+    let mut g = qcow2_chain(&dir);
+    g.add_copy_on_read("cor", "top", false, None).unwrap();
+
+    g.read("cor", 65536, 4096).unwrap();
+
+    assert!(g.is_allocated("top", 65536).unwrap());
+}

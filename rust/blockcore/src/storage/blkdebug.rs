@@ -5,7 +5,7 @@
 //! signalled, every rule of that event whose `state` matches the current state (or has none)
 //! fires: `set-state` rules compute the next state (all from the state before the event), and the
 //! matching `inject-error` rules replace the set of active rules. A request (read, write,
-//! write-zeroes, flush) that matches an active rule's `iotype` and `sector` fails with that rule's
+//! write-zeroes, discard, flush; block-status only for rules naming it) that matches an active rule's `iotype` and `sector` fails with that rule's
 //! errno; a `once` rule is then removed for good.
 
 use super::Storage;
@@ -25,6 +25,9 @@ pub enum IoType {
     Discard,
     /// Flushes.
     Flush,
+    /// Block-status queries (allocation and zero detection); only rules naming this iotype
+    /// match them.
+    BlockStatus,
 }
 
 impl IoType {
@@ -36,6 +39,7 @@ impl IoType {
             "write-zeroes" => IoType::WriteZeroes,
             "discard" => IoType::Discard,
             "flush" => IoType::Flush,
+            "block-status" => IoType::BlockStatus,
             _ => return None,
         })
     }
@@ -124,7 +128,11 @@ impl BlkdebugStorage {
         let hit = r.active.iter().copied().find(|id| {
             r.inject.iter().any(|(rid, rule)| {
                 *rid == *id
-                    && rule.iotype.is_none_or(|t| t == kind)
+                    && match rule.iotype {
+                        Some(t) => t == kind,
+                        // QEMU's default mask: every request type but block-status.
+                        None => kind != IoType::BlockStatus,
+                    }
                     && rule.sector.is_none_or(|s| {
                         // A request covers the sector if it has bytes and spans its offset (a
                         // flush has none, so a sector rule never fails a flush).
@@ -186,6 +194,10 @@ impl Storage for BlkdebugStorage {
         self.inner.filename()
     }
     fn is_hole(&self, offset: u64, len: u64) -> io::Result<bool> {
+        // A failed block-status query makes QEMU's is-zero checks assume data.
+        if self.check(IoType::BlockStatus, offset, len).is_err() {
+            return Ok(false);
+        }
         self.inner.is_hole(offset, len)
     }
     fn debug_event(&self, event: &str) {
@@ -275,5 +287,33 @@ mod tests {
         assert_eq!(e.raw_os_error(), Some(28));
         // Not once: still active.
         assert!(s.write_at(&[1; 1024], 3584).is_err());
+    }
+
+    #[test]
+    fn discard_rule_fails_discards_only() {
+        let mut r = rule("write_aio", None, true, None);
+        r.iotype = Some(IoType::Discard);
+        let s = store(vec![r], Vec::new());
+        s.debug_event("write_aio");
+
+        s.write_zeroes(0, 512).unwrap();
+        assert_eq!(s.discard(0, 512).unwrap_err().raw_os_error(), Some(5));
+        s.discard(0, 512).unwrap();
+    }
+
+    #[test]
+    fn block_status_matches_only_rules_naming_it() {
+        let s = store(vec![rule("read_aio", None, true, None)], Vec::new());
+        s.debug_event("read_aio");
+        assert!(s.is_hole(0, 512).is_ok());
+        assert!(s.read_at(&mut [0; 512], 0).is_err());
+
+        let mut r = rule("read_aio", None, true, None);
+        r.iotype = IoType::parse("block-status");
+        let s = store(vec![r], Vec::new());
+        s.debug_event("read_aio");
+        // A failed query answers "data" (not a hole) and uses the rule up.
+        assert!(!s.is_hole(0, 512).unwrap());
+        s.read_at(&mut [0; 512], 0).unwrap();
     }
 }
