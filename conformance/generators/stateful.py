@@ -87,7 +87,8 @@ BITMAP_MODES = ("on-success", "never", "always")
 FAILING = "bad0"
 JOB_IDS = ("j0", "j1", "j2")
 #: ``x-perf`` of every backup of ``bad0``: one request in flight, so where the failing job
-#: stops does not depend on which of its parallel requests real QEMU finished first.
+#: stops does not depend on which of its parallel requests real QEMU finished first (with the
+#: default 64 workers a 64M full backup of ``bad0`` ends at offset len - 64k or len - 1M).
 FAILING_PERF: JSONObject = {"max-workers": 1}
 #: ``speed`` of the grouped siblings of a failing job: held after their first request until the
 #: failure cancels them (a full-speed sibling would race it), then released (see the rule).
