@@ -52,11 +52,6 @@ PENDING_REFERENCE_FIXES: dict[str, tuple[tuple[str, ...], str]] = {
         "a held full backup of a node that was itself a full backup's target: QEMU's first "
         "request covers 128k (current-progress 131072), the model's does not stop there",
     ),
-    "jobs/failing_first_cluster_default_workers": (
-        _BOTH,
-        "a 64M full backup with 64 workers whose first (data) cluster fails to read: QEMU still "
-        "copies every zero area (BLOCK_JOB_COMPLETED offset len - 64k), the model len - 1M",
-    ),
 }
 
 
@@ -118,7 +113,7 @@ def test_generated_sequences_on_real_qemu_only_known_deviations(
     # Backups are generated on real QEMU too (deterministic there: see backup_transaction),
     # and their jobs really ran and were judged by the job rules.
     assert generated.backup_transactions >= 10
-    assert generated.jobs >= 10
+    assert generated.jobs >= 5
     assert generated.verdicts["completion-mode"].examined >= 10
 
 
