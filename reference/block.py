@@ -392,6 +392,11 @@ class BlockLayer:
         own = {k: v for k, v in options.items() if k not in ("node-name", "read-only")}
         own = {k: _without_node_names(v) if isinstance(v, dict) else v for k, v in own.items()}
         image_info = self.graph.node(image)
+        if isinstance(own.get("image"), dict) and image_info is not None:
+            # QEMU spells an inline child by its strong options only (a file: its name).
+            own["image"] = self.json_options.get(image, own["image"])
+            if image_info.driver == "file":
+                own["image"] = {"driver": "file", "filename": image_info.filename}
         image_name = "" if image_info is None else self.filename(image_info)
         if any(k in BLKDEBUG_STRONG_OPTIONS for k in own) or image_name.startswith("json:"):
             self.json_options[name] = flatten_lists(own)

@@ -933,9 +933,12 @@ impl Graph {
             }),
             (DataPath::Filter { .. }, _) | (DataPath::Null(_), _) => Ok(()),
         };
-        // QEMU marks a discard's range when the request finishes, failed or not (checked with a
-        // blkdebug discard error: the raw and blkdebug nodes are marked, the file node not).
-        if done.is_ok() || kind == WriteKind::Discard {
+        // QEMU marks a request's range when it finishes, failed or not (checked with blkdebug
+        // errors on writes, write-zeroes and discards: the raw and blkdebug nodes are marked,
+        // the file node under the failing blkdebug not). An I/O error is such a failure; the
+        // other errors stand for checks QEMU makes before the request starts.
+        let reached = matches!(done, Ok(()) | Err(GraphError::Format(FormatError::Io(_))));
+        if reached || kind == WriteKind::Discard {
             self.get_mut(node)?
                 .record_write(ByteRange::new(offset, len));
         }
