@@ -24,6 +24,8 @@ from reference.errors import QMPError
 SECTOR_SIZE = 512
 #: ``null-co``'s default size (1 GiB), as QEMU's null driver.
 NULL_CO_DEFAULT_SIZE = 1 << 30
+#: ``null-co`` options that make QEMU spell the node's file name as ``json:{...}``.
+NULL_CO_STRONG_OPTIONS = ("size", "read-zeroes")
 #: QEMU's id_wellformed(): a letter, then letters, digits, '-', '.', '_'.
 _WELLFORMED_ID = re.compile(r"[A-Za-z][A-Za-z0-9_.\-]*")
 _QCOW2_MAGIC = b"QFI\xfb"
@@ -273,10 +275,11 @@ class BlockLayer:
                     raise QMPError(f"Could not open '{filename}': {strerror(errno)}") from None
             else:
                 self.graph.add_null(name, int(options.get("size", NULL_CO_DEFAULT_SIZE)), read_only)
-                if "size" in options:
-                    self.json_filenames[name] = (
-                        f'json:{{"driver": "null-co", "size": {int(options["size"])}}}'
-                    )
+                # ``size`` and ``read-zeroes`` are the null driver's strong options: given, QEMU
+                # names the node (and a format node over it) by its ``json:`` options.
+                strong = {k: v for k, v in options.items() if k in NULL_CO_STRONG_OPTIONS}
+                if strong:
+                    self.json_options[name] = {"driver": "null-co", **strong}
         finally:
             self.graph.release_name(name)
         if options.get("discard") in ("unmap", "on"):
@@ -389,6 +392,11 @@ class BlockLayer:
         own = {k: v for k, v in options.items() if k not in ("node-name", "read-only")}
         own = {k: _without_node_names(v) if isinstance(v, dict) else v for k, v in own.items()}
         image_info = self.graph.node(image)
+        if isinstance(own.get("image"), dict) and image_info is not None:
+            # QEMU spells an inline child by its strong options only (a file: its name).
+            own["image"] = self.json_options.get(image, own["image"])
+            if image_info.driver == "file":
+                own["image"] = {"driver": "file", "filename": image_info.filename}
         image_name = "" if image_info is None else self.filename(image_info)
         if any(k in BLKDEBUG_STRONG_OPTIONS for k in own) or image_name.startswith("json:"):
             self.json_options[name] = flatten_lists(own)
@@ -650,11 +658,23 @@ class BlockLayer:
         specific = self._format_specific(info)
         if specific is not None:
             image["format-specific"] = specific
-        if info.driver != "null-co":
+        if self._reports_info(info):
             image["dirty-flag"] = info.dirty
         if not flat and child is not None:
             image["backing-image"] = self.image_info(child, flat=False)
         return image
+
+    def _reports_info(self, info: _core.NodeInfo) -> bool:
+        """Whether QEMU's ``bdrv_get_info`` answers for the node (``dirty-flag`` is shown only
+        then): null-co has no such callback, and raw asks its ``file`` child."""
+        if info.driver == "null-co":
+            return False
+        if info.driver == "raw":
+            for role, child in info.children:
+                child_info = self.graph.node(child)
+                if role == "file" and child_info is not None:
+                    return self._reports_info(child_info)
+        return True
 
     def _full_backing_filename(self, info: _core.NodeInfo) -> str:
         """The header's backing file name, relative ones taken from the image's directory."""

@@ -19,7 +19,7 @@ use crate::format::{
 };
 use crate::job::JobSet;
 use crate::storage::lock::{self, LockError};
-use crate::storage::{BlkdebugStorage, FileStorage, InjectRule, StateRule, Storage};
+use crate::storage::{BlkdebugStorage, FileStorage, InjectRule, NullStorage, StateRule, Storage};
 use crate::units::{ByteRange, Granularity};
 pub(crate) use observed::ObservedStorage;
 use std::sync::Arc;
@@ -136,7 +136,9 @@ pub(crate) enum DataPath {
     Filter {
         len: u64,
     },
-    Null,
+    /// `null-co`: guest requests to the node itself read zeros and drop writes; the store (a
+    /// [`NullStorage`]) is what a format parent writes through, logged for the node's bitmaps.
+    Null(Arc<ObservedStorage>),
 }
 
 impl std::fmt::Debug for DataPath {
@@ -145,7 +147,7 @@ impl std::fmt::Debug for DataPath {
             DataPath::Protocol(_) => "Protocol",
             DataPath::Format(_) => "Format",
             DataPath::Filter { .. } => "Filter",
-            DataPath::Null => "Null",
+            DataPath::Null(_) => "Null",
         })
     }
 }
@@ -175,7 +177,7 @@ impl Node {
             DataPath::Protocol(s) => s.len().map_err(FormatError::from)?,
             DataPath::Format(f) => f.virtual_size(),
             DataPath::Filter { len } => *len,
-            DataPath::Null => match self.driver {
+            DataPath::Null(_) => match self.driver {
                 Driver::NullCo { size } => size,
                 _ => 0,
             },
@@ -433,7 +435,9 @@ impl Graph {
             read_only,
             children: Vec::new(),
             bitmaps: Vec::new(),
-            data: DataPath::Null,
+            data: DataPath::Null(Arc::new(ObservedStorage::new(Arc::new(NullStorage::new(
+                size,
+            ))))),
             lock_file: None,
         });
         Ok(())
@@ -451,7 +455,7 @@ impl Graph {
     ) -> Result<(), GraphError> {
         self.check_claim(name)?;
         let store: Arc<dyn Storage> = match &self.get(file)?.data {
-            DataPath::Protocol(s) => s.clone(),
+            DataPath::Protocol(s) | DataPath::Null(s) => s.clone(),
             _ => return Err(GraphError::NoMedium(file.into())),
         };
         // QEMU attaches the `file` child, taking its permissions, before the driver reads a byte:
@@ -825,7 +829,7 @@ impl Graph {
                 let child = child.ok_or_else(|| GraphError::NoMedium(node.into()))?;
                 self.read_into(&child, offset, buf)?;
             }
-            DataPath::Null => buf.fill(0),
+            DataPath::Null(_) => buf.fill(0),
         }
         Ok(())
     }
@@ -849,7 +853,7 @@ impl Graph {
     ) -> Result<T, GraphError> {
         let backing = self.backing_of(node);
         let n = self.get_mut(node)?;
-        let mut data = std::mem::replace(&mut n.data, DataPath::Null);
+        let mut data = std::mem::replace(&mut n.data, DataPath::Filter { len: 0 });
         let result = match &mut data {
             DataPath::Format(drv) => match backing {
                 Some(b) => f(
@@ -927,11 +931,14 @@ impl Graph {
                 WriteKind::ZeroesNoUnmap => f.write_zeroes_backed(offset, len, bk, false),
                 WriteKind::Discard => f.discard_backed(offset, len, bk),
             }),
-            (DataPath::Filter { .. }, _) | (DataPath::Null, _) => Ok(()),
+            (DataPath::Filter { .. }, _) | (DataPath::Null(_), _) => Ok(()),
         };
-        // QEMU marks a discard's range when the request finishes, failed or not (checked with a
-        // blkdebug discard error: the raw and blkdebug nodes are marked, the file node not).
-        if done.is_ok() || kind == WriteKind::Discard {
+        // QEMU marks a request's range when it finishes, failed or not (checked with blkdebug
+        // errors on writes, write-zeroes and discards: the raw and blkdebug nodes are marked,
+        // the file node under the failing blkdebug not). An I/O error is such a failure; the
+        // other errors stand for checks QEMU makes before the request starts.
+        let reached = matches!(done, Ok(()) | Err(GraphError::Format(FormatError::Io(_))));
+        if reached || kind == WriteKind::Discard {
             self.get_mut(node)?
                 .record_write(ByteRange::new(offset, len));
         }
@@ -950,7 +957,7 @@ impl Graph {
         match &mut n.data {
             DataPath::Protocol(s) => s.flush_request().map_err(FormatError::from)?,
             DataPath::Format(f) => f.flush()?,
-            DataPath::Filter { .. } | DataPath::Null => {}
+            DataPath::Filter { .. } | DataPath::Null(_) => {}
         }
         self.drain_store_writes(node);
         Ok(())
@@ -1280,7 +1287,7 @@ impl Graph {
 
     fn drain_one_store(&mut self, target: &str, is_self: bool) {
         let Ok(t) = self.get_mut(target) else { return };
-        if let DataPath::Protocol(s) = &t.data {
+        if let DataPath::Protocol(s) | DataPath::Null(s) = &t.data {
             let writes = s.take_writes();
             // A write past the end grows the file, and QEMU grows the node's bitmaps with it.
             if let Ok(len) = s.len() {
@@ -1358,7 +1365,7 @@ impl Backing for GraphBacking<'_> {
                 None => Ok(false),
             },
             // null-co reports data (its read-zeroes option is off by default).
-            DataPath::Null => Ok(false),
+            DataPath::Null(_) => Ok(false),
         }
     }
 
@@ -1389,7 +1396,7 @@ impl Backing for GraphBacking<'_> {
                 None => Ok(false),
             },
             // Unprobed, a protocol node is all data.
-            DataPath::Protocol(_) | DataPath::Null => Ok(false),
+            DataPath::Protocol(_) | DataPath::Null(_) => Ok(false),
         }
     }
 }

@@ -41,10 +41,11 @@ impl Storage for ObservedStorage {
     fn read_at(&self, buf: &mut [u8], offset: u64) -> io::Result<()> {
         self.inner.read_at(buf, offset)
     }
+    // A request marks its node's bitmaps when it finishes, failed or not (QEMU's request end).
     fn write_at(&self, data: &[u8], offset: u64) -> io::Result<()> {
-        self.inner.write_at(data, offset)?;
+        let done = self.inner.write_at(data, offset);
         self.log(ByteRange::new(offset, data.len() as u64));
-        Ok(())
+        done
     }
     fn len(&self) -> io::Result<u64> {
         self.inner.len()
@@ -56,20 +57,19 @@ impl Storage for ObservedStorage {
         self.inner.flush()
     }
     fn write_zeroes(&self, offset: u64, len: u64) -> io::Result<()> {
-        self.inner.write_zeroes(offset, len)?;
+        let done = self.inner.write_zeroes(offset, len);
         self.log(ByteRange::new(offset, len));
-        Ok(())
+        done
     }
     fn discard(&self, offset: u64, len: u64) -> io::Result<()> {
-        // A discard request marks its node's bitmaps even when it fails (QEMU's request end).
         let done = self.inner.discard(offset, len);
         self.log(ByteRange::new(offset, len));
         done
     }
     fn zero_range(&self, offset: u64, len: u64) -> io::Result<()> {
-        self.inner.zero_range(offset, len)?;
+        let done = self.inner.zero_range(offset, len);
         self.log(ByteRange::new(offset, len));
-        Ok(())
+        done
     }
     fn is_hole(&self, offset: u64, len: u64) -> io::Result<bool> {
         self.inner.is_hole(offset, len)

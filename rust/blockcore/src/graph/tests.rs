@@ -407,3 +407,27 @@ fn copy_on_read_without_bottom_copies_zeros_too() {
 
     assert!(g.is_allocated("top", 65536).unwrap());
 }
+
+#[test]
+fn raw_over_null_co_drops_writes_and_marks_both_bitmaps() {
+    let mut g = Graph::new();
+    g.add_null("n0", 1 << 20, false).unwrap();
+    g.add_format("r0", "raw", "n0", false).unwrap();
+    assert_eq!(g.get("r0").unwrap().length().unwrap(), 1 << 20);
+    g.bitmap_add("r0", "top", gran(65536), true, false).unwrap();
+    g.bitmap_add("n0", "low", gran(4096), true, false).unwrap();
+    g.write("r0", 8192, WriteKind::Data, &[0x5a; 4096], 4096)
+        .unwrap();
+    assert_eq!(g.read("r0", 8192, 4096).unwrap(), vec![0; 4096]);
+    assert_eq!(g.bitmap("r0", "top").unwrap().bits.count(), 65536);
+    assert_eq!(g.bitmap("n0", "low").unwrap().bits.count(), 4096);
+}
+
+#[test]
+fn qcow2_over_null_co_is_not_qcow2() {
+    let mut g = Graph::new();
+    g.add_null("n0", 1 << 20, false).unwrap();
+    let err = g.add_format("q0", "qcow2", "n0", false).unwrap_err();
+    assert!(err.to_string().contains("not in qcow2 format"), "{err}");
+    assert!(g.node("q0").is_none());
+}

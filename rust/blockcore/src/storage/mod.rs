@@ -9,10 +9,12 @@ mod blkdebug;
 mod file;
 pub mod lock;
 mod memory;
+mod null;
 
 pub use blkdebug::{BlkdebugStorage, InjectRule, IoType, StateRule};
 pub use file::FileStorage;
 pub use memory::MemStorage;
+pub use null::NullStorage;
 
 use std::fmt::Debug;
 use std::io;
