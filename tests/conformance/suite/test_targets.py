@@ -58,21 +58,6 @@ PENDING_REFERENCE_FIXES: dict[str, tuple[tuple[str, ...], str]] = {
         "grouped, both jobs' reads fail: QEMU ends the second with BLOCK_JOB_CANCELLED (the "
         "group cancelled it when the first failed), the model with BLOCK_JOB_COMPLETED + error",
     ),
-    "jobs/errors_read_only_target": (
-        _BOTH,
-        "a backup onto a read-only target node: QEMU refuses it (Could not create node: Block "
-        "node is read-only), the model starts the job",
-    ),
-    "jobs/errors_target_is_source_of_earlier_job": (
-        _BOTH,
-        "a backup onto the source of an earlier backup of the same transaction: QEMU refuses it "
-        "with a permission conflict (before the job id check), the model accepts it",
-    ),
-    "jobs/errors_snapshot_of_backup_target": (
-        _BOTH,
-        "blockdev-snapshot of the target of an earlier backup in the transaction: QEMU refuses "
-        "it (Node is busy: in use by block job: backup), the model takes the snapshot",
-    ),
     "jobs/first_request_after_backup_onto_node": (
         _BOTH,
         "a held full backup of a node that was itself a full backup's target: QEMU's first "
