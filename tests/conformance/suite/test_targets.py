@@ -53,11 +53,6 @@ PENDING_REFERENCE_FIXES: dict[str, tuple[tuple[str, ...], str]] = {
             "rollback_backup_then_retry_succeeds",
         )
     },
-    "jobs/grouped_two_jobs_both_fail": (
-        _BOTH,
-        "grouped, both jobs' reads fail: QEMU ends the second with BLOCK_JOB_CANCELLED (the "
-        "group cancelled it when the first failed), the model with BLOCK_JOB_COMPLETED + error",
-    ),
     "jobs/first_request_after_backup_onto_node": (
         _BOTH,
         "a held full backup of a node that was itself a full backup's target: QEMU's first "
