@@ -58,11 +58,6 @@ PENDING_REFERENCE_FIXES: dict[str, tuple[tuple[str, ...], str]] = {
         "a held full backup of a node that was itself a full backup's target: QEMU's first "
         "request covers 128k (current-progress 131072), the model's does not stop there",
     ),
-    "jobs/failing_first_cluster_default_workers": (
-        _BOTH,
-        "a 64M full backup with 64 workers whose first (data) cluster fails to read: QEMU still "
-        "copies every zero area (BLOCK_JOB_COMPLETED offset len - 64k), the model len - 1M",
-    ),
 }
 
 
