@@ -6,7 +6,8 @@ QEMU too, backup transactions and their jobs included. The reference must hold e
 QEMU every failure must be explained by a known deviation (reported as expected, never skipped)
 or be one of the listed model divergences that are reference bugs awaiting a fix
 (``PENDING_REFERENCE_FIXES``: not QEMU defects, so not known deviations); the list is exact in
-both directions, so a new failure and a fixed one both fail this test. Every known deviation must still be observed on real QEMU (none is stale).
+both directions, so a new failure and a fixed one both fail this test. Every known deviation
+must still be observed on real QEMU (none is stale).
 """
 
 from __future__ import annotations
