@@ -40,9 +40,63 @@ def _blocked_by_job(layer: BlockLayer, node: str) -> bool:
     return any(node in (info.target, info.filter_node) for info in layer.graph.jobs())
 
 
-def _op_blocker(layer: BlockLayer, node: str) -> None:
+def op_blocker(layer: BlockLayer, node: str) -> None:
+    """``bdrv_op_is_blocked`` for the blocker a backup job puts on every operation of its
+    target and its copy-before-write node (backup source and target, external snapshot...)."""
     if _blocked_by_job(layer, node):
         raise QMPError(f"Node '{node}' is busy: block device is in use by block job: backup")
+
+
+#: QEMU's permission bits (BlockPermission) and their names, lowest bit first.
+PERM_CONSISTENT_READ = 0x01
+PERM_WRITE = 0x02
+PERM_WRITE_UNCHANGED = 0x04
+PERM_RESIZE = 0x08
+PERM_ALL = 0x0F
+_PERM_NAMES = ("consistent read", "write", "write unchanged", "resize")
+
+
+def _perm_names(perms: int) -> str:
+    return ", ".join(name for bit, name in enumerate(_PERM_NAMES) if perms & (1 << bit))
+
+
+def _job_parents(layer: BlockLayer, node: str) -> list[tuple[str, str, int, int]]:
+    """The copy-before-write filters of live jobs that are parents of ``node``, newest first,
+    as (filter, child role, permissions, shared permissions). A filter's ``target`` child
+    writes and shares all but resize; its ``file`` (source) child, once the filter has parents
+    (the job's own), needs consistent read and shares neither write nor resize."""
+    parents: list[tuple[str, str, int, int]] = []
+    for info in layer.graph.jobs():  # newest first, as QEMU lists a node's parents
+        if info.filter_node is None:
+            continue
+        if info.target == node:
+            parents.append((info.filter_node, "target", PERM_WRITE, PERM_ALL & ~PERM_RESIZE))
+        if info.source == node:
+            shared = PERM_ALL & ~(PERM_WRITE | PERM_RESIZE)
+            parents.append((info.filter_node, "file", PERM_CONSISTENT_READ, shared))
+    return parents
+
+
+def check_filter_target(layer: BlockLayer, filter_name: str, target: str) -> None:
+    """The copy-before-write filter ``filter_name`` opens its ``target`` child, which needs
+    write: QEMU's ``bdrv_parent_perms_conflict`` over the target's parents (newest first, every
+    ordered pair), then the read-only check; prefixed as ``bdrv_insert_node`` does."""
+    parents = [(filter_name, "target", PERM_WRITE, PERM_ALL & ~PERM_RESIZE)]
+    parents += _job_parents(layer, target)
+    for a, a_role, _, a_shared in parents:
+        for b, b_role, b_perm, _ in parents:
+            if a is b or b_perm & a_shared == b_perm:
+                continue
+            raise QMPError(
+                f"Could not create node: Permission conflict on node '{target}': permissions "
+                f"'{_perm_names(b_perm & ~a_shared)}' are both required by node '{b}' (uses "
+                f"node '{target}' as '{b_role}' child) and unshared by node '{a}' (uses node "
+                f"'{target}' as '{a_role}' child)."
+            )
+    info = layer.graph.node(target)
+    assert info is not None
+    if info.read_only:
+        raise QMPError("Could not create node: Block node is read-only")
 
 
 def bitmap_arguments(
@@ -160,8 +214,8 @@ def create(
     compress = bool(args.get("compress", False))
     if compress and target_info.driver not in COMPRESSING_DRIVERS:
         raise QMPError(f"Compression is not supported for this drive {device_name(layer, target)}")
-    _op_blocker(layer, source)
-    _op_blocker(layer, target)
+    op_blocker(layer, source)
+    op_blocker(layer, target)
     max_workers = int(perf.get("max-workers", 64))
     max_chunk = int(perf.get("max-chunk", 0))
     if max_workers < 1 or max_workers > INT_MAX:
@@ -175,6 +229,9 @@ def create(
     filter_name = args.get("filter-node-name")
     if filter_name is not None:
         layer.check_new_node_name(filter_name)
+    else:
+        filter_name = layer.auto_node_name()
+    check_filter_target(layer, filter_name, target)
     min_cluster_size = int(perf.get("min-cluster-size", 0))
     _check_min_cluster_size(min_cluster_size)
     job_id = _job_id_after_filter(
@@ -194,7 +251,7 @@ def create(
             source,
             target,
             sync=sync,
-            filter_node_name=filter_name if filter_name is not None else layer.auto_node_name(),
+            filter_node_name=filter_name,
             bitmap=bitmap,
             bitmap_mode=mode,
             speed=max(speed, 0),

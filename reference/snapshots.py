@@ -18,7 +18,7 @@ import time
 from dataclasses import dataclass
 from typing import Any
 
-from reference import _core
+from reference import _core, backup
 from reference.block import FILTER_DRIVERS, BlockLayer, snapshot_info, strerror
 from reference.compat import VersionProfile
 from reference.errors import QMPError
@@ -74,7 +74,9 @@ class ExternalSnapshot:
     def prepare_old(self, old: str) -> None:
         """Checks on the node to snapshot, after its lookup and drain (§2.9 steps 3-5)."""
         self.old = old
-        # The op blocker "external snapshot": a backing child carries it.
+        # The op blocker "external snapshot": a backup job's target carries it (added last, so
+        # listed first), and so does a backing child.
+        backup.op_blocker(self.layer, old)
         self.layer.check_not_backing(old)
 
     def attach(self, new: str) -> None:

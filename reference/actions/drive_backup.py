@@ -12,7 +12,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from reference import _core, jobs
+from reference import _core, backup, jobs
 from reference.actions.blockdev_backup import BlockdevBackup
 from reference.block import FILTER_DRIVERS, strerror
 from reference.errors import QMPError
@@ -51,8 +51,7 @@ class DriveBackup(BlockdevBackup):
         info = layer.graph.node(source)
         assert info is not None
         self.drain(source)
-        if any(source in (job.target, job.filter_node) for job in layer.graph.jobs()):
-            raise QMPError(f"Node '{source}' is busy: block device is in use by block job: backup")
+        backup.op_blocker(layer, source)
         data: dict[str, Any] = dict(self.data)
         mode = data.pop("mode", "absolute-paths")
         fmt = data.pop("format", None)

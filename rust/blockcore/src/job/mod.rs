@@ -9,8 +9,11 @@
 //! * A running job copies one chunk per *step*. Steps happen in *rounds*: every due job (running,
 //!   not paused, not sleeping for its speed limit) takes one step, in start order. A job whose
 //!   step finds no work left, fails with policy `report`, or notices a cancel request *exits*;
-//!   exits are processed after the round in the order they happened (QEMU defers a job's
-//!   completion to a bottom half).
+//!   exits are processed after the round: those of failed jobs first, then the others, each
+//!   newest first (QEMU defers a job's completion to a bottom half, one main-loop pass runs
+//!   pending bottom halves newest first, and a failed request is seen after the successful
+//!   ones). A job runs its steps in the order it was (re)entered: started or resumed. A member
+//!   a txn abort cancels ends with BLOCK_JOB_CANCELLED even when its own request had failed.
 //! * Completion: a failed or cancelled job goes to `aborting` and aborts its txn: every other
 //!   member is force-cancelled, then members are finalized in txn order (newest first), each
 //!   still-running cancelled member being stopped first. A successful job goes to `waiting`;
@@ -590,7 +593,13 @@ impl Graph {
             let j = &mut self.jobs.jobs[i];
             j.due_ns = j.due_ns.max(now);
             match j.status {
-                JobStatus::Paused => self.transition(i, JobStatus::Running, ev),
+                JobStatus::Paused => {
+                    // QEMU re-enters the job's coroutine now: it runs after those already
+                    // running (the order of the next round's steps).
+                    self.jobs.next_start += 1;
+                    self.jobs.jobs[i].start_seq = self.jobs.next_start;
+                    self.transition(i, JobStatus::Running, ev)
+                }
                 JobStatus::Standby => self.transition(i, JobStatus::Ready, ev),
                 _ => {}
             }
@@ -934,7 +943,10 @@ impl Graph {
                 ("offset", EventValue::Int(j.current_progress)),
                 ("speed", EventValue::Int(j.speed)),
             ];
-            if j.cancelled && j.ret == Some(ECANCELED) {
+            // QEMU's job_is_cancelled: a backup job's cancel is always forced, so a cancelled
+            // job ends cancelled even when its own request failed first (a grouped member the
+            // txn cancelled while its failure was still on the way out).
+            if j.cancelled {
                 ev.push("BLOCK_JOB_CANCELLED", data);
             } else {
                 if let Some(e) = &j.error {
@@ -1090,15 +1102,29 @@ impl Graph {
     }
 
     fn process_exits(&mut self, ev: &mut Events) {
+        // QEMU defers each exit to a bottom half, and one main-loop pass runs the pending ones
+        // newest first. Within a round, a job whose request failed learns it last (the injected
+        // error comes back through the coroutine-wakeup bottom half, after the thread pool's
+        // completions), so it scheduled its exit last: failed jobs complete first, the later
+        // one first, then the others, newest first.
         while !self.jobs.exits.is_empty() {
-            let id = self.jobs.exits.remove(0);
-            let Ok(i) = self.job_index(&id) else { continue };
-            let j = &self.jobs.jobs[i];
-            if !j.exit_pending || j.status.is_completed() {
-                continue;
+            let mut batch = std::mem::take(&mut self.jobs.exits);
+            batch.reverse();
+            let failed = |id: &String| {
+                self.job(id)
+                    .is_some_and(|j| j.ret.is_some() && !j.status.is_completed())
+            };
+            let (mut order, rest): (Vec<String>, Vec<String>) = batch.into_iter().partition(failed);
+            order.extend(rest);
+            for id in order {
+                let Ok(i) = self.job_index(&id) else { continue };
+                let j = &self.jobs.jobs[i];
+                if !j.exit_pending || j.status.is_completed() {
+                    continue;
+                }
+                let ret = j.ret;
+                self.completed(&id, ret, ev);
             }
-            let ret = j.ret;
-            self.completed(&id, ret, ev);
         }
     }
 
