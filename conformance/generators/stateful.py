@@ -433,7 +433,7 @@ def action_data(draw: st.DrawFn, kind: str, state: JSONObject, serial: int) -> J
         device = draw(_node())
         data = {"device": device, "sync": draw(st.sampled_from(SYNC_MODES))}
         if kind == "blockdev-backup":
-            data["target"] = _writable(state, draw(st.sampled_from((*NODES, "ov0", MISSING))))
+            data["target"] = draw(st.sampled_from((*NODES, "ov0", MISSING)))
         else:
             data["target"] = f"{{dir}}/backup{serial}.qcow2"
             data["format"] = "qcow2"
@@ -459,16 +459,6 @@ def action_data(draw: st.DrawFn, kind: str, state: JSONObject, serial: int) -> J
     raise ValueError(f"unknown action kind {kind}")
 
 
-def _writable(state: JSONObject, target: str) -> str:
-    """``target``, or ``nope`` when it is a read-only node (a backup onto it: QEMU refuses it,
-    the reference starts the job; steered around until jobs/errors_read_only_target, a pending
-    reference fix, holds)."""
-    node = (state.get("nodes") or {}).get(target)
-    if isinstance(node, dict) and node.get("ro"):
-        return MISSING
-    return target
-
-
 def _hold(data: JSONObject) -> None:
     """Hold a backup after its first request (``speed`` 1), with more than one request to make:
     ``sync`` full of a 64M node (a top/bitmap/incremental backup may have a single request, which
@@ -481,35 +471,6 @@ def _hold(data: JSONObject) -> None:
         mode = data.setdefault("bitmap-mode", "on-success")
         if mode == "never":
             del data["bitmap"], data["bitmap-mode"]
-
-
-def _unchained(actions: list[JSONObject]) -> list[JSONObject]:
-    """``actions`` without a ``blockdev-backup`` whose target is the source of an earlier backup
-    of the same transaction (QEMU refuses it with a permission conflict, the reference starts
-    it: jobs/errors_target_is_source_of_earlier_job) and without a snapshot of an earlier
-    backup's target (QEMU: the node is busy, the reference snapshots it:
-    jobs/errors_snapshot_of_backup_target); steered around until those pending reference fixes
-    hold."""
-    sources: set[str] = set()
-    targets: set[str] = set()
-    kept: list[JSONObject] = []
-    for action in actions:
-        data = action.get("data")
-        if action.get("type") in SNAPSHOT_KINDS and isinstance(data, dict):
-            node = data.get("node", data.get("node-name", data.get("device")))
-            if node in targets:
-                continue
-        if action.get("type") not in qemu_rules.JOB_KINDS or not isinstance(data, dict):
-            kept.append(action)
-            continue
-        if action.get("type") == "blockdev-backup" and data.get("target") in sources:
-            continue
-        if isinstance(data.get("device"), str):
-            sources.add(data["device"])
-        if action.get("type") == "blockdev-backup" and isinstance(data.get("target"), str):
-            targets.add(data["target"])
-        kept.append(action)
-    return kept
 
 
 def _jobs(state: JSONObject) -> set[str]:
@@ -552,7 +513,7 @@ def backup_data(
     }
     if kind == "blockdev-backup":
         target = draw(st.sampled_from(("ov0", *[n for n in NODES if n != device])))
-        data["target"] = _writable(state, target)
+        data["target"] = target
     else:
         data["target"] = f"{{dir}}/backup{serial}.qcow2"
         data["format"] = "qcow2"
@@ -663,17 +624,13 @@ class ConformanceMachine(RuleBasedStateMachine):
             compiler = self.shared.compiler
             if compiler is not None and data.draw(st.integers(0, 7)) == 0:
                 drawn = data.draw(compiler)
-                if drawn.get("type") == "blockdev-backup" and isinstance(drawn.get("data"), dict):
-                    target = drawn["data"].get("target")
-                    if isinstance(target, str):
-                        drawn["data"]["target"] = _writable(run.state(), target)
                 actions.append(drawn)
                 continue
             kind = data.draw(st.sampled_from(_WEIGHTED))
             actions.append(
                 {"type": kind, "data": data.draw(action_data(kind, run.state(), self.serial))}
             )
-        arguments: JSONObject = {"actions": _unchained(actions)}
+        arguments: JSONObject = {"actions": actions}
         if data.draw(st.integers(0, 5)) == 0:
             arguments["properties"] = {
                 "completion-mode": data.draw(st.sampled_from(("grouped", "individual")))
@@ -725,14 +682,8 @@ class ConformanceMachine(RuleBasedStateMachine):
             actions.append(
                 {"type": kind, "data": data.draw(backup_data(kind, state, self.serial, taken))}
             )
-        actions = _unchained(actions)
         held: list[str] = []
         mode = data.draw(st.sampled_from(("grouped", "individual", None)))
-        if mode == "grouped":
-            # One failing job per group until the reference ends a second failing sibling as
-            # QEMU does (cancelled, not failed: jobs/grouped_two_jobs_both_fail, pending).
-            failing = [a for a in actions if a["data"]["device"] == FAILING]
-            actions = [a for a in actions if not any(a is f for f in failing[1:])]
         if mode == "grouped" and any(a["data"]["device"] == FAILING for a in actions):
             # A held job of a node that was a backup's target stops at another first request on
             # the reference (jobs/first_request_after_backup_onto_node, pending): left out.
