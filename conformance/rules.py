@@ -7,6 +7,7 @@ numbers themselves.
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 
 #: Every ``TransactionActionKind`` (QEMU 7.2 and 10.0, schema order).
@@ -77,3 +78,16 @@ def not_implemented_kind(desc: str) -> str | None:
     if desc.startswith("Action '") and desc.endswith(NOT_IMPLEMENTED_SUFFIX):
         return desc[len("Action '") :].split("'", 1)[0]
     return None
+
+
+#: The errors QEMU's QAPI input visitor gives while it parses a command's arguments, before the
+#: command runs: they win over every check the command makes, the grouped refusal included.
+_ARGUMENT_ERROR = re.compile(
+    r"^(Parameter '[^']*' (is missing|is unexpected|expects .+|does not accept value '.*')"
+    r"|Invalid parameter type for '[^']*', expected: .+)$"
+)
+
+
+def is_argument_error(desc: str) -> bool:
+    """Whether ``desc`` is a QAPI argument-parsing error (raised before the command's handler)."""
+    return _ARGUMENT_ERROR.match(desc) is not None

@@ -67,6 +67,8 @@ def _grouped_refusal(op: Operation, version: str) -> list[str]:
     if error is None:
         return []
     desc = str(error.get("desc"))
+    if rules.is_argument_error(desc):
+        return []  # the arguments were refused before the transaction ran at all
     if rule.up_front:
         want = rule.message(refused[0]) if refused else None
         if want is not None and desc != want:

@@ -199,6 +199,26 @@ def test_completion_mode_grouped_refusal_per_version() -> None:
     assert "succeeded" in accepted.findings[0].seen
 
 
+def test_completion_mode_argument_error_comes_before_the_grouped_refusal() -> None:
+    # QEMU 10.0 parses every action's arguments before the transaction runs: a bad argument is
+    # refused as such, before the up-front grouped refusal (confirmed on QEMU 10.0.2).
+    grouped = {"properties": {"completion-mode": "grouped"}}
+    add = {"type": "block-dirty-bitmap-add", "data": {"node": "x", "name": "b", "granularity": -1}}
+    bad = {"error": {"class": "GenericError", "desc": "Parameter 'granularity' expects uint32_t"}}
+    other = {"error": {"class": "GenericError", "desc": "Bitmap already exists: b"}}
+
+    parsed = CHECKS["completion-mode"](
+        _history(_state(), _txn([add], bad, _state(), **grouped)), CheckContext()
+    )
+    handler = CHECKS["completion-mode"](
+        _history(_state(), _txn([add], other, _state(), **grouped)), CheckContext()
+    )
+
+    assert parsed.status == "pass"
+    assert handler.status == "fail"
+    assert "up-front refusal" in handler.findings[0].seen
+
+
 def test_completion_mode_grouped_job_completing_beside_failed_sibling_reported() -> None:
     backup = [
         {
