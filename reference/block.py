@@ -13,6 +13,7 @@ import os
 import random
 import re
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -295,24 +296,46 @@ class BlockLayer:
         child_opts.setdefault("read-only", read_only)
         return self.open_blockdev(child_opts, root=False), True
 
-    def _open_format_tree(
-        self, options: dict[str, Any], name: str | None, driver: str, read_only: bool
-    ) -> str:
-        """A raw or qcow2 node over its ``file`` child (opened inline or referenced), then a
-        qcow2 node's backing chain."""
+    def _open_over_file(
+        self,
+        options: dict[str, Any],
+        name: str | None,
+        read_only: bool,
+        create: Callable[[str, str], None],
+        before_naming: Callable[[str], None] | None = None,
+    ) -> tuple[str, str]:
+        """A node over its ``file`` child, as QEMU's generic layer opens format drivers and
+        filters: the child first (inline ones become implicit), then the node is named and
+        created (``create(name, file_node)``); a failure closes an inline child again.
+        Returns ``(name, file node)``."""
         file_node, created_child = self._open_child(options["file"], read_only)
         try:
-            name = self._claim_name(name)
+            if before_naming is not None:
+                before_naming(file_node)
+            node = self._claim_name(name)
             try:
-                self._open_format(name, driver, file_node, read_only)
+                create(node, file_node)
             finally:
-                self.graph.release_name(name)
+                self.graph.release_name(node)
         except BaseException:
             if created_child:
                 self.close_implicit(file_node)
             raise
         if created_child:
             self.implicit.add(file_node)
+        return node, file_node
+
+    def _open_format_tree(
+        self, options: dict[str, Any], name: str | None, driver: str, read_only: bool
+    ) -> str:
+        """A raw or qcow2 node over its ``file`` child (opened inline or referenced), then a
+        qcow2 node's backing chain."""
+        name, _ = self._open_over_file(
+            options,
+            name,
+            read_only,
+            lambda node, file_node: self._open_format(node, driver, file_node, read_only),
+        )
         if options.get("discard") in ("unmap", "on"):
             self.unmap.add(name)
         if driver == "qcow2":
@@ -326,9 +349,9 @@ class BlockLayer:
     def _open_copy_on_read(self, options: dict[str, Any], name: str | None, read_only: bool) -> str:
         """A copy-on-read filter: its ``file`` child is opened first (by the generic layer, as
         for a format driver), then the filter is named; ``bottom`` must be found by name."""
-        file_node, created_child = self._open_child(options["file"], read_only)
-        try:
-            bottom = options.get("bottom")
+        bottom = options.get("bottom")
+
+        def check_bottom(file_node: str) -> None:
             if bottom is not None and self.graph.node(bottom) is None:
                 raise QMPError(f"Bottom node '{bottom}' not found")
             if bottom is not None and bottom not in self.backing_chain(file_node):
@@ -337,18 +360,15 @@ class BlockLayer:
                 raise QMPError(
                     f"Bottom node '{bottom}' is not in the backing chain of '{file_node}'"
                 )
-            name = self._claim_name(name)
-            try:
-                self.graph.add_copy_on_read(name, file_node, read_only, bottom)
-            finally:
-                self.graph.release_name(name)
-        except BaseException:
-            if created_child:
-                self.close_implicit(file_node)
-            raise
-        if created_child:
-            self.implicit.add(file_node)
-        if options.get("bottom") == file_node:
+
+        name, file_node = self._open_over_file(
+            options,
+            name,
+            read_only,
+            lambda node, file_node: self.graph.add_copy_on_read(node, file_node, read_only, bottom),
+            before_naming=check_bottom,
+        )
+        if bottom == file_node:
             self.crashing_reads.add(name)
         return name
 
