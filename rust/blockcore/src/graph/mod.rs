@@ -1312,6 +1312,56 @@ struct GraphBacking<'a> {
     node: String,
 }
 
+impl GraphBacking<'_> {
+    /// Whether `[offset, offset + len)` reads as zeros by block status: past a short node's end
+    /// always; a format node asks its driver; a filter passes to its `file` child. `probe`: a
+    /// protocol node reports its holes (the usual block status), or else counts as all data
+    /// (the status QEMU's copy-on-write zero detection uses, which does not probe the protocol).
+    fn block_status_zero(
+        &mut self,
+        offset: u64,
+        len: u64,
+        probe: bool,
+    ) -> Result<bool, FormatError> {
+        let to_format = |e: GraphError| match e {
+            GraphError::Format(f) => f,
+            other => FormatError::Io(std::io::Error::other(other.to_string())),
+        };
+        let node = self.graph.get(&self.node).map_err(to_format)?;
+        let blen = node.length().map_err(to_format)?;
+        // Past the end of a short backing the chain reads zeros, and block status says so.
+        let inside = blen.saturating_sub(offset).min(len);
+        if inside == 0 {
+            return Ok(true);
+        }
+        match node.data {
+            DataPath::Format(_) => self
+                .graph
+                .with_driver(&self.node.clone(), |f, bk| {
+                    if probe {
+                        f.is_zero_backed(offset, inside, bk)
+                    } else {
+                        f.is_zero_unprobed_backed(offset, inside, bk)
+                    }
+                })
+                .map_err(to_format),
+            DataPath::Protocol(ref st) if probe => Ok(st.is_hole(offset, inside)?),
+            // Filters (copy-before-write, copy-on-read) report what their `file` child does.
+            DataPath::Filter { .. } => match node.child("file").map(str::to_string) {
+                Some(child) => GraphBacking {
+                    graph: &mut *self.graph,
+                    node: child,
+                }
+                .block_status_zero(offset, inside, probe),
+                None => Ok(false),
+            },
+            // null-co reports data (its read-zeroes option is off by default); unprobed, a
+            // protocol node is all data.
+            DataPath::Protocol(_) | DataPath::Null(_) => Ok(false),
+        }
+    }
+}
+
 impl Backing for GraphBacking<'_> {
     fn present(&self) -> bool {
         true
@@ -1336,68 +1386,11 @@ impl Backing for GraphBacking<'_> {
     }
 
     fn is_zero(&mut self, offset: u64, len: u64) -> Result<bool, FormatError> {
-        let to_format = |e: GraphError| match e {
-            GraphError::Format(f) => f,
-            other => FormatError::Io(std::io::Error::other(other.to_string())),
-        };
-        let node = self.graph.get(&self.node).map_err(to_format)?;
-        let blen = node.length().map_err(to_format)?;
-        // Past the end of a short backing the chain reads zeros, and block status says so.
-        let inside = blen.saturating_sub(offset).min(len);
-        if inside == 0 {
-            return Ok(true);
-        }
-        match node.data {
-            DataPath::Format(_) => self
-                .graph
-                .with_driver(&self.node.clone(), |f, bk| {
-                    f.is_zero_backed(offset, inside, bk)
-                })
-                .map_err(to_format),
-            DataPath::Protocol(ref st) => Ok(st.is_hole(offset, inside)?),
-            // A filter (copy-before-write) reports what its `file` child does.
-            DataPath::Filter { .. } => match node.child("file").map(str::to_string) {
-                Some(child) => GraphBacking {
-                    graph: &mut *self.graph,
-                    node: child,
-                }
-                .is_zero(offset, inside),
-                None => Ok(false),
-            },
-            // null-co reports data (its read-zeroes option is off by default).
-            DataPath::Null(_) => Ok(false),
-        }
+        self.block_status_zero(offset, len, true)
     }
 
     fn is_zero_unprobed(&mut self, offset: u64, len: u64) -> Result<bool, FormatError> {
-        let to_format = |e: GraphError| match e {
-            GraphError::Format(f) => f,
-            other => FormatError::Io(std::io::Error::other(other.to_string())),
-        };
-        let node = self.graph.get(&self.node).map_err(to_format)?;
-        let blen = node.length().map_err(to_format)?;
-        let inside = blen.saturating_sub(offset).min(len);
-        if inside == 0 {
-            return Ok(true);
-        }
-        match node.data {
-            DataPath::Format(_) => self
-                .graph
-                .with_driver(&self.node.clone(), |f, bk| {
-                    f.is_zero_unprobed_backed(offset, inside, bk)
-                })
-                .map_err(to_format),
-            DataPath::Filter { .. } => match node.child("file").map(str::to_string) {
-                Some(child) => GraphBacking {
-                    graph: &mut *self.graph,
-                    node: child,
-                }
-                .is_zero_unprobed(offset, inside),
-                None => Ok(false),
-            },
-            // Unprobed, a protocol node is all data.
-            DataPath::Protocol(_) | DataPath::Null(_) => Ok(false),
-        }
+        self.block_status_zero(offset, len, false)
     }
 }
 
