@@ -233,22 +233,20 @@ mod tests {
         let mut out = vec![0u8; 65536];
         inflate(&z, &mut out).unwrap();
         assert_eq!(out, data);
-        let mut x = 0x1234_5678u32;
-        let noise: Vec<u8> = (0..65536)
+        assert!(deflate(&noise(0x1234_5678), 65535).is_none());
+    }
+
+    /// One incompressible 64 KiB cluster (xorshift32 from `seed`).
+    fn noise(mut x: u32) -> Vec<u8> {
+        (0..65536)
             .map(|_| {
                 x ^= x << 13;
                 x ^= x >> 17;
                 x ^= x << 5;
                 x as u8
             })
-            .collect();
-        assert!(deflate(&noise, 65535).is_none());
+            .collect()
     }
-}
-
-#[cfg(test)]
-mod zstd_tests {
-    use super::*;
 
     #[test]
     fn zstd_round_trip_ignores_trailing_bytes_and_refuses_short_frames() {
@@ -271,15 +269,6 @@ mod zstd_tests {
 
     #[test]
     fn zstd_incompressible_cluster_does_not_fit() {
-        let mut x = 0x9e37_79b9u32;
-        let noise: Vec<u8> = (0..65536)
-            .map(|_| {
-                x ^= x << 13;
-                x ^= x >> 17;
-                x ^= x << 5;
-                x as u8
-            })
-            .collect();
-        assert!(zstd_compress(&noise, 65535).unwrap().is_none());
+        assert!(zstd_compress(&noise(0x9e37_79b9), 65535).unwrap().is_none());
     }
 }
