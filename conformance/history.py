@@ -242,6 +242,12 @@ class Recorder:
         self.history.start_events = self.normalizer.events(self.endpoint.take_events())
         self.history.initial_state = self._snapshot()
 
+    def _lost(self, op: Operation, outcome: str, failure: str) -> Operation:
+        """``op`` ended with the endpoint gone (``crashed``/``hung``): no step runs after it."""
+        op.outcome, op.failure = outcome, failure
+        self.alive = False
+        return op
+
     def _snapshot(self) -> JSONObject | None:
         try:
             return state_mod.snapshot(self.endpoint, self.normalizer)
@@ -294,10 +300,8 @@ class Recorder:
                 op.settled = settle_jobs(endpoint, step.body)
                 op.events = order_events(step, self.normalizer.events(endpoint.take_events()))
             except (EndpointCrashed, EndpointHung) as error:
-                op.outcome = "crashed" if isinstance(error, EndpointCrashed) else "hung"
-                op.failure = str(error)
-                self.alive = False
-                return op
+                outcome = "crashed" if isinstance(error, EndpointCrashed) else "hung"
+                return self._lost(op, outcome, str(error))
             op.state = self._snapshot()
             return op
         if step.kind == "observe":
@@ -306,10 +310,8 @@ class Recorder:
                 op.output = observe(endpoint, step.body, self.normalizer)
                 op.events = self.normalizer.events(endpoint.take_events())
             except (EndpointCrashed, EndpointHung) as error:
-                op.outcome = "crashed" if isinstance(error, EndpointCrashed) else "hung"
-                op.failure = str(error)
-                self.alive = False
-                return op
+                outcome = "crashed" if isinstance(error, EndpointCrashed) else "hung"
+                return self._lost(op, outcome, str(error))
             op.state = self._snapshot()
             return op
         if step.kind == "io":
@@ -329,13 +331,9 @@ class Recorder:
             else:
                 reply = endpoint.execute(command, arguments)
         except EndpointCrashed as crash:
-            op.outcome, op.failure = "crashed", _crash_text(crash)
-            self.alive = False
-            return op
+            return self._lost(op, "crashed", _crash_text(crash))
         except EndpointHung as hung:
-            op.outcome, op.failure = "hung", str(hung)
-            self.alive = False
-            return op
+            return self._lost(op, "hung", str(hung))
         op.reply = self.normalizer.reply(reply)
         op.outcome = "error" if "error" in reply else "return"
         if command == "quit" and "error" not in reply:
@@ -358,13 +356,9 @@ class Recorder:
             if self.auto_settle and any(e.get("event") == "JOB_STATUS_CHANGE" for e in op.events):
                 self._settle_jobs(op, step)
         except EndpointCrashed as crash:
-            op.outcome, op.failure = "crashed", _crash_text(crash)
-            self.alive = False
-            return op
+            return self._lost(op, "crashed", _crash_text(crash))
         except EndpointHung as hung:
-            op.outcome, op.failure = "hung", str(hung)
-            self.alive = False
-            return op
+            return self._lost(op, "hung", str(hung))
         op.state = self._snapshot()
         return op
 
