@@ -487,6 +487,7 @@ class Graph:
         copy_bitmap_on_source: bool = False,
         target_owned_nodes: int = 0,
         discard_source: bool = False,
+        displaced_filter_fails: bool = False,
     ) -> list[JobEvent]:
         """Creates a backup job in state ``created``; returns ``[JOB_STATUS_CHANGE created]``,
         preceded and followed by the pause/resume pairs of other running jobs that
@@ -512,7 +513,9 @@ class Graph:
         one more drain-everything pair where ``set_graph_drains`` asks for them.
         ``discard_source`` (9.1+): each range copied (background or copy-before-write) is then
         discarded on the source, recorded by its bitmaps like any discard (pass False where
-        the source ignores discards). The
+        the source ignores discards). ``displaced_filter_fails`` (QEMU 10.0 aborts there): a
+        job that would end well while ``job_filter_displaced`` names a node fails instead,
+        with an error text saying where QEMU dies. The
         job starts held (pause_count 1) plus one per active drained section touching it.
         ``min_cluster_size`` (x-perf, 9.2+) raises the job cluster size (QEMU 10.0:
         max(target cluster, 64 KiB, min-cluster-size); a power of two, else ValueError).
@@ -585,6 +588,11 @@ class Graph:
 
     def job(self, job_id: str) -> JobInfo | None:
         """The job ``job_id``, if any."""
+
+    def job_filter_displaced(self, job_id: str) -> str | None:
+        """The node an external snapshot put between backup job ``job_id``'s copy-before-write
+        filter (below newer jobs' filters stacked on it) and its source, if any (None also for
+        no such job or no filter)."""
 
     # ---- backing chains (children with role ``backing``) ----
     def set_backing(self, node: str, backing: str | None) -> None:

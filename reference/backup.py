@@ -265,6 +265,7 @@ def create(
             max_workers=max_workers,
             min_cluster_size=min_cluster_size,
             copy_bitmap_on_source=layer.profile.copy_bitmap_on_source,
+            displaced_filter_fails=layer.profile.backup_clean_after_source_overlay_crashes,
             target_owned_nodes=owned_target_nodes,
             # A source that ignores discards (no discard=unmap) keeps its data.
             discard_source=discard_source and source in layer.unmap,

@@ -40,21 +40,17 @@ _CLEANING_VERBS = {
 def _clean_crash(machine: Machine, info: _core.JobInfo) -> None:
     """Refuses, as an error, a verb after which real QEMU dies dropping the job's filter: 10.0
     aborts when the filter (below any newer backup's filters) no longer sits on the source,
-    i.e. an external snapshot put an overlay there (``VersionProfile`` says which versions)."""
+    i.e. an external snapshot put an overlay there (``VersionProfile`` says which versions).
+    A job that gets there by itself fails instead (``displaced_filter_fails``)."""
     layer = machine.layer
-    if not layer.profile.backup_clean_after_source_overlay_crashes or info.filter_node is None:
+    if not layer.profile.backup_clean_after_source_overlay_crashes:
         return
-    below: str | None = info.filter_node
-    while below is not None:
-        node = layer.graph.node(below)
-        if node is None or node.driver != "copy-before-write":
-            break
-        below = next((child for role, child in node.children if role == "file"), None)
-    if below is not None and below != info.source:
+    over = layer.graph.job_filter_displaced(info.id)
+    if over is not None:
         raise QMPError(
             f"QEMU {layer.profile.name} aborts when job '{info.id}' drops its filter "
             "(bdrv_do_drained_end: Assertion `bs->quiesce_counter > 0' failed): an external "
-            f"snapshot put '{below}' above its source '{info.source}'"
+            f"snapshot put '{over}' above its source '{info.source}'"
         )
 
 

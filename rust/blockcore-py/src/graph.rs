@@ -516,7 +516,7 @@ impl Graph {
         speed=0, compress=false, on_source_error="report", on_target_error="report",
         auto_finalize=true, auto_dismiss=true, txn=None, max_chunk=0, max_workers=64,
         min_cluster_size=0, copy_bitmap_on_source=false, target_owned_nodes=0,
-        discard_source=false
+        discard_source=false, displaced_filter_fails=false
     ))]
     fn backup_create(
         &self,
@@ -540,6 +540,7 @@ impl Graph {
         copy_bitmap_on_source: bool,
         target_owned_nodes: u32,
         discard_source: bool,
+        displaced_filter_fails: bool,
     ) -> PyResult<Vec<JobEvent>> {
         let mut p = BackupParams::new(
             job_id,
@@ -567,6 +568,7 @@ impl Graph {
         p.copy_bitmap_on_source = copy_bitmap_on_source;
         p.target_owned_nodes = target_owned_nodes;
         p.discard_source = discard_source;
+        p.displaced_filter_fails = displaced_filter_fails;
         self.g()
             .backup_create(p)
             .map(jobs::events)
@@ -662,6 +664,10 @@ impl Graph {
         let g = self.g();
         let now = g.now_ns();
         g.job(job_id).map(|j| JobInfo::of(j, now))
+    }
+
+    fn job_filter_displaced(&self, job_id: &str) -> Option<String> {
+        self.g().job_filter_displaced(job_id)
     }
     // ---- backing chains ----
 

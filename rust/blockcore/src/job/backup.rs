@@ -161,6 +161,9 @@ pub struct Backup {
     target_owned_nodes: u32,
     /// Discard each cluster on the source once copied (`discard-source`, 9.1+).
     pub discard_source: bool,
+    /// Whether the job fails at its end when its filter no longer sits on the source (see
+    /// [`BackupParams`]).
+    pub(crate) displaced_filter_fails: bool,
 }
 
 impl Backup {
@@ -226,6 +229,11 @@ pub struct BackupParams {
     /// write) the job discards it on the source, which records it like any discard. The caller
     /// passes false where the source ignores discards (opened without `discard=unmap`).
     pub discard_source: bool,
+    /// QEMU 10.0 aborts (an assertion in the drained-section end) when the job drops a
+    /// copy-before-write filter that an external snapshot moved off the source (the overlay
+    /// now sits between filter and source); 7.2 completes. True: at its end such a job fails
+    /// with an error that says so, the sane answer where QEMU dies.
+    pub displaced_filter_fails: bool,
 }
 
 impl BackupParams {
@@ -252,6 +260,7 @@ impl BackupParams {
             copy_bitmap_on_source: false,
             target_owned_nodes: 0,
             discard_source: false,
+            displaced_filter_fails: false,
         }
     }
 }
@@ -554,6 +563,7 @@ impl Graph {
                 copy_on_source: p.copy_bitmap_on_source,
                 target_owned_nodes: p.target_owned_nodes,
                 discard_source: p.discard_source,
+                displaced_filter_fails: p.displaced_filter_fails,
             },
             due_ns: 0,
             rate: RateLimit::default(),

@@ -30,7 +30,7 @@
 pub mod backup;
 mod drain;
 
-use crate::graph::{Graph, GraphError};
+use crate::graph::{Driver, Graph, GraphError};
 use std::collections::HashMap;
 
 /// QEMU's `JobStatus`.
@@ -814,14 +814,49 @@ impl Graph {
 
     // ---- completion, job transactions, finalization --------------------------------------------
 
+    /// The node that an external snapshot put between backup job `id`'s copy-before-write
+    /// filter (below any newer jobs' filters stacked on it) and the job's source, if any.
+    pub fn job_filter_displaced(&self, id: &str) -> Option<String> {
+        let j = self.job(id)?;
+        let mut below = j.backup.filter.clone()?;
+        while let Some(node) = self.node(&below) {
+            if !matches!(node.driver, Driver::CopyBeforeWrite) {
+                break;
+            }
+            match node.child("file") {
+                Some(child) => below = child.to_string(),
+                None => return None,
+            }
+        }
+        (below != j.backup.source).then_some(below)
+    }
+
     /// The job exited with `ret` (None: success unless cancelled); QEMU's `job_completed`.
     pub(crate) fn completed(&mut self, id: &str, ret: Option<i32>, ev: &mut Events) {
         let Ok(i) = self.job_index(id) else { return };
+        let displaced = {
+            let j = &self.jobs.jobs[i];
+            let ends_well = j.ret.is_none() && ret.is_none() && !j.cancelled;
+            if ends_well && j.backup.displaced_filter_fails {
+                self.job_filter_displaced(id)
+            } else {
+                None
+            }
+        };
         {
             let j = &mut self.jobs.jobs[i];
             j.exit_pending = false;
             if j.ret.is_none() {
                 j.ret = ret;
+            }
+            if let Some(over) = displaced {
+                j.ret = Some(5); // EIO
+                j.error = Some(format!(
+                    "QEMU aborts when job '{id}' drops its filter (bdrv_do_drained_end: \
+                     Assertion `bs->quiesce_counter > 0' failed): an external snapshot put \
+                     '{over}' above its source '{}'",
+                    j.backup.source
+                ));
             }
         }
         self.update_rc(i, ev);

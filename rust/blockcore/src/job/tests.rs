@@ -1221,3 +1221,36 @@ fn discard_source_discards_each_copied_range_on_the_source() {
     // Every range the job copied was discarded and recorded, the unallocated ones too.
     assert_eq!(g.bitmap("d0", "b").unwrap().bits.count(), MIB);
 }
+
+#[test]
+fn a_job_whose_filter_an_overlay_displaced_fails_at_its_end_where_asked() {
+    for fails in [false, true] {
+        let dir = TempDir::new().unwrap();
+        let mut g = Graph::new();
+        disk(&mut g, &dir, "src", "qcow2", MIB);
+        disk(&mut g, &dir, "tgt", "raw", MIB);
+        disk(&mut g, &dir, "ov", "qcow2", MIB);
+        write(&mut g, "src", 0, K64, 0x5a);
+        let mut p = params("j0", "src", "tgt", SyncMode::Full);
+        p.displaced_filter_fails = fails;
+        transaction(&mut g, vec![p], false, false);
+        assert_eq!(g.job_filter_displaced("j0"), None);
+        // An external snapshot of the source: the overlay goes under the job's filter.
+        g.append_overlay("src", "ov").unwrap();
+        assert_eq!(g.job_filter_displaced("j0").as_deref(), Some("ov"));
+        let ev = show(&g.advance(0));
+        let end = ev.iter().find(|e| e.starts_with("COMPLETED")).unwrap();
+        if fails {
+            assert!(
+                end.starts_with("COMPLETED j0 1048576/1048576 QEMU aborts when job 'j0' drops"),
+                "{end}"
+            );
+            assert!(end.ends_with("put 'ov' above its source 'src'"), "{end}");
+            assert!(ev.contains(&"aborting j0".to_string()), "{ev:?}");
+        } else {
+            assert_eq!(end, "COMPLETED j0 1048576/1048576");
+        }
+        assert!(g.jobs().is_empty());
+        assert_eq!(g.job_filter_displaced("j0"), None);
+    }
+}
