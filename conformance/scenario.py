@@ -53,9 +53,11 @@ names, in order). ``expect`` of an ``observe`` step: ``bitmaps: {NODE: [subset d
 (same length and order; each listed key must match). ``qemu_crashes: true`` (or a list of
 versions) on an execute step says real QEMU dies there (recorded as ``crashed``: SIGSEGV, or
 SIGABRT for a failed assertion) while a
-faithful-but-sane implementation answers a ``GenericError`` (any text); nothing after that step
-is compared. ``qemu_hangs`` (same forms) says real QEMU stops answering there (a deadlock):
-QEMU must not reply within :data:`HANG_TIMEOUT` seconds (recorded as ``hung``) and the reference
+faithful-but-sane implementation answers a ``GenericError`` (any text), or, where QEMU dies in a
+job's end after the step's reply, ends that job with an error (``BLOCK_JOB_COMPLETED`` with
+``error`` among the step's events); nothing after that step is compared. ``qemu_hangs`` (same
+forms) says real QEMU stops answering there (a deadlock): QEMU must not reply within
+:data:`HANG_TIMEOUT` seconds (recorded as ``hung``) and the reference
 must answer a ``GenericError``; nothing after that step is compared.
 
 ``{dir}`` is replaced everywhere (setup, drives, arguments) by the endpoint's workdir.
@@ -408,7 +410,7 @@ def _run_step(
         else:
             reply = endpoint.execute(command, arguments)
     except EndpointCrashed as crash:
-        entry["crashed"] = crash.signal.name if crash.signal is not None else crash.returncode
+        entry["crashed"] = _died(crash)
         return entry
     except EndpointHung:
         entry["hung"] = True
@@ -417,9 +419,18 @@ def _run_step(
     if command == "quit":
         endpoint.wait_for_exit()
     if step.wait is not None:
-        entry["settled"] = settle_jobs(endpoint, step.wait)
+        try:
+            entry["settled"] = settle_jobs(endpoint, step.wait)
+        except EndpointCrashed as crash:  # died after the reply, e.g. in a job's end
+            entry["crashed"] = _died(crash)
+            return entry
     entry["events"] = order_events(step, normalizer.events(endpoint.take_events()))
     return entry
+
+
+def _died(crash: EndpointCrashed) -> str | int | None:
+    """A transcript's ``crashed``: the signal's name, else the exit status."""
+    return crash.signal.name if crash.signal is not None else crash.returncode
 
 
 def query_jobs(endpoint: Endpoint) -> dict[str, JSONObject]:
@@ -628,10 +639,8 @@ def check_expectations(scenario: Scenario, transcript: Transcript, *, qemu: bool
         if step.crashes_qemu(version):
             if qemu and entry.get("crashed") not in CRASH_SIGNALS:
                 problems.append(f"{where}: expected QEMU to crash {CRASH_SIGNALS}, got {entry}")
-            if not qemu:
-                error = entry.get("reply", {}).get("error")
-                if not error or error.get("class") != "GenericError":
-                    problems.append(f"{where}: expected a GenericError, got {entry}")
+            if not qemu and not _answers_crash(entry):
+                problems.append(f"{where}: expected a GenericError, got {entry}")
             if qemu:
                 break
             continue
@@ -640,6 +649,19 @@ def check_expectations(scenario: Scenario, transcript: Transcript, *, qemu: bool
             break
         problems.extend(f"{where}: {p}" for p in _check_step(step, entry, version))
     return problems
+
+
+def _answers_crash(entry: JSONObject) -> bool:
+    """Whether a sane implementation answered, at a step where real QEMU dies, with an error:
+    a ``GenericError`` reply, or (QEMU dying in a job's end, after the reply) a job of the
+    step ending with an error (``BLOCK_JOB_COMPLETED`` carrying ``error``)."""
+    error = entry.get("reply", {}).get("error", {})
+    if error.get("class") == "GenericError":
+        return True
+    return any(
+        event.get("event") == "BLOCK_JOB_COMPLETED" and "error" in event.get("data", {})
+        for event in entry.get("events", [])
+    )
 
 
 def _check_step(step: Step, entry: JSONObject, version: str) -> Iterator[str]:
@@ -754,11 +776,10 @@ def compare_transcripts(
             and "crashed" in want
             and "crashed" not in got
         ):
-            error = got.get("reply", {}).get("error", {})
-            if error.get("class") != "GenericError":
+            if not _answers_crash(got):
                 problems.append(
-                    f"{label}: QEMU crashes here; expected a GenericError from "
-                    f"{candidate.endpoint}, got {got}"
+                    f"{label}: QEMU crashes here; expected a GenericError (or a job ending "
+                    f"with an error) from {candidate.endpoint}, got {got}"
                 )
             break
         if (
