@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import re
 import shutil
 import tempfile
 import time
@@ -82,6 +83,8 @@ class Operation:
     output: Any = None
     #: How the endpoint died (``SIGSEGV``, ``exit status 1``) or why it hung.
     failure: str | None = None
+    #: The failed assertion it printed as it died, if any (see :func:`_assertion`).
+    assertion: str | None = None
     #: Jobs were still moving when the settle timeout passed.
     unsettled_jobs: bool = False
     #: Whether the jobs reached the step's ``wait`` condition (``None``: no wait).
@@ -205,6 +208,7 @@ class History:
                     "reply": op.reply,
                     "events": op.events,
                     "failure": op.failure,
+                    "assertion": op.assertion,
                 }
                 for op in self.operations
             ],
@@ -215,6 +219,16 @@ def _crash_text(crash: EndpointCrashed) -> str:
     if crash.signal is not None:
         return crash.signal.name
     return f"exit status {crash.returncode}"
+
+
+#: A failed assertion as glibc prints it, without the program name and source line (which
+#: differ between binaries and versions): ``bdrv_do_drained_end: Assertion `...' failed``.
+_ASSERTION = re.compile(r"(\w+: Assertion `.*' failed)")
+
+
+def _assertion(crash: EndpointCrashed) -> str | None:
+    found = _ASSERTION.search(crash.stderr)
+    return found.group(1) if found else None
 
 
 class Recorder:
@@ -242,9 +256,13 @@ class Recorder:
         self.history.start_events = self.normalizer.events(self.endpoint.take_events())
         self.history.initial_state = self._snapshot()
 
-    def _lost(self, op: Operation, outcome: str, failure: str) -> Operation:
+    def _lost(self, op: Operation, error: EndpointCrashed | EndpointHung) -> Operation:
         """``op`` ended with the endpoint gone (``crashed``/``hung``): no step runs after it."""
-        op.outcome, op.failure = outcome, failure
+        if isinstance(error, EndpointCrashed):
+            op.outcome, op.failure = "crashed", _crash_text(error)
+            op.assertion = _assertion(error)
+        else:
+            op.outcome, op.failure = "hung", str(error)
         self.alive = False
         return op
 
@@ -300,8 +318,7 @@ class Recorder:
                 op.settled = settle_jobs(endpoint, step.body)
                 op.events = order_events(step, self.normalizer.events(endpoint.take_events()))
             except (EndpointCrashed, EndpointHung) as error:
-                outcome = "crashed" if isinstance(error, EndpointCrashed) else "hung"
-                return self._lost(op, outcome, str(error))
+                return self._lost(op, error)
             op.state = self._snapshot()
             return op
         if step.kind == "observe":
@@ -310,8 +327,7 @@ class Recorder:
                 op.output = observe(endpoint, step.body, self.normalizer)
                 op.events = self.normalizer.events(endpoint.take_events())
             except (EndpointCrashed, EndpointHung) as error:
-                outcome = "crashed" if isinstance(error, EndpointCrashed) else "hung"
-                return self._lost(op, outcome, str(error))
+                return self._lost(op, error)
             op.state = self._snapshot()
             return op
         if step.kind == "io":
@@ -330,10 +346,8 @@ class Recorder:
                     reply = endpoint.execute(command, arguments)
             else:
                 reply = endpoint.execute(command, arguments)
-        except EndpointCrashed as crash:
-            return self._lost(op, "crashed", _crash_text(crash))
-        except EndpointHung as hung:
-            return self._lost(op, "hung", str(hung))
+        except (EndpointCrashed, EndpointHung) as error:
+            return self._lost(op, error)
         op.reply = self.normalizer.reply(reply)
         op.outcome = "error" if "error" in reply else "return"
         if command == "quit" and "error" not in reply:
@@ -355,10 +369,8 @@ class Recorder:
             op.events = order_events(step, self.normalizer.events(endpoint.take_events()))
             if self.auto_settle and any(e.get("event") == "JOB_STATUS_CHANGE" for e in op.events):
                 self._settle_jobs(op, step)
-        except EndpointCrashed as crash:
-            return self._lost(op, "crashed", _crash_text(crash))
-        except EndpointHung as hung:
-            return self._lost(op, "hung", str(hung))
+        except (EndpointCrashed, EndpointHung) as error:
+            return self._lost(op, error)
         op.state = self._snapshot()
         return op
 

@@ -38,12 +38,14 @@ def check(history: History, ctx: CheckContext) -> Verdict:
                 op.index,
                 op.message,
                 expected="a reply (return or error) and an endpoint that keeps answering",
-                seen=f"the endpoint {what} ({op.failure})",
+                seen=f"the endpoint {what} ({op.failure})"
+                + (f": {op.assertion}" if op.assertion else ""),
                 because=(
                     f"bad input must get an error, never a {op.outcome.removesuffix('ed')}; "
                     f"sequence: {' -> '.join(str(s) for s in sequence)}"
                 ),
-                subject=f"{op.outcome} {op.failure}",
+                subject=f"{op.outcome} {op.failure}"
+                + (f" ({op.assertion})" if op.assertion else ""),
             )
         )
     return verdict(NAME, findings, len(history.operations), "no step was run")
