@@ -148,6 +148,28 @@ impl Backing for NoBacking {
     }
 }
 
+/// What one layer's block status says about the start of a range: QEMU's
+/// `bdrv_co_block_status` of a format node before the generic layer adds what a missing or
+/// short backing node means.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RunKind {
+    /// Data held by this layer (`BDRV_BLOCK_DATA`).
+    Data,
+    /// Reads as zeros, recorded by this layer (`BDRV_BLOCK_ZERO`).
+    Zero,
+    /// Not held by this layer: the backing node's, or zeros without one.
+    Unallocated,
+}
+
+/// One run of a block status answer: `len` bytes from the queried offset have `kind`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct StatusRun {
+    /// What the run is.
+    pub kind: RunKind,
+    /// Its length in bytes (at least 1 for a non-empty query inside the image).
+    pub len: u64,
+}
+
 /// One internal snapshot of an image (QEMU's `QEMUSnapshotInfo`).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct SnapshotEntry {
@@ -268,6 +290,16 @@ pub trait FormatDriver: Send + std::fmt::Debug {
     ) -> Result<bool, FormatError> {
         let _ = (offset, len, backing);
         Ok(false)
+    }
+    /// Block status of this layer at `offset`: the kind of the first run of at most `len`
+    /// bytes and its length (QEMU's driver `bdrv_co_block_status` with `want_zero`). Formats
+    /// without allocation information call everything data.
+    fn block_status(&mut self, offset: u64, len: u64) -> Result<StatusRun, FormatError> {
+        let _ = offset;
+        Ok(StatusRun {
+            kind: RunKind::Data,
+            len,
+        })
     }
     /// Whether the format can have a backing node (qcow2).
     fn supports_backing(&self) -> bool {

@@ -1,6 +1,6 @@
 //! The `raw` format: guest offset = store offset; the virtual size is the store's length.
 
-use super::{FormatDriver, FormatError};
+use super::{FormatDriver, FormatError, RunKind, StatusRun};
 use crate::storage::Storage;
 use std::sync::Arc;
 
@@ -63,6 +63,14 @@ impl FormatDriver for Raw {
         _backing: &mut dyn crate::format::Backing,
     ) -> Result<bool, FormatError> {
         Ok(self.storage.is_hole(offset, len)?)
+    }
+
+    /// Raw passes block status to its file: holes read as zeros, the rest is data.
+    fn block_status(&mut self, offset: u64, len: u64) -> Result<StatusRun, FormatError> {
+        let len = len.min(self.size.saturating_sub(offset));
+        let e = self.storage.extent(offset, len)?;
+        let kind = if e.hole { RunKind::Zero } else { RunKind::Data };
+        Ok(StatusRun { kind, len: e.len })
     }
 
     fn set_read_only(&mut self) {

@@ -11,6 +11,7 @@
 //! children). QEMU's lookups and their error messages belong to the reference engine.
 
 mod observed;
+mod status;
 
 use crate::bitmap::{Bits, DirtyBitmap, SizeMismatch};
 use crate::format::{
@@ -22,6 +23,7 @@ use crate::storage::lock::{self, LockError};
 use crate::storage::{BlkdebugStorage, FileStorage, InjectRule, NullStorage, StateRule, Storage};
 use crate::units::{ByteRange, Granularity};
 pub(crate) use observed::ObservedStorage;
+pub use status::BlockStatus;
 use std::sync::Arc;
 
 /// The copy-on-read unit for a child without clusters (QEMU's default cluster size).
