@@ -269,33 +269,17 @@ pub trait FormatDriver: Send + std::fmt::Debug {
         let _ = backing;
         self.discard(offset, len)
     }
-    /// Whether block status calls `[offset, offset + len)` zero through the backing chain (see
-    /// [`Backing::is_zero`]). Formats without allocation information answer `false`.
-    fn is_zero_backed(
-        &mut self,
-        offset: u64,
-        len: u64,
-        backing: &mut dyn Backing,
-    ) -> Result<bool, FormatError> {
-        let _ = (offset, len, backing);
-        Ok(false)
-    }
-    /// [`FormatDriver::is_zero_backed`] without probing the protocol layer (see
-    /// [`Backing::is_zero_unprobed`]). Formats without allocation information answer `false`.
-    fn is_zero_unprobed_backed(
-        &mut self,
-        offset: u64,
-        len: u64,
-        backing: &mut dyn Backing,
-    ) -> Result<bool, FormatError> {
-        let _ = (offset, len, backing);
-        Ok(false)
-    }
     /// Block status of this layer at `offset`: the kind of the first run of at most `len`
-    /// bytes and its length (QEMU's driver `bdrv_co_block_status` with `want_zero`). Formats
-    /// without allocation information call everything data.
-    fn block_status(&mut self, offset: u64, len: u64) -> Result<StatusRun, FormatError> {
-        let _ = offset;
+    /// bytes and its length (QEMU's driver `bdrv_co_block_status`; without `want_zero` a
+    /// driver need not look for zeros below it). Formats without allocation information call
+    /// everything data.
+    fn block_status(
+        &mut self,
+        want_zero: bool,
+        offset: u64,
+        len: u64,
+    ) -> Result<StatusRun, FormatError> {
+        let _ = (want_zero, offset);
         Ok(StatusRun {
             kind: RunKind::Data,
             len,

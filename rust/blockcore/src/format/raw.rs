@@ -56,18 +56,21 @@ impl FormatDriver for Raw {
         self.read_only
     }
 
-    fn is_zero_backed(
+    /// Raw passes block status to its file: holes read as zeros, the rest is data (all of it
+    /// without `want_zero`, where the file does not look for holes).
+    fn block_status(
         &mut self,
+        want_zero: bool,
         offset: u64,
         len: u64,
-        _backing: &mut dyn crate::format::Backing,
-    ) -> Result<bool, FormatError> {
-        Ok(self.storage.is_hole(offset, len)?)
-    }
-
-    /// Raw passes block status to its file: holes read as zeros, the rest is data.
-    fn block_status(&mut self, offset: u64, len: u64) -> Result<StatusRun, FormatError> {
+    ) -> Result<StatusRun, FormatError> {
         let len = len.min(self.size.saturating_sub(offset));
+        if !want_zero {
+            return Ok(StatusRun {
+                kind: RunKind::Data,
+                len,
+            });
+        }
         let e = self.storage.extent(offset, len)?;
         let kind = if e.hole { RunKind::Zero } else { RunKind::Data };
         Ok(StatusRun { kind, len: e.len })

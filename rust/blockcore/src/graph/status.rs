@@ -5,7 +5,8 @@
 //! format node asks its driver ([`FormatDriver::block_status`]) and calls a run its top layer
 //! does not hold zero when there is no backing node or the backing node ends before it; a
 //! protocol node reports its holes (`SEEK_DATA`/`SEEK_HOLE`); a filter passes to its `file`
-//! child; `null-co` reports neither data nor zeros. A run its top node does not hold continues
+//! child; `null-co` reports neither data nor zeros. Without `want_zero` (allocation questions)
+//! a protocol node does not look for holes. A run its top node does not hold continues
 //! down the backing chain, each layer asked only about what the one above left open, so the
 //! answer's length is the shortest of the layers' runs.
 //!
@@ -51,7 +52,21 @@ impl Graph {
         offset: u64,
         len: u64,
     ) -> Result<BlockStatus, GraphError> {
-        let mut status = self.node_block_status(node, offset, len)?;
+        self.status_above(node, base, true, offset, len)
+    }
+
+    /// [`Graph::block_status_above`] with QEMU's `want_zero` as a parameter: without it a
+    /// protocol node does not look for holes (all data), as when QEMU asks only about
+    /// allocation or its copy-on-write zero detection asks the backing chain.
+    pub(crate) fn status_above(
+        &mut self,
+        node: &str,
+        base: Option<&str>,
+        want_zero: bool,
+        offset: u64,
+        len: u64,
+    ) -> Result<BlockStatus, GraphError> {
+        let mut status = self.node_block_status(node, want_zero, offset, len)?;
         if status.len == 0 || status.allocated || base == Some(node) {
             return Ok(status);
         }
@@ -61,7 +76,7 @@ impl Graph {
             if base == Some(layer.as_str()) {
                 break;
             }
-            let s = self.node_block_status(&layer, offset, bytes)?;
+            let s = self.node_block_status(&layer, want_zero, offset, bytes)?;
             if s.len == 0 {
                 // A short layer: what the layers above read past its end is zeros, as if this
                 // layer held them.
@@ -99,6 +114,7 @@ impl Graph {
     fn node_block_status(
         &mut self,
         node: &str,
+        want_zero: bool,
         offset: u64,
         len: u64,
     ) -> Result<BlockStatus, GraphError> {
@@ -110,6 +126,7 @@ impl Graph {
         let backing = self.backing_of(node);
         let n = self.get_mut(node)?;
         match &mut n.data {
+            DataPath::Protocol(_) if !want_zero => Ok(BlockStatus::of(RunKind::Data, len)),
             DataPath::Protocol(store) => {
                 let e = store
                     .extent(offset, len)
@@ -127,16 +144,16 @@ impl Graph {
             DataPath::Filter { .. } => {
                 let child = n.child("file").map(str::to_string);
                 let child = child.ok_or_else(|| GraphError::NoMedium(node.into()))?;
-                self.node_block_status(&child, offset, len)
+                self.node_block_status(&child, want_zero, offset, len)
             }
             DataPath::Format(f) => {
-                let run = f.block_status(offset, len)?;
+                let run = f.block_status(want_zero, offset, len)?;
                 let mut status = BlockStatus::of(run.kind, run.len.clamp(1, len));
                 // A format that can have a backing node reads what it does not hold from there.
                 if run.kind == RunKind::Unallocated && f.supports_backing() {
                     status.zero = match backing {
                         None => true,
-                        Some(b) => offset >= self.get(&b)?.length()?,
+                        Some(b) => want_zero && offset >= self.get(&b)?.length()?,
                     };
                 }
                 Ok(status)

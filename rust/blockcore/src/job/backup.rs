@@ -301,7 +301,7 @@ impl<'a> NodeIo<'a> {
     fn block_status(&mut self, off: u64, bytes: u64) -> Option<(u64, bool)> {
         match self {
             NodeIo::Format(f) => {
-                let run = f.block_status(off, bytes).ok()?;
+                let run = f.block_status(true, off, bytes).ok()?;
                 let zero = match run.kind {
                     RunKind::Data => false,
                     RunKind::Zero => true,
@@ -607,19 +607,21 @@ impl Graph {
                 }
             }
             SyncMode::Top => {
-                let src_cluster = self
-                    .get(&b.source)?
-                    .cluster_size()
-                    .unwrap_or(b.cluster_size);
-                let step = src_cluster.min(b.cluster_size).max(1);
+                // A cluster is copied when any of it is allocated in the source's top layer
+                // (QEMU's bdrv_is_allocated: block status down to the source itself, without
+                // want_zero; a filter passes the question to its child).
                 let mut off = 0;
                 while off < b.len {
                     let end = (off + b.cluster_size).min(b.len);
                     let mut allocated = false;
                     let mut o = off;
                     while o < end && !allocated {
-                        allocated = self.is_allocated(&b.source, o)?;
-                        o += step;
+                        let s = self.status_above(&b.source, Some(&b.source), false, o, end - o)?;
+                        if s.len == 0 {
+                            break;
+                        }
+                        allocated = s.allocated;
+                        o += s.len;
                     }
                     if !allocated {
                         copy.reset_range(ByteRange::new(off, end - off));

@@ -355,14 +355,17 @@ mod tests {
         let mut q = image(4 << 20, K64);
         q.write_compressed(0, &vec![0x11; 2 * K64 as usize])
             .unwrap();
-        assert_eq!(q.block_status(0, 1 << 20).unwrap(), run(RunKind::Data, K64));
         assert_eq!(
-            q.block_status(K64, 1 << 20).unwrap(),
+            q.block_status(true, 0, 1 << 20).unwrap(),
+            run(RunKind::Data, K64)
+        );
+        assert_eq!(
+            q.block_status(true, K64, 1 << 20).unwrap(),
             run(RunKind::Data, K64)
         );
         // From inside the cluster: to its end.
         assert_eq!(
-            q.block_status(100, 1 << 20).unwrap(),
+            q.block_status(true, 100, 1 << 20).unwrap(),
             run(RunKind::Data, K64 - 100)
         );
     }
@@ -373,18 +376,21 @@ mod tests {
         q.write(K64, &[0x11; K64 as usize]).unwrap();
         q.write(0, &[0x12; K64 as usize]).unwrap();
         q.write(2 * K64, &[0x13; 2 * K64 as usize]).unwrap();
-        assert_eq!(q.block_status(0, 1 << 20).unwrap(), run(RunKind::Data, K64));
+        assert_eq!(
+            q.block_status(true, 0, 1 << 20).unwrap(),
+            run(RunKind::Data, K64)
+        );
         // 64k was allocated first, 128k..256k right after 0: one run from 128k only.
         assert_eq!(
-            q.block_status(K64, 1 << 20).unwrap(),
+            q.block_status(true, K64, 1 << 20).unwrap(),
             run(RunKind::Data, K64)
         );
         assert_eq!(
-            q.block_status(2 * K64, 1 << 20).unwrap(),
+            q.block_status(true, 2 * K64, 1 << 20).unwrap(),
             run(RunKind::Data, 2 * K64)
         );
         assert_eq!(
-            q.block_status(4 * K64, 1 << 20).unwrap(),
+            q.block_status(true, 4 * K64, 1 << 20).unwrap(),
             run(RunKind::Unallocated, 1 << 20)
         );
     }
@@ -397,15 +403,21 @@ mod tests {
             .unwrap();
         q.write_zeroes_backed(K64, K64, &mut NoBacking, false)
             .unwrap();
-        assert_eq!(q.block_status(0, 1 << 20).unwrap(), run(RunKind::Zero, K64));
         assert_eq!(
-            q.block_status(K64, 1 << 20).unwrap(),
+            q.block_status(true, 0, 1 << 20).unwrap(),
             run(RunKind::Zero, K64)
         );
-        assert_eq!(q.block_status(K64, 1000).unwrap(), run(RunKind::Zero, 1000));
+        assert_eq!(
+            q.block_status(true, K64, 1 << 20).unwrap(),
+            run(RunKind::Zero, K64)
+        );
+        assert_eq!(
+            q.block_status(true, K64, 1000).unwrap(),
+            run(RunKind::Zero, 1000)
+        );
         // At the image end the run stops there.
         assert_eq!(
-            q.block_status((4 << 20) - 4096, 1 << 20).unwrap(),
+            q.block_status(true, (4 << 20) - 4096, 1 << 20).unwrap(),
             run(RunKind::Unallocated, 4096)
         );
     }
@@ -415,14 +427,14 @@ mod tests {
         // 512-byte clusters: one L2 table maps 64 clusters, 32 KiB.
         let mut q = image(1 << 20, 512);
         assert_eq!(
-            q.block_status(1000, 1 << 20).unwrap(),
+            q.block_status(true, 1000, 1 << 20).unwrap(),
             run(RunKind::Unallocated, 32768 - 1000)
         );
         q.write(0, &[0x11; 65536]).unwrap();
-        let first = q.block_status(0, 1 << 20).unwrap();
+        let first = q.block_status(true, 0, 1 << 20).unwrap();
         assert_eq!(first.kind, RunKind::Data);
         assert!(first.len <= 32768, "{first:?}");
-        let second = q.block_status(32768, 1 << 20).unwrap();
+        let second = q.block_status(true, 32768, 1 << 20).unwrap();
         assert_eq!(second.kind, RunKind::Data);
         assert!(second.len <= 32768, "{second:?}");
     }

@@ -306,25 +306,12 @@ impl FormatDriver for Qcow2 {
         self.discard_guest(offset, len, backing.present())
     }
 
-    fn is_zero_backed(
+    fn block_status(
         &mut self,
+        _want_zero: bool,
         offset: u64,
         len: u64,
-        backing: &mut dyn Backing,
-    ) -> Result<bool, FormatError> {
-        self.range_is_zero(offset, len, backing, true)
-    }
-
-    fn is_zero_unprobed_backed(
-        &mut self,
-        offset: u64,
-        len: u64,
-        backing: &mut dyn Backing,
-    ) -> Result<bool, FormatError> {
-        self.range_is_zero(offset, len, backing, false)
-    }
-
-    fn block_status(&mut self, offset: u64, len: u64) -> Result<StatusRun, FormatError> {
+    ) -> Result<StatusRun, FormatError> {
         let len = len.min(self.header.size.saturating_sub(offset));
         if len == 0 {
             return Ok(StatusRun {
