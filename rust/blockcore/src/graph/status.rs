@@ -1,14 +1,14 @@
 //! Block status through the graph: QEMU's `bdrv_block_status_above` with `want_zero`, the
 //! question "what is at this offset, and for how long" that block jobs size their requests by.
 //!
-//! One node answers as QEMU's generic layer around its driver does (`bdrv_co_block_status`): a
-//! format node asks its driver ([`FormatDriver::block_status`]) and calls a run its top layer
-//! does not hold zero when there is no backing node or the backing node ends before it; a
-//! protocol node reports its holes (`SEEK_DATA`/`SEEK_HOLE`); a filter passes to its `file`
-//! child; `null-co` reports neither data nor zeros. Without `want_zero` (allocation questions)
-//! a protocol node does not look for holes. A run its top node does not hold continues
-//! down the backing chain, each layer asked only about what the one above left open, so the
-//! answer's length is the shortest of the layers' runs.
+//! One node answers as QEMU's generic layer around its driver does (`bdrv_co_block_status`):
+//! a format node asks its driver ([`crate::format::FormatDriver::block_status`]) and calls a
+//! run its top layer does not hold zero when there is no backing node or the backing node ends
+//! before it; a protocol node reports its holes (`SEEK_DATA`/`SEEK_HOLE`); a filter passes to
+//! its `file` child; `null-co` reports neither data nor zeros. Without `want_zero` (allocation
+//! questions) a protocol node does not look for holes. A run its top node does not hold
+//! continues down the backing chain, each layer asked only about what the one above left
+//! open, so the answer's length is the shortest of the layers' runs.
 //!
 //! Only answers: nothing here reads guest data or changes the graph.
 
