@@ -12,11 +12,13 @@ from reference.machine import Machine
 #: say so when they skip. The jobs issue adds ``blockdev-backup``/``drive-backup``, the
 #: snapshots issue ``blockdev-snapshot*``, ``backing-chains`` and ``image-locking``;
 #: ``job-drain-order``: several jobs pause and resume in QEMU's order when a drained section
-#: holds them (job/drain.rs).
+#: holds them (job/drain.rs); ``block-status-runs``: a backup sizes each request by the source's
+#: block status runs and writes zeroes where they read as zero (graph/status.rs).
 FEATURES: frozenset[str] = frozenset(
     {
         "backing-chains",
         "bitmaps",
+        "block-status-runs",
         "copy-on-read",
         "blockdev-backup",
         "blockdev-snapshot",

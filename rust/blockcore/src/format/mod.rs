@@ -148,6 +148,28 @@ impl Backing for NoBacking {
     }
 }
 
+/// What one layer's block status says about the start of a range: QEMU's
+/// `bdrv_co_block_status` of a format node before the generic layer adds what a missing or
+/// short backing node means.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RunKind {
+    /// Data held by this layer (`BDRV_BLOCK_DATA`).
+    Data,
+    /// Reads as zeros, recorded by this layer (`BDRV_BLOCK_ZERO`).
+    Zero,
+    /// Not held by this layer: the backing node's, or zeros without one.
+    Unallocated,
+}
+
+/// One run of a block status answer: `len` bytes from the queried offset have `kind`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct StatusRun {
+    /// What the run is.
+    pub kind: RunKind,
+    /// Its length in bytes (at least 1 for a non-empty query inside the image).
+    pub len: u64,
+}
+
 /// One internal snapshot of an image (QEMU's `QEMUSnapshotInfo`).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct SnapshotEntry {
@@ -247,27 +269,21 @@ pub trait FormatDriver: Send + std::fmt::Debug {
         let _ = backing;
         self.discard(offset, len)
     }
-    /// Whether block status calls `[offset, offset + len)` zero through the backing chain (see
-    /// [`Backing::is_zero`]). Formats without allocation information answer `false`.
-    fn is_zero_backed(
+    /// Block status of this layer at `offset`: the kind of the first run of at most `len`
+    /// bytes and its length (QEMU's driver `bdrv_co_block_status`; without `want_zero` a
+    /// driver need not look for zeros below it). Formats without allocation information call
+    /// everything data.
+    fn block_status(
         &mut self,
+        want_zero: bool,
         offset: u64,
         len: u64,
-        backing: &mut dyn Backing,
-    ) -> Result<bool, FormatError> {
-        let _ = (offset, len, backing);
-        Ok(false)
-    }
-    /// [`FormatDriver::is_zero_backed`] without probing the protocol layer (see
-    /// [`Backing::is_zero_unprobed`]). Formats without allocation information answer `false`.
-    fn is_zero_unprobed_backed(
-        &mut self,
-        offset: u64,
-        len: u64,
-        backing: &mut dyn Backing,
-    ) -> Result<bool, FormatError> {
-        let _ = (offset, len, backing);
-        Ok(false)
+    ) -> Result<StatusRun, FormatError> {
+        let _ = (want_zero, offset);
+        Ok(StatusRun {
+            kind: RunKind::Data,
+            len,
+        })
     }
     /// Whether the format can have a backing node (qcow2).
     fn supports_backing(&self) -> bool {

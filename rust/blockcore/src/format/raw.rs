@@ -1,6 +1,6 @@
 //! The `raw` format: guest offset = store offset; the virtual size is the store's length.
 
-use super::{FormatDriver, FormatError};
+use super::{FormatDriver, FormatError, RunKind, StatusRun};
 use crate::storage::Storage;
 use std::sync::Arc;
 
@@ -56,13 +56,24 @@ impl FormatDriver for Raw {
         self.read_only
     }
 
-    fn is_zero_backed(
+    /// Raw passes block status to its file: holes read as zeros, the rest is data (all of it
+    /// without `want_zero`, where the file does not look for holes).
+    fn block_status(
         &mut self,
+        want_zero: bool,
         offset: u64,
         len: u64,
-        _backing: &mut dyn crate::format::Backing,
-    ) -> Result<bool, FormatError> {
-        Ok(self.storage.is_hole(offset, len)?)
+    ) -> Result<StatusRun, FormatError> {
+        let len = len.min(self.size.saturating_sub(offset));
+        if !want_zero {
+            return Ok(StatusRun {
+                kind: RunKind::Data,
+                len,
+            });
+        }
+        let e = self.storage.extent(offset, len)?;
+        let kind = if e.hole { RunKind::Zero } else { RunKind::Data };
+        Ok(StatusRun { kind, len: e.len })
     }
 
     fn set_read_only(&mut self) {

@@ -11,6 +11,7 @@
 //! children). QEMU's lookups and their error messages belong to the reference engine.
 
 mod observed;
+mod status;
 
 use crate::bitmap::{Bits, DirtyBitmap, SizeMismatch};
 use crate::format::{
@@ -22,6 +23,7 @@ use crate::storage::lock::{self, LockError};
 use crate::storage::{BlkdebugStorage, FileStorage, InjectRule, NullStorage, StateRule, Storage};
 use crate::units::{ByteRange, Granularity};
 pub(crate) use observed::ObservedStorage;
+pub use status::BlockStatus;
 use std::sync::Arc;
 
 /// The copy-on-read unit for a child without clusters (QEMU's default cluster size).
@@ -1313,10 +1315,9 @@ struct GraphBacking<'a> {
 }
 
 impl GraphBacking<'_> {
-    /// Whether `[offset, offset + len)` reads as zeros by block status: past a short node's end
-    /// always; a format node asks its driver; a filter passes to its `file` child. `probe`: a
-    /// protocol node reports its holes (the usual block status), or else counts as all data
-    /// (the status QEMU's copy-on-write zero detection uses, which does not probe the protocol).
+    /// Whether block status calls all of `[offset, offset + len)` zero, run by run (past a
+    /// short node's end always). `probe` is QEMU's `want_zero`: without it a protocol node's
+    /// holes count as data (the status QEMU's copy-on-write zero detection uses).
     fn block_status_zero(
         &mut self,
         offset: u64,
@@ -1327,38 +1328,22 @@ impl GraphBacking<'_> {
             GraphError::Format(f) => f,
             other => FormatError::Io(std::io::Error::other(other.to_string())),
         };
-        let node = self.graph.get(&self.node).map_err(to_format)?;
-        let blen = node.length().map_err(to_format)?;
-        // Past the end of a short backing the chain reads zeros, and block status says so.
-        let inside = blen.saturating_sub(offset).min(len);
-        if inside == 0 {
-            return Ok(true);
-        }
-        match node.data {
-            DataPath::Format(_) => self
+        let end = offset.saturating_add(len);
+        let mut pos = offset;
+        while pos < end {
+            let s = self
                 .graph
-                .with_driver(&self.node.clone(), |f, bk| {
-                    if probe {
-                        f.is_zero_backed(offset, inside, bk)
-                    } else {
-                        f.is_zero_unprobed_backed(offset, inside, bk)
-                    }
-                })
-                .map_err(to_format),
-            DataPath::Protocol(ref st) if probe => Ok(st.is_hole(offset, inside)?),
-            // Filters (copy-before-write, copy-on-read) report what their `file` child does.
-            DataPath::Filter { .. } => match node.child("file").map(str::to_string) {
-                Some(child) => GraphBacking {
-                    graph: &mut *self.graph,
-                    node: child,
-                }
-                .block_status_zero(offset, inside, probe),
-                None => Ok(false),
-            },
-            // null-co reports data (its read-zeroes option is off by default); unprobed, a
-            // protocol node is all data.
-            DataPath::Protocol(_) | DataPath::Null(_) => Ok(false),
+                .status_above(&self.node, None, probe, pos, end - pos)
+                .map_err(to_format)?;
+            if s.len == 0 {
+                return Ok(true);
+            }
+            if !s.zero {
+                return Ok(false);
+            }
+            pos += s.len;
         }
+        Ok(true)
     }
 }
 

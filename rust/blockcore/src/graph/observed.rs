@@ -74,6 +74,9 @@ impl Storage for ObservedStorage {
     fn is_hole(&self, offset: u64, len: u64) -> io::Result<bool> {
         self.inner.is_hole(offset, len)
     }
+    fn extent(&self, offset: u64, len: u64) -> io::Result<crate::storage::Extent> {
+        self.inner.extent(offset, len)
+    }
 
     fn filename(&self) -> Option<&str> {
         self.inner.filename()

@@ -11,6 +11,7 @@
 
 use super::{strerror, EventValue, Events, IoStatus, Job, JobError, JobEvent, RateLimit};
 use crate::bitmap::{Bits, DirtyBitmap};
+use crate::format::RunKind;
 use crate::graph::{Child, DataPath, Driver, Graph, GraphError, Node, WriteKind};
 use crate::storage::Storage;
 use crate::units::{ByteRange, Granularity};
@@ -304,20 +305,22 @@ impl<'a> NodeIo<'a> {
         }
     }
 
-    /// The end of the same-allocation-status run from `off` (before `end`) and that status.
-    fn same_status_end(&mut self, off: u64, end: u64, cs: u64) -> Result<(u64, bool), i32> {
-        let NodeIo::Format(f) = self else {
-            return Ok((end, true));
-        };
-        let first = f.is_allocated(off).map_err(|e| e.errno())?;
-        let mut pos = off + cs;
-        while pos < end {
-            if f.is_allocated(pos).map_err(|e| e.errno())? != first {
-                return Ok((pos, first));
+    /// Block status at `off` of a node without backing: the first run's length (at most
+    /// `bytes`) and whether it reads as zeros; `None` when the query fails.
+    fn block_status(&mut self, off: u64, bytes: u64) -> Option<(u64, bool)> {
+        match self {
+            NodeIo::Format(f) => {
+                let run = f.block_status(true, off, bytes).ok()?;
+                let zero = match run.kind {
+                    RunKind::Data => false,
+                    RunKind::Zero => true,
+                    // Unallocated without a backing node reads as zeros.
+                    RunKind::Unallocated => f.supports_backing(),
+                };
+                Some((run.len, zero))
             }
-            pos += cs;
+            NodeIo::Store(s) => s.extent(off, bytes).ok().map(|e| (e.len, e.hole)),
         }
-        Ok((end, first))
     }
 
     fn write(&mut self, off: u64, data: &[u8], compress: bool) -> Result<(), (bool, i32)> {
@@ -343,6 +346,24 @@ impl<'a> NodeIo<'a> {
                 .map_err(|e| e.raw_os_error().unwrap_or(EIO)),
         };
         r.map_err(|e| (false, e))
+    }
+}
+
+/// QEMU's `block_copy_block_status` from a status answer `(run length, zero)` at `off`: a run
+/// shorter than the job cluster, or no answer, is one cluster of data; a longer run is aligned
+/// down to the cluster, or up where it reaches the end of the source (`len`). Returns the
+/// request's length and whether it writes zeroes.
+fn request_len(status: Option<(u64, bool)>, off: u64, cluster: u64, len: u64) -> (u64, bool) {
+    match status {
+        Some((n, zero)) if n >= cluster => {
+            let n = if off + n == len {
+                n.div_ceil(cluster) * cluster
+            } else {
+                n / cluster * cluster
+            };
+            (n, zero)
+        }
+        _ => (cluster, false),
     }
 }
 
@@ -596,19 +617,21 @@ impl Graph {
                 }
             }
             SyncMode::Top => {
-                let src_cluster = self
-                    .get(&b.source)?
-                    .cluster_size()
-                    .unwrap_or(b.cluster_size);
-                let step = src_cluster.min(b.cluster_size).max(1);
+                // A cluster is copied when any of it is allocated in the source's top layer
+                // (QEMU's bdrv_is_allocated: block status down to the source itself, without
+                // want_zero; a filter passes the question to its child).
                 let mut off = 0;
                 while off < b.len {
                     let end = (off + b.cluster_size).min(b.len);
                     let mut allocated = false;
                     let mut o = off;
                     while o < end && !allocated {
-                        allocated = self.is_allocated(&b.source, o)?;
-                        o += step;
+                        let s = self.status_above(&b.source, Some(&b.source), false, o, end - o)?;
+                        if s.len == 0 {
+                            break;
+                        }
+                        allocated = s.allocated;
+                        o += s.len;
                     }
                     if !allocated {
                         copy.reset_range(ByteRange::new(off, end - off));
@@ -635,22 +658,6 @@ impl Graph {
         }
     }
 
-    /// Whether the cluster at `offset` of `node` is allocated in it or anywhere down its backing
-    /// chain (QEMU's `bdrv_is_allocated_above` to the bottom): what a backup reads as data
-    /// rather than zeroes. Past the end of a short backing the chain reads zeros.
-    pub fn is_allocated_in_chain(&mut self, node: &str, offset: u64) -> Result<bool, GraphError> {
-        let mut cur = node.to_string();
-        loop {
-            if self.is_allocated(&cur, offset)? {
-                return Ok(true);
-            }
-            match self.backing_of(&cur) {
-                Some(b) if offset < self.get(&b)?.length()? => cur = b,
-                _ => return Ok(false),
-            }
-        }
-    }
-
     /// The next run of clusters to copy at or after byte `from`: `(offset, end)`, at most
     /// `limit` bytes.
     fn next_run(bits: &Bits, cluster: u64, len: u64, limit: u64, from: u64) -> Option<(u64, u64)> {
@@ -663,22 +670,18 @@ impl Graph {
         Some((first * cluster, (last * cluster).min(len)))
     }
 
-    /// The end of the run of clusters from `off` (before `end`) whose allocation status in the
-    /// source's backing chain is that of the first.
-    fn same_status_end(&mut self, b: &Backup, off: u64, end: u64) -> Result<u64, GraphError> {
-        let first = self.is_allocated_in_chain(&b.source, off)?;
-        let mut pos = off + b.cluster_size;
-        while pos < end {
-            if self.is_allocated_in_chain(&b.source, pos)? != first {
-                return Ok(pos);
-            }
-            pos += b.cluster_size;
-        }
-        Ok(end)
+    /// The request block-copy makes at `off` (dirty up to `end`): it ends where the source's
+    /// block status run does (see [`request_len`]; `base` is none: the background copy asks
+    /// about the whole chain), and writes zeroes where the run reads as zeros.
+    fn backup_request(&mut self, b: &Backup, off: u64, end: u64) -> (u64, bool) {
+        let status = self
+            .block_status_above(&b.source, None, off, end - off)
+            .ok()
+            .map(|s| (s.len, s.zero));
+        let (n, zero) = request_len(status, off, b.cluster_size, b.len);
+        ((off + n).min(end), zero)
     }
 
-    /// Copies `[off, end)` from the job's source to its target, as data or zeroes. Errors say
-    /// whether the read failed (true) or the write.
     /// `discard-source`: the copied range is discarded on the source, below the filter (no
     /// copy-before-write of its own); like QEMU, a failed discard is ignored.
     fn discard_copied(&mut self, b: &Backup, off: u64, end: u64) {
@@ -690,17 +693,17 @@ impl Graph {
         self.jobs.discarding = false;
     }
 
-    fn backup_copy(&mut self, b: &Backup, off: u64, end: u64) -> Result<(), (bool, i32)> {
+    /// Copies the request `[off, end)` from the job's source to its target: zeroes where
+    /// `zero`, else the data read. Errors say whether the read failed (true) or the write.
+    fn backup_copy(
+        &mut self,
+        b: &Backup,
+        off: u64,
+        end: u64,
+        zero: bool,
+    ) -> Result<(), (bool, i32)> {
         let len = end - off;
-        let mut zero = true;
-        let mut o = off;
-        while o < end && zero {
-            zero = !self
-                .is_allocated_in_chain(&b.source, o)
-                .map_err(|e| (true, errno_of(&e)))?;
-            o += b.cluster_size.min(64 * 1024);
-        }
-        if zero && self.get(&b.source).is_ok_and(|n| n.format().is_some()) {
+        if zero {
             // Block-copy writes zeroes without BDRV_REQ_MAY_UNMAP.
             return self
                 .write(&b.target, off, WriteKind::ZeroesNoUnmap, &[], len)
@@ -751,16 +754,10 @@ impl Graph {
                 break;
             };
             tasks += 1;
-            match self.same_status_end(&b, off, end) {
-                Ok(e) => end = e,
-                Err(e) => {
-                    first_error.get_or_insert((true, errno_of(&e), tasks - 1));
-                    from = end;
-                    continue;
-                }
-            }
+            let (request_end, zero) = self.backup_request(&b, off, end);
+            end = request_end;
             from = end;
-            match self.backup_copy(&b, off, end) {
+            match self.backup_copy(&b, off, end, zero) {
                 Ok(()) => {
                     self.discard_copied(&b, off, end);
                     if let Some(c) = self.copy_bitmap_mut(&b) {
@@ -849,20 +846,16 @@ impl Graph {
                 let Some((off, mut end)) = Self::next_run(&bits, cs, len, limit, from) else {
                     break;
                 };
-                let data = match src.same_status_end(off, end, cs) {
-                    Err(e) => Payload::Failed((true, e)),
-                    Ok((e, allocated)) => {
-                        end = e;
-                        if !allocated {
-                            Payload::Zeroes
-                        } else {
-                            let mut buf = back_rx.try_recv().unwrap_or_default();
-                            buf.resize((end - off) as usize, 0);
-                            match src.read(off, &mut buf) {
-                                Ok(()) => Payload::Data(buf),
-                                Err(e) => Payload::Failed((true, e)),
-                            }
-                        }
+                let (n, zero) = request_len(src.block_status(off, end - off), off, cs, len);
+                end = (off + n).min(end);
+                let data = if zero {
+                    Payload::Zeroes
+                } else {
+                    let mut buf = back_rx.try_recv().unwrap_or_default();
+                    buf.resize((end - off) as usize, 0);
+                    match src.read(off, &mut buf) {
+                        Ok(()) => Payload::Data(buf),
+                        Err(e) => Payload::Failed((true, e)),
                     }
                 };
                 from = end;
@@ -997,25 +990,30 @@ impl Graph {
                 let dirty = self.copy_bitmap(&b).is_some_and(|c| c.bits.get(pos));
                 let next = (pos + cs).min(b.len);
                 if dirty {
-                    // Extend over the following dirty clusters of the range.
+                    // Extend over the following dirty clusters of the range (up to a chunk),
+                    // then copy it request by request, each sized by block status.
                     let mut run_end = next;
-                    while run_end < end && self.copy_bitmap(&b).is_some_and(|c| c.bits.get(run_end))
+                    while run_end < end
+                        && run_end - pos < MAX_CHUNK
+                        && self.copy_bitmap(&b).is_some_and(|c| c.bits.get(run_end))
                     {
                         run_end = (run_end + cs).min(b.len);
                     }
-                    self.backup_copy(&b, pos, run_end).map_err(|(_, errno)| {
-                        GraphError::Format(crate::format::FormatError::Io(
-                            std::io::Error::from_raw_os_error(errno),
-                        ))
-                    })?;
-                    self.discard_copied(&b, pos, run_end);
+                    let (request_end, zero) = self.backup_request(&b, pos, run_end);
+                    self.backup_copy(&b, pos, request_end, zero)
+                        .map_err(|(_, errno)| {
+                            GraphError::Format(crate::format::FormatError::Io(
+                                std::io::Error::from_raw_os_error(errno),
+                            ))
+                        })?;
+                    self.discard_copied(&b, pos, request_end);
                     if let Some(c) = self.copy_bitmap_mut(&b) {
-                        c.bits.reset_range(ByteRange::new(pos, run_end - pos));
+                        c.bits.reset_range(ByteRange::new(pos, request_end - pos));
                     }
                     if let Ok(i) = self.job_index(&id) {
-                        self.jobs.jobs[i].current_progress += run_end - pos;
+                        self.jobs.jobs[i].current_progress += request_end - pos;
                     }
-                    pos = run_end;
+                    pos = request_end;
                 } else {
                     pos = next;
                 }
@@ -1163,5 +1161,40 @@ impl Graph {
         // Closing the filter drops the last reference to a job-owned target.
         let closes = if all == 0 { 0 } else { b.target_owned_nodes };
         self.drain_all_pairs(all.saturating_sub(2) + closes, ev);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const CS: u64 = BACKUP_CLUSTER_SIZE;
+
+    #[test]
+    fn request_len_short_run_or_no_answer_is_one_cluster_of_data() {
+        assert_eq!(request_len(Some((4096, true)), 0, CS, 1 << 22), (CS, false));
+        assert_eq!(request_len(None, CS, CS, 1 << 22), (CS, false));
+    }
+
+    #[test]
+    fn request_len_aligns_down_inside_and_up_at_the_end() {
+        assert_eq!(
+            request_len(Some((3 * CS, true)), 0, CS, 1 << 22),
+            (3 * CS, true)
+        );
+        assert_eq!(
+            request_len(Some((CS + 100, false)), 0, CS, 1 << 22),
+            (CS, false)
+        );
+        // A source of 200k: the run from 128k to its end is one request of two clusters.
+        let len = 200 * 1024;
+        assert_eq!(
+            request_len(Some((len - 2 * CS, false)), 2 * CS, CS, len),
+            (2 * CS, false)
+        );
+        assert_eq!(
+            request_len(Some((len - CS, true)), CS, CS, len),
+            (3 * CS, true)
+        );
     }
 }

@@ -200,6 +200,13 @@ impl Storage for BlkdebugStorage {
         }
         self.inner.is_hole(offset, len)
     }
+    fn extent(&self, offset: u64, len: u64) -> io::Result<super::Extent> {
+        // A failed block-status query: no information, so data.
+        if self.check(IoType::BlockStatus, offset, len).is_err() {
+            return Ok(super::Extent { hole: false, len });
+        }
+        self.inner.extent(offset, len)
+    }
     fn debug_event(&self, event: &str) {
         let mut r = self.lock();
         let state = r.state;

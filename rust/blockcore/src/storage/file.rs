@@ -1,6 +1,6 @@
 //! A store on a host file, with positioned I/O (no shared cursor, so `&self` suffices).
 
-use super::Storage;
+use super::{Extent, Storage};
 use std::fs::{File, OpenOptions};
 use std::io;
 use std::os::fd::AsRawFd;
@@ -169,5 +169,35 @@ impl Storage for FileStorage {
             };
         }
         Ok(data as u64 >= offset.saturating_add(len))
+    }
+
+    fn extent(&self, offset: u64, len: u64) -> io::Result<Extent> {
+        let fd = self.file.as_raw_fd();
+        let Ok(start) = libc::off_t::try_from(offset) else {
+            return Ok(Extent { hole: true, len });
+        };
+        // SAFETY: lseek on an open fd has no memory effects.
+        let data = unsafe { libc::lseek(fd, start, libc::SEEK_DATA) };
+        if data == -1 {
+            // ENXIO: a trailing hole (or past the end); other errors: no information, data.
+            let hole = io::Error::last_os_error().raw_os_error() == Some(libc::ENXIO);
+            return Ok(Extent { hole, len });
+        }
+        let data = data as u64;
+        if data > offset {
+            let len = len.min(data - offset);
+            return Ok(Extent { hole: true, len });
+        }
+        // SAFETY: as above.
+        let hole = unsafe { libc::lseek(fd, start, libc::SEEK_HOLE) };
+        let run = if hole == -1 {
+            len
+        } else {
+            (hole as u64).saturating_sub(offset).clamp(1, len.max(1))
+        };
+        Ok(Extent {
+            hole: false,
+            len: run.min(len),
+        })
     }
 }

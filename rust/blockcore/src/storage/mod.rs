@@ -19,6 +19,15 @@ pub use null::NullStorage;
 use std::fmt::Debug;
 use std::io;
 
+/// The first extent of a range as the `file` driver's block status sees it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Extent {
+    /// A hole (or past the end): reads as zeros, no data.
+    pub hole: bool,
+    /// Its length in bytes, at most the length asked about.
+    pub len: u64,
+}
+
 /// A byte-addressed store.
 pub trait Storage: Send + Sync + Debug {
     /// Fills `buf` from `offset`; bytes past the end of the store read as zero.
@@ -83,5 +92,14 @@ pub trait Storage: Send + Sync + Debug {
     fn is_hole(&self, offset: u64, len: u64) -> io::Result<bool> {
         let _ = (offset, len);
         Ok(false)
+    }
+    /// The extent at `offset` (at most `len` bytes): a hole up to the next data, or data up to
+    /// the next hole, as QEMU's `file` driver answers block status (`SEEK_DATA`, `SEEK_HOLE`).
+    /// Stores that cannot tell answer [`Storage::is_hole`] for the whole range.
+    fn extent(&self, offset: u64, len: u64) -> io::Result<Extent> {
+        Ok(Extent {
+            hole: self.is_hole(offset, len)?,
+            len,
+        })
     }
 }

@@ -233,6 +233,59 @@ impl Mapping {
     }
 }
 
+impl Mapping {
+    /// QEMU's qcow2 block status at guest offset `off`: the kind of its cluster and how many
+    /// bytes from `off` (at most `len`) share it. A run ends where the cluster kind changes
+    /// (normal, zero with a host cluster, plain zero, unallocated), where the host clusters of
+    /// normal or zero-allocated clusters stop being contiguous, and at the end of the L2 table
+    /// the lookup covers (QEMU's L2 slice is one cluster by default, the whole table); a
+    /// compressed cluster is a run of its own, and a range without an L2 table is unallocated
+    /// up to that table's end (`qcow2_get_host_offset`, `count_contiguous_subclusters`).
+    pub fn status_run(
+        &mut self,
+        storage: &dyn Storage,
+        off: GuestOffset,
+        len: u64,
+    ) -> Result<(ClusterKind, u64), FormatError> {
+        let geo = self.geo;
+        let cs = geo.cluster_size();
+        let in_cluster = geo.in_cluster(off);
+        let first = geo.l2_index(off) as u64;
+        let available = (geo.l2_entries() - first) * cs;
+        let needed = (len + in_cluster).min(available);
+        let Some((l2, _)) = self.l2_offset(geo.l1_index(off))? else {
+            return Ok((ClusterKind::Unallocated, needed - in_cluster));
+        };
+        let table = self.l2_table(storage, l2)?;
+        let nb = needed.div_ceil(cs).max(1);
+        let entries = &table[first as usize..(first + nb) as usize];
+        let kind = check_entry(entries[0], geo, l2, first as usize)?;
+        if matches!(kind, ClusterKind::Compressed { .. }) {
+            return Ok((kind, (cs - in_cluster).min(len)));
+        }
+        let mut count = 1u64;
+        for (i, &e) in entries.iter().enumerate().skip(1) {
+            // Later entries are compared, not validated: a bad offset ends the run.
+            let next = ClusterKind::decode(e, geo);
+            let same = match (kind, next) {
+                (ClusterKind::Normal { host: a, .. }, ClusterKind::Normal { host: b, .. })
+                | (
+                    ClusterKind::ZeroAlloc { host: a, .. },
+                    ClusterKind::ZeroAlloc { host: b, .. },
+                ) => b.0 == a.0 + i as u64 * cs,
+                (ClusterKind::ZeroPlain, ClusterKind::ZeroPlain)
+                | (ClusterKind::Unallocated, ClusterKind::Unallocated) => true,
+                _ => false,
+            };
+            if !same {
+                break;
+            }
+            count += 1;
+        }
+        Ok((kind, (count * cs).min(needed) - in_cluster))
+    }
+}
+
 /// Decodes an L2 entry, refusing unaligned data offsets as QEMU does.
 pub fn check_entry(e: u64, geo: Geometry, l2: u64, i: usize) -> Result<ClusterKind, FormatError> {
     let kind = ClusterKind::decode(e, geo);
@@ -274,6 +327,116 @@ mod tests {
                 copied: false
             }
         );
+    }
+
+    use crate::format::qcow2::{CreateOptions, Qcow2};
+    use crate::format::{FormatDriver, NoBacking, RunKind, StatusRun};
+    use crate::storage::MemStorage;
+    use std::sync::Arc;
+
+    const K64: u64 = 65536;
+
+    fn image(size: u64, cluster_size: u64) -> Qcow2 {
+        let st = Arc::new(MemStorage::new());
+        let opts = CreateOptions {
+            cluster_size,
+            ..CreateOptions::new(size)
+        };
+        Qcow2::create(st.clone(), &opts).unwrap();
+        Qcow2::open(st, false).unwrap()
+    }
+
+    fn run(kind: RunKind, len: u64) -> StatusRun {
+        StatusRun { kind, len }
+    }
+
+    #[test]
+    fn status_run_compressed_clusters_one_at_a_time() {
+        let mut q = image(4 << 20, K64);
+        q.write_compressed(0, &vec![0x11; 2 * K64 as usize])
+            .unwrap();
+        assert_eq!(
+            q.block_status(true, 0, 1 << 20).unwrap(),
+            run(RunKind::Data, K64)
+        );
+        assert_eq!(
+            q.block_status(true, K64, 1 << 20).unwrap(),
+            run(RunKind::Data, K64)
+        );
+        // From inside the cluster: to its end.
+        assert_eq!(
+            q.block_status(true, 100, 1 << 20).unwrap(),
+            run(RunKind::Data, K64 - 100)
+        );
+    }
+
+    #[test]
+    fn status_run_ends_where_host_clusters_stop_being_contiguous() {
+        let mut q = image(4 << 20, K64);
+        q.write(K64, &[0x11; K64 as usize]).unwrap();
+        q.write(0, &[0x12; K64 as usize]).unwrap();
+        q.write(2 * K64, &[0x13; 2 * K64 as usize]).unwrap();
+        assert_eq!(
+            q.block_status(true, 0, 1 << 20).unwrap(),
+            run(RunKind::Data, K64)
+        );
+        // 64k was allocated first, 128k..256k right after 0: one run from 128k only.
+        assert_eq!(
+            q.block_status(true, K64, 1 << 20).unwrap(),
+            run(RunKind::Data, K64)
+        );
+        assert_eq!(
+            q.block_status(true, 2 * K64, 1 << 20).unwrap(),
+            run(RunKind::Data, 2 * K64)
+        );
+        assert_eq!(
+            q.block_status(true, 4 * K64, 1 << 20).unwrap(),
+            run(RunKind::Unallocated, 1 << 20)
+        );
+    }
+
+    #[test]
+    fn status_run_ends_between_zero_kinds_and_at_the_request_end() {
+        let mut q = image(4 << 20, K64);
+        q.write(0, &[0x11; K64 as usize]).unwrap();
+        q.write_zeroes_backed(0, K64, &mut NoBacking, false)
+            .unwrap();
+        q.write_zeroes_backed(K64, K64, &mut NoBacking, false)
+            .unwrap();
+        assert_eq!(
+            q.block_status(true, 0, 1 << 20).unwrap(),
+            run(RunKind::Zero, K64)
+        );
+        assert_eq!(
+            q.block_status(true, K64, 1 << 20).unwrap(),
+            run(RunKind::Zero, K64)
+        );
+        assert_eq!(
+            q.block_status(true, K64, 1000).unwrap(),
+            run(RunKind::Zero, 1000)
+        );
+        // At the image end the run stops there.
+        assert_eq!(
+            q.block_status(true, (4 << 20) - 4096, 1 << 20).unwrap(),
+            run(RunKind::Unallocated, 4096)
+        );
+    }
+
+    #[test]
+    fn status_run_ends_at_the_l2_table_end() {
+        // 512-byte clusters: one L2 table maps 64 clusters, 32 KiB.
+        let mut q = image(1 << 20, 512);
+        assert_eq!(
+            q.block_status(true, 1000, 1 << 20).unwrap(),
+            run(RunKind::Unallocated, 32768 - 1000)
+        );
+        q.write(0, &[0x11; 65536]).unwrap();
+        let first = q.block_status(true, 0, 1 << 20).unwrap();
+        assert_eq!(first.kind, RunKind::Data);
+        assert!(first.len <= 32768, "{first:?}");
+        let second = q.block_status(true, 32768, 1 << 20).unwrap();
+        assert_eq!(second.kind, RunKind::Data);
+        assert!(second.len <= 32768, "{second:?}");
     }
 
     #[test]

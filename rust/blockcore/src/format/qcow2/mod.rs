@@ -43,8 +43,8 @@ pub mod units;
 pub use create::{Compat, CreateOptions};
 
 use super::{
-    Backing, BitmapStoreError, FormatDriver, FormatError, LoadedBitmap, NoBacking, SnapshotEntry,
-    SnapshotParams,
+    Backing, BitmapStoreError, FormatDriver, FormatError, LoadedBitmap, NoBacking, RunKind,
+    SnapshotEntry, SnapshotParams, StatusRun,
 };
 use crate::bitmap::DirtyBitmap;
 use crate::storage::Storage;
@@ -306,22 +306,33 @@ impl FormatDriver for Qcow2 {
         self.discard_guest(offset, len, backing.present())
     }
 
-    fn is_zero_backed(
+    fn block_status(
         &mut self,
+        _want_zero: bool,
         offset: u64,
         len: u64,
-        backing: &mut dyn Backing,
-    ) -> Result<bool, FormatError> {
-        self.range_is_zero(offset, len, backing, true)
-    }
-
-    fn is_zero_unprobed_backed(
-        &mut self,
-        offset: u64,
-        len: u64,
-        backing: &mut dyn Backing,
-    ) -> Result<bool, FormatError> {
-        self.range_is_zero(offset, len, backing, false)
+    ) -> Result<StatusRun, FormatError> {
+        let len = len.min(self.header.size.saturating_sub(offset));
+        if len == 0 {
+            return Ok(StatusRun {
+                kind: RunKind::Unallocated,
+                len: 0,
+            });
+        }
+        let storage = self.storage.clone();
+        let (kind, len) =
+            self.mapping
+                .status_run(storage.as_ref(), units::GuestOffset(offset), len)?;
+        let kind = match kind {
+            mapping::ClusterKind::Normal { .. } | mapping::ClusterKind::Compressed { .. } => {
+                RunKind::Data
+            }
+            mapping::ClusterKind::ZeroPlain | mapping::ClusterKind::ZeroAlloc { .. } => {
+                RunKind::Zero
+            }
+            mapping::ClusterKind::Unallocated => RunKind::Unallocated,
+        };
+        Ok(StatusRun { kind, len })
     }
 
     fn supports_backing(&self) -> bool {
