@@ -193,6 +193,10 @@ impl Graph {
             .map_err(to_py)
     }
 
+    fn set_discard_unmap(&self, name: &str, unmap: bool) -> PyResult<()> {
+        self.g().set_discard_unmap(name, unmap).map_err(to_py)
+    }
+
     fn add_null(&self, name: &str, size: u64, read_only: bool) -> PyResult<()> {
         self.g().add_null(name, size, read_only).map_err(to_py)
     }

@@ -384,7 +384,9 @@ fn stored_bitmaps_are_read_by_qemu() {
         changed.bits.set_range(ByteRange::new(60 * MIB, 1));
         changed.state.enabled = false;
         q.remove_stored_bitmap("beta").unwrap();
-        assert_check_clean_shared(&img);
+        // The directory no longer names beta, but its clusters' refcounts are still in the
+        // metadata cache, as in QEMU: leaked for a reader of the file, nothing worse.
+        assert_only_leaks_shared(&img);
         q.store_bitmaps(&[&changed, &loaded[2].bitmap]).unwrap();
         q.close().unwrap();
     }
@@ -401,11 +403,12 @@ fn stored_bitmaps_are_read_by_qemu() {
     assert_check_clean(&img);
 }
 
-/// `qemu-img check -U` (the image is open read-write in this process).
-fn assert_check_clean_shared(path: &Path) {
-    let (ok, text) = run("qemu-img", &["check", "-U", s(path)]);
+/// `qemu-img check -U` (the image is open read-write in this process) finds leaked clusters
+/// and nothing else.
+fn assert_only_leaks_shared(path: &Path) {
+    let (_, text) = run("qemu-img", &["check", "-U", s(path)]);
     assert!(
-        ok && text.contains("No errors were found"),
+        text.contains("leaked clusters were found") && !text.contains("ERROR"),
         "check -U: {text}"
     );
 }

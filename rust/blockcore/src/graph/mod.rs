@@ -426,6 +426,16 @@ impl Graph {
         Ok(())
     }
 
+    /// Sets whether discard requests reach protocol node `name`'s store (QEMU's `discard`
+    /// option: `unmap` or `ignore`). Nodes pass them until told otherwise, as QEMU's nodes
+    /// opened as another node's child do.
+    pub fn set_discard_unmap(&mut self, name: &str, on: bool) -> Result<(), GraphError> {
+        if let DataPath::Protocol(s) | DataPath::Null(s) = &self.get(name)?.data {
+            s.set_unmap(on);
+        }
+        Ok(())
+    }
+
     /// Adds a `null-co` node of `size` bytes.
     pub fn add_null(&mut self, name: &str, size: u64, read_only: bool) -> Result<(), GraphError> {
         self.check_claim(name)?;

@@ -18,10 +18,11 @@
 //! clusters read from (the graph passes the node's `backing` child), and whose presence decides
 //! what zeroes and discards leave behind, as `bs->backing` does in QEMU.
 //!
-//! Metadata is written through (no dirty cache), in an order that keeps the image consistent
-//! after a crash of the process: refcounts are raised before anything points at the cluster,
-//! references are removed before refcounts drop. Nothing is flushed between those writes, so a
-//! power loss may reorder them, as with QEMU's `cache=unsafe`.
+//! L2 tables and refcount blocks are cached write-back as QEMU caches them ([`cache`]): they
+//! reach the file as whole clusters when the cache is flushed (flush, close, internal snapshots,
+//! new tables being hooked up), evicted, or ordered before the other cache, so a dirty bitmap
+//! on the `file` node sees QEMU's metadata writes. The header, the L1 table and the refcount
+//! table are written through.
 //!
 //! The host file is laid out as QEMU lays it out: an allocating write whose copy-on-write
 //! regions are zero for block status zeroes the new clusters with [`Storage::zero_range`] and
@@ -30,6 +31,7 @@
 
 mod alloc;
 pub mod bitmaps;
+pub mod cache;
 mod compress;
 pub mod create;
 pub mod header;
@@ -108,6 +110,7 @@ impl Qcow2 {
             geo,
             header.refcount_table_offset,
             header.refcount_table_clusters,
+            header.size,
         )?;
         let mapping = Mapping::load(
             storage.as_ref(),
@@ -159,6 +162,26 @@ impl Qcow2 {
     /// The backing file format recorded in the image, if any.
     pub fn backing_format(&self) -> Option<&str> {
         self.header.backing_format.as_deref()
+    }
+
+    /// The L2 table at host offset `offset`, from the metadata cache.
+    fn l2_table(&mut self, offset: u64) -> Result<&mut Vec<u64>, FormatError> {
+        let storage = self.storage.clone();
+        self.refcounts.cache.l2(storage.as_ref(), offset)
+    }
+
+    /// The kind of the cluster holding guest offset `off`.
+    fn lookup(&mut self, off: units::GuestOffset) -> Result<mapping::ClusterKind, FormatError> {
+        let storage = self.storage.clone();
+        self.mapping
+            .lookup(&mut self.refcounts.cache, storage.as_ref(), off)
+    }
+
+    /// Writes every dirty L2 table and refcount block back to the file (QEMU's
+    /// `qcow2_write_caches`), without flushing it.
+    pub(super) fn write_caches(&mut self) -> Result<(), FormatError> {
+        let storage = self.storage.clone();
+        self.refcounts.cache.write_all(storage.as_ref())
     }
 
     /// Writes the whole header cluster, refcount table and L1 fields taken from the live state.
@@ -353,6 +376,8 @@ impl FormatDriver for Qcow2 {
     }
 
     fn flush(&mut self) -> Result<(), FormatError> {
+        self.storage.debug_event("flush_to_os");
+        self.write_caches()?;
         self.storage.debug_event("flush_to_disk");
         Ok(self.storage.flush_request()?)
     }
@@ -372,10 +397,7 @@ impl FormatDriver for Qcow2 {
     }
 
     fn is_allocated(&mut self, offset: u64) -> Result<bool, FormatError> {
-        let storage = self.storage.clone();
-        let kind = self
-            .mapping
-            .lookup(storage.as_ref(), units::GuestOffset(offset))?;
+        let kind = self.lookup(units::GuestOffset(offset))?;
         Ok(!matches!(kind, mapping::ClusterKind::Unallocated))
     }
 
