@@ -129,6 +129,8 @@ def main() -> None:
     parser.add_argument("--target", default="qemu:10.0", help="qemu:V or reference:V")
     parser.add_argument("--size", default="64M")
     parser.add_argument("--create-opt", default="", help="qemu-img create -o options")
+    parser.add_argument("--file-options", default="{}", help="more file node options (JSON)")
+    parser.add_argument("--qcow2-options", default="{}", help="more qcow2 node options (JSON)")
     parser.add_argument("steps", nargs="+")
     ns = parser.parse_args()
     kind, version = ns.target.split(":")
@@ -143,8 +145,10 @@ def main() -> None:
         QemuMonitor(version, workdir / "qmp.sock") if kind == "qemu" else ReferenceMonitor(version)
     )
     try:
-        mon.cmd("blockdev-add", {"driver": "file", "node-name": "file0", "filename": str(image)})
-        mon.cmd("blockdev-add", {"driver": "qcow2", "node-name": "disk0", "file": "file0"})
+        file0 = {"driver": "file", "node-name": "file0", "filename": str(image)}
+        disk0 = {"driver": "qcow2", "node-name": "disk0", "file": "file0"}
+        mon.cmd("blockdev-add", file0 | json.loads(ns.file_options))
+        mon.cmd("blockdev-add", disk0 | json.loads(ns.qcow2_options))
         mon.cmd("block-dirty-bitmap-add", {"node": "file0", "name": "b", "granularity": 512})
         for step in ns.steps:
             if step == "clear":

@@ -80,7 +80,10 @@ def run_qemu_io(machine: Machine, node: str, line: str, warnings: list[str]) -> 
             return ""
         if verb == "write":
             if request.zeroes:
-                graph.write_zeroes(node, offset, count)
+                # ``-u`` lets the zeroes unmap, unless the node ignores discards (QEMU drops
+                # BDRV_REQ_MAY_UNMAP then): a qcow2 cluster keeps its allocation otherwise.
+                may_unmap = request.unmap and node in machine.layer.unmap
+                graph.write_zeroes(node, offset, count, may_unmap)
             else:
                 pattern = 0xCD if request.pattern is None else request.pattern
                 graph.write(node, offset, bytes([pattern]) * count)

@@ -227,9 +227,9 @@ fn zeroes_and_discard_match_qemu_io_and_check_clean() {
         apply_both(&ours, &theirs, &ops);
         assert_check_clean(&ours);
         assert_identical(&ours, &theirs);
-        // No host layout check: qemu-io opens with discard=unmap, so QEMU passes these guest
-        // discards down to the file (holes), which a node with QEMU's default discard=ignore
-        // does not; the driver models the default.
+        // qemu-io opens with discard=unmap: the clusters guest discards and unmapping zeroes
+        // free are passed down to the file (holes), by the driver too.
+        assert_same_host_layout(&ours, &theirs, &format!("{opts:?}"));
         assert_eq!(map_shape(&ours), map_shape(&theirs), "opts {opts:?}");
     }
 }

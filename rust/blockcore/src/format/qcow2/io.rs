@@ -14,6 +14,9 @@ use crate::format::{Backing, FormatError};
 enum Treatment {
     /// Write in place at this host cluster (COPIED data cluster).
     InPlace(u64),
+    /// Write into this preallocated zero cluster (COPIED), which keeps its host offset and
+    /// loses the zero flag; the rest of the cluster is made zero as for a new one.
+    InPlaceZero(u64),
     /// Allocate a new cluster; the old entry's references are dropped afterwards.
     Allocate,
 }
@@ -179,6 +182,7 @@ impl Qcow2 {
             let treat = |e: u64, i: usize| -> Result<Treatment, FormatError> {
                 Ok(match check_entry(e, geo, l2, i)? {
                     ClusterKind::Normal { host, copied: true } => Treatment::InPlace(host.0),
+                    ClusterKind::ZeroAlloc { host, copied: true } => Treatment::InPlaceZero(host.0),
                     _ => Treatment::Allocate,
                 })
             };
@@ -188,7 +192,10 @@ impl Qcow2 {
             while run_start + n as u64 * cs < end {
                 let t = treat(table[idx + n], idx + n)?;
                 let contiguous = match (first, t) {
-                    (Treatment::InPlace(a), Treatment::InPlace(b)) => b == a + n as u64 * cs,
+                    (Treatment::InPlace(a), Treatment::InPlace(b))
+                    | (Treatment::InPlaceZero(a), Treatment::InPlaceZero(b)) => {
+                        b == a + n as u64 * cs
+                    }
                     (Treatment::Allocate, Treatment::Allocate) => true,
                     _ => false,
                 };
@@ -204,7 +211,10 @@ impl Qcow2 {
                     storage.debug_event("write_aio");
                     storage.write_at(chunk, host + geo.in_cluster(GuestOffset(pos)))?;
                 }
-                Treatment::Allocate => self.write_allocating(l2, idx, n, pos, chunk, bk)?,
+                Treatment::InPlaceZero(host) => {
+                    self.write_allocating(l2, idx, n, pos, chunk, bk, Some(host))?
+                }
+                Treatment::Allocate => self.write_allocating(l2, idx, n, pos, chunk, bk, None)?,
             }
             pos = run_end;
         }
@@ -212,7 +222,10 @@ impl Qcow2 {
     }
 
     /// Writes `chunk` at guest `pos` into `n` new clusters for L2 entries `[idx, idx + n)`,
-    /// filling the rest of the first and last cluster from their old contents.
+    /// filling the rest of the first and last cluster from their old contents. With `keep`,
+    /// the clusters are the entries' own preallocated zero clusters starting at that host
+    /// offset (QEMU's `keep_old_clusters`): nothing is allocated or released.
+    #[allow(clippy::too_many_arguments)] // one request's geometry; a struct would only rename it
     fn write_allocating(
         &mut self,
         l2: u64,
@@ -221,6 +234,7 @@ impl Qcow2 {
         pos: u64,
         chunk: &[u8],
         bk: &mut dyn Backing,
+        keep: Option<u64>,
     ) -> Result<(), FormatError> {
         let geo = self.geo;
         let cs = geo.cluster_size();
@@ -229,8 +243,13 @@ impl Qcow2 {
         let head = geo.in_cluster(GuestOffset(pos));
         let total = n as u64 * cs;
         let tail = total - head - chunk.len() as u64;
-        let new = self.refcounts.alloc(storage.as_ref(), n as u64)?;
-        let host = geo.host_offset(new).0;
+        let host = match keep {
+            Some(host) => host,
+            None => {
+                let new = self.refcounts.alloc(storage.as_ref(), n as u64)?;
+                geo.host_offset(new).0
+            }
+        };
         if head == 0 && tail == 0 {
             storage.debug_event("write_aio");
             storage.write_at(chunk, host)?;
@@ -269,6 +288,9 @@ impl Qcow2 {
             }
         }
         self.refcounts.cache.l2.mark_dirty(l2);
+        if keep.is_some() {
+            return Ok(());
+        }
         for e in old {
             self.release(ClusterKind::decode(e, geo))?;
         }
@@ -485,6 +507,21 @@ impl Qcow2 {
         bk: &mut dyn Backing,
         unmap: bool,
     ) -> Result<(), FormatError> {
+        if unmap {
+            // Only a node opened with discard=unmap keeps BDRV_REQ_MAY_UNMAP, and such a node
+            // passes the clusters it frees down to its file.
+            return self.discarding_freed(|s| s.zero_clusters_and_bytes(offset, len, bk, true));
+        }
+        self.zero_clusters_and_bytes(offset, len, bk, false)
+    }
+
+    fn zero_clusters_and_bytes(
+        &mut self,
+        offset: u64,
+        len: u64,
+        bk: &mut dyn Backing,
+        unmap: bool,
+    ) -> Result<(), FormatError> {
         let cs = self.geo.cluster_size();
         for (pos, n, whole) in self.split_clusters(offset, len) {
             let first = pos / cs;
@@ -555,11 +592,13 @@ impl Qcow2 {
             return Ok(());
         }
         let cs = self.geo.cluster_size();
-        for (pos, n, whole) in self.split_clusters(offset, len) {
-            if whole {
-                self.discard_clusters(pos / cs, n.div_ceil(cs), backing)?;
+        self.discarding_freed(|s| {
+            for (pos, n, whole) in s.split_clusters(offset, len) {
+                if whole {
+                    s.discard_clusters(pos / cs, n.div_ceil(cs), backing)?;
+                }
             }
-        }
-        Ok(())
+            Ok(())
+        })
     }
 }

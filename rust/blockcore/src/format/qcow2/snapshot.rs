@@ -183,9 +183,12 @@ impl Qcow2 {
     }
 
     /// Runs `f` with freed clusters recorded, then discards in the file those still free, as
-    /// QEMU does for clusters freed by snapshot operations (`pass-discard-snapshot=on`): a hole
-    /// is punched, the file keeps its length, and a failed discard is ignored.
-    fn discarding_freed<T>(
+    /// QEMU does for clusters freed by snapshot operations (`pass-discard-snapshot`, on by
+    /// default) and by guest discards and unmapping write-zeroes (`pass-discard-request`, on
+    /// for a node opened with `discard=unmap`, the only nodes such requests reach): a hole is
+    /// punched, the file keeps its length, and a failed discard is ignored. A file node that
+    /// ignores discards drops them (see `ObservedStorage`).
+    pub(super) fn discarding_freed<T>(
         &mut self,
         f: impl FnOnce(&mut Self) -> Result<T, FormatError>,
     ) -> Result<T, FormatError> {
