@@ -349,6 +349,9 @@ class BlockLayer:
         if options.get("discard") in ("unmap", "on"):
             self.unmap.add(name)
         if driver == "qcow2":
+            # pass-discard-request defaults to the node's own discard=unmap.
+            passes = options.get("pass-discard-request", name in self.unmap)
+            self.graph.set_pass_discard_request(name, bool(passes))
             try:
                 self._open_backing(name, options)
             except BaseException:

@@ -193,6 +193,10 @@ impl Graph {
             .map_err(to_py)
     }
 
+    fn set_pass_discard_request(&self, name: &str, on: bool) -> PyResult<()> {
+        self.g().set_pass_discard_request(name, on).map_err(to_py)
+    }
+
     fn set_discard_unmap(&self, name: &str, unmap: bool) -> PyResult<()> {
         self.g().set_discard_unmap(name, unmap).map_err(to_py)
     }

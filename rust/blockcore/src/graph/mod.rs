@@ -436,6 +436,15 @@ impl Graph {
         Ok(())
     }
 
+    /// Sets a format node's `pass-discard-request` (see
+    /// [`FormatDriver::set_pass_discard_request`]); other nodes ignore it.
+    pub fn set_pass_discard_request(&mut self, name: &str, on: bool) -> Result<(), GraphError> {
+        if let DataPath::Format(f) = &mut self.get_mut(name)?.data {
+            f.set_pass_discard_request(on);
+        }
+        Ok(())
+    }
+
     /// Adds a `null-co` node of `size` bytes.
     pub fn add_null(&mut self, name: &str, size: u64, read_only: bool) -> Result<(), GraphError> {
         self.check_claim(name)?;

@@ -507,12 +507,10 @@ impl Qcow2 {
         bk: &mut dyn Backing,
         unmap: bool,
     ) -> Result<(), FormatError> {
-        if unmap {
-            // Only a node opened with discard=unmap keeps BDRV_REQ_MAY_UNMAP, and such a node
-            // passes the clusters it frees down to its file.
+        if unmap && self.pass_discard_request {
             return self.discarding_freed(|s| s.zero_clusters_and_bytes(offset, len, bk, true));
         }
-        self.zero_clusters_and_bytes(offset, len, bk, false)
+        self.zero_clusters_and_bytes(offset, len, bk, unmap)
     }
 
     fn zero_clusters_and_bytes(
@@ -592,6 +590,14 @@ impl Qcow2 {
             return Ok(());
         }
         let cs = self.geo.cluster_size();
+        if !self.pass_discard_request {
+            for (pos, n, whole) in self.split_clusters(offset, len) {
+                if whole {
+                    self.discard_clusters(pos / cs, n.div_ceil(cs), backing)?;
+                }
+            }
+            return Ok(());
+        }
         self.discarding_freed(|s| {
             for (pos, n, whole) in s.split_clusters(offset, len) {
                 if whole {

@@ -76,6 +76,9 @@ pub struct Qcow2 {
     snapshots: Vec<snapshot::Snapshot>,
     /// Length in bytes of the table at `snapshots_offset` (to free it when rewritten).
     snapshots_size: u64,
+    /// `pass-discard-request`: clusters freed by guest discards and unmapping write-zeroes are
+    /// discarded in the file (on until told otherwise, as `qemu-io`'s discard=unmap opens).
+    pass_discard_request: bool,
 }
 
 impl Qcow2 {
@@ -140,6 +143,7 @@ impl Qcow2 {
             free_byte_offset: 0,
             snapshots: Vec::new(),
             snapshots_size: 0,
+            pass_discard_request: true,
         };
         image.load_snapshots()?;
         if update_header {
@@ -270,6 +274,10 @@ impl FormatDriver for Qcow2 {
 
     fn set_read_only(&mut self) {
         self.read_only = true;
+    }
+
+    fn set_pass_discard_request(&mut self, on: bool) {
+        self.pass_discard_request = on;
     }
 
     fn read(&mut self, offset: u64, buf: &mut [u8]) -> Result<(), FormatError> {

@@ -434,3 +434,24 @@ fn failed_delete_on_read_only_image_drops_the_snapshot_in_memory_only() {
         "a re-open lists it again"
     );
 }
+
+#[test]
+fn qcow2_pass_discard_request_decides_whether_freed_clusters_are_discarded_in_the_file() {
+    for pass in [true, false] {
+        let (st, mut q) = image(CreateOptions::new(8 * MIB));
+        q.set_pass_discard_request(pass);
+        q.write(0, &pattern(3 * 65536, 7)).unwrap();
+        let host = q
+            .l2_table(q.mapping.l1[0] & mapping::L1E_OFFSET_MASK)
+            .unwrap()[1]
+            & mapping::L2E_OFFSET_MASK;
+        q.discard(65536, 65536).unwrap();
+        q.write_zeroes(2 * 65536, 65536).unwrap();
+        let mut left = vec![0u8; 2 * 65536];
+        st.read_at(&mut left, host).unwrap();
+        let zeroed = left.iter().all(|&b| b == 0);
+        assert_eq!(zeroed, pass, "pass-discard-request={pass}");
+        assert_eq!(read(&mut q, 65536, 2 * 65536), vec![0u8; 2 * 65536]);
+        assert_refcounts_exact(&st, &mut q);
+    }
+}
