@@ -1,7 +1,8 @@
 //! The qcow2 format (versions 2 and 3), over any [`Storage`].
 //!
 //! One file per concern, as in imago: [`header`] (first cluster), [`mapping`] (L1/L2),
-//! [`refcount`] (refcount table and blocks), `alloc` (finding and counting clusters), `io` (the
+//! [`refcount`] (refcount table and blocks), [`cache`] (the write-back metadata cache), `alloc`
+//! (finding and counting clusters), `io` (the
 //! guest read/write/zero/discard paths), [`bitmaps`] (persistent dirty bitmaps), [`snapshot`]
 //! (internal snapshots), `resize` (growing the virtual size and the L1 table) and [`create`]
 //! (what `qemu-img create -f qcow2` writes). [`units`] keeps guest offsets, host offsets and
@@ -26,8 +27,10 @@
 //!
 //! The host file is laid out as QEMU lays it out: an allocating write whose copy-on-write
 //! regions are zero for block status zeroes the new clusters with [`Storage::zero_range`] and
-//! writes only the guest bytes; clusters freed by snapshot operations are punched out with
-//! [`Storage::discard`] (`pass-discard-snapshot`).
+//! writes only the guest bytes; clusters freed by snapshot operations (`pass-discard-snapshot`)
+//! and by guest discards and unmapping zeroes (`pass-discard-request`, on for a node opened with
+//! discard=unmap) are punched out with [`Storage::discard`]; a preallocated zero cluster of the
+//! node's own is written in place.
 
 mod alloc;
 pub mod bitmaps;
