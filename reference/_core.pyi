@@ -323,6 +323,12 @@ class Graph:
         on Linux). With locking, qcow2 parents take QEMU's lock bytes on the file: writable
         qcow2 wants consistent-read/write/resize, read-only wants consistent-read, neither
         shares write or resize; raw parents take none (no devices)."""
+    def set_pass_discard_request(self, name: str, on: bool) -> None:
+        """A qcow2 node's ``pass-discard-request``: clusters freed by guest discards and
+        unmapping write-zeroes are discarded in its file too. On until told otherwise."""
+    def set_discard_unmap(self, name: str, unmap: bool) -> None:
+        """Whether discard requests (a format parent's too) reach protocol node ``name``'s
+        store: QEMU's ``discard`` option. Nodes pass them until told otherwise."""
     def add_null(self, name: str, size: int, read_only: bool) -> None: ...
     def add_format(self, name: str, driver: str, file: str, read_only: bool) -> None: ...
     def add_copy_on_read(

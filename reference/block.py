@@ -258,7 +258,7 @@ class BlockLayer:
         if driver in ("raw", "qcow2"):
             return self._open_format_tree(options, name, driver, read_only)
         if driver == "blkdebug":
-            return self._open_blkdebug(options, name, read_only)
+            return self._open_blkdebug(options, name, read_only, root=root)
         if driver == "copy-on-read":
             return self._open_copy_on_read(options, name, read_only)
         if driver not in ("file", "null-co"):
@@ -283,9 +283,19 @@ class BlockLayer:
                     self.json_options[name] = {"driver": "null-co", **strong}
         finally:
             self.graph.release_name(name)
-        if options.get("discard") in ("unmap", "on"):
-            self.unmap.add(name)
+        self._set_discard(name, options, root=root)
         return name
+
+    def _set_discard(self, name: str, options: dict[str, Any], *, root: bool) -> None:
+        """A protocol node's ``discard`` option. Opened on its own (``blockdev-add``), it passes
+        discard requests only with ``discard: unmap``, also those of a format parent (qcow2's
+        clusters freed by snapshot operations); opened as another node's child it always
+        passes its parent's, as QEMU enables unmap on lower layers."""
+        unmap = options.get("discard") in ("unmap", "on")
+        if unmap:
+            self.unmap.add(name)
+        if root:
+            self.graph.set_discard_unmap(name, unmap)
 
     def _open_child(self, ref: str | dict[str, Any], read_only: bool) -> tuple[str, bool]:
         """A child given by reference (an existing node) or inline (opened now, implicit,
@@ -339,6 +349,9 @@ class BlockLayer:
         if options.get("discard") in ("unmap", "on"):
             self.unmap.add(name)
         if driver == "qcow2":
+            # pass-discard-request defaults to the node's own discard=unmap.
+            passes = options.get("pass-discard-request", name in self.unmap)
+            self.graph.set_pass_discard_request(name, bool(passes))
             try:
                 self._open_backing(name, options)
             except BaseException:
@@ -379,7 +392,9 @@ class BlockLayer:
             chain.append(below)
         return chain
 
-    def _open_blkdebug(self, options: dict[str, Any], name: str | None, read_only: bool) -> str:
+    def _open_blkdebug(
+        self, options: dict[str, Any], name: str | None, read_only: bool, *, root: bool
+    ) -> str:
         """A blkdebug node: a protocol driver, named before it opens its ``image`` child."""
         name = self._claim_name(name)
         image = None
@@ -422,6 +437,7 @@ class BlockLayer:
             self.json_options[name] = flatten_lists(own)
         else:
             self.json_filenames[name] = f"blkdebug::{image_name}"
+        self._set_discard(name, options, root=root)
         return name
 
     def _open_backing(self, name: str, options: dict[str, Any]) -> None:

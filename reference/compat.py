@@ -72,6 +72,11 @@ class VersionProfile:
     #: (``bdrv_do_drained_end: Assertion `bs->quiesce_counter > 0' failed``). Found by
     #: ``mixed/snapshot_of_backup_source_then_cancel``.
     backup_clean_after_source_overlay_crashes: bool = False
+    #: Write-zeroes may unmap (``BDRV_REQ_MAY_UNMAP``, ``qemu-io write -z -u``) only on a node
+    #: opened with ``discard=unmap`` (10.0: the flag is dropped otherwise, so a qcow2 cluster
+    #: keeps its allocation under the zero flag); 7.2 unmaps on any node. Measured with a
+    #: bitmap on the file node (``persistence/qcow2_metadata_cache_zeroes_discard``).
+    zeroes_unmap_needs_discard_unmap: bool = False
     #: What ``qemu-io`` through ``human-monitor-command`` accepts (numbers, options).
     qemu_io: Dialect = field(default_factory=Dialect)
 
@@ -109,6 +114,7 @@ PROFILES: dict[str, VersionProfile] = {
         file_format_specific=True,
         graph_change_drains=True,
         backup_clean_after_source_overlay_crashes=True,
+        zeroes_unmap_needs_discard_unmap=True,
     ),
 }
 

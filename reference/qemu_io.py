@@ -170,6 +170,8 @@ class Request:
     pattern: int | None = None
     #: ``-z`` (write zeroes), ``-q`` (no report), ``-C`` (statistics line), ``-v`` (hex dump).
     zeroes: bool = False
+    #: ``write -z -u``: the zeroes may unmap (``BDRV_REQ_MAY_UNMAP``).
+    unmap: bool = False
     quiet: bool = False
     csv: bool = False
     dump: bool = False
@@ -272,6 +274,7 @@ def parse(line: str, dialect: Dialect, warnings: list[str] | None = None) -> Req
         if flag in flags and not (flag == "s" and verb == "read"):
             raise QMPError(f"qemu-io {verb} -{flag} ({what}) is not implemented by this reference")
     request.zeroes = "z" in flags
+    request.unmap = "u" in flags
     request.quiet = "q" in flags
     request.csv = "C" in flags
     request.dump = "v" in flags

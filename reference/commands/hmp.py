@@ -80,7 +80,13 @@ def run_qemu_io(machine: Machine, node: str, line: str, warnings: list[str]) -> 
             return ""
         if verb == "write":
             if request.zeroes:
-                graph.write_zeroes(node, offset, count)
+                # ``-u`` lets the zeroes unmap (10.0: only on a node that passes discards);
+                # a qcow2 cluster keeps its allocation under the zero flag otherwise.
+                may_unmap = request.unmap and (
+                    node in machine.layer.unmap
+                    or not machine.profile.zeroes_unmap_needs_discard_unmap
+                )
+                graph.write_zeroes(node, offset, count, may_unmap)
             else:
                 pattern = 0xCD if request.pattern is None else request.pattern
                 graph.write(node, offset, bytes([pattern]) * count)

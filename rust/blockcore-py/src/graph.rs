@@ -193,6 +193,14 @@ impl Graph {
             .map_err(to_py)
     }
 
+    fn set_pass_discard_request(&self, name: &str, on: bool) -> PyResult<()> {
+        self.g().set_pass_discard_request(name, on).map_err(to_py)
+    }
+
+    fn set_discard_unmap(&self, name: &str, unmap: bool) -> PyResult<()> {
+        self.g().set_discard_unmap(name, unmap).map_err(to_py)
+    }
+
     fn add_null(&self, name: &str, size: u64, read_only: bool) -> PyResult<()> {
         self.g().add_null(name, size, read_only).map_err(to_py)
     }

@@ -227,9 +227,9 @@ fn zeroes_and_discard_match_qemu_io_and_check_clean() {
         apply_both(&ours, &theirs, &ops);
         assert_check_clean(&ours);
         assert_identical(&ours, &theirs);
-        // No host layout check: qemu-io opens with discard=unmap, so QEMU passes these guest
-        // discards down to the file (holes), which a node with QEMU's default discard=ignore
-        // does not; the driver models the default.
+        // qemu-io opens with discard=unmap: the clusters guest discards and unmapping zeroes
+        // free are passed down to the file (holes), by the driver too.
+        assert_same_host_layout(&ours, &theirs, &format!("{opts:?}"));
         assert_eq!(map_shape(&ours), map_shape(&theirs), "opts {opts:?}");
     }
 }
@@ -384,7 +384,9 @@ fn stored_bitmaps_are_read_by_qemu() {
         changed.bits.set_range(ByteRange::new(60 * MIB, 1));
         changed.state.enabled = false;
         q.remove_stored_bitmap("beta").unwrap();
-        assert_check_clean_shared(&img);
+        // The directory no longer names beta, but its clusters' refcounts are still in the
+        // metadata cache, as in QEMU: leaked for a reader of the file, nothing worse.
+        assert_only_leaks_shared(&img);
         q.store_bitmaps(&[&changed, &loaded[2].bitmap]).unwrap();
         q.close().unwrap();
     }
@@ -401,11 +403,12 @@ fn stored_bitmaps_are_read_by_qemu() {
     assert_check_clean(&img);
 }
 
-/// `qemu-img check -U` (the image is open read-write in this process).
-fn assert_check_clean_shared(path: &Path) {
-    let (ok, text) = run("qemu-img", &["check", "-U", s(path)]);
+/// `qemu-img check -U` (the image is open read-write in this process) finds leaked clusters
+/// and nothing else.
+fn assert_only_leaks_shared(path: &Path) {
+    let (_, text) = run("qemu-img", &["check", "-U", s(path)]);
     assert!(
-        ok && text.contains("No errors were found"),
+        text.contains("leaked clusters were found") && !text.contains("ERROR"),
         "check -U: {text}"
     );
 }
@@ -756,9 +759,9 @@ fn compressed_clusters_read_and_copy_up_like_qemu() {
 }
 
 /// Compressed writes (`write -c`, what a `compress: true` backup does to its target) of one
-/// cluster each read as `qemu-io`'s and leave a clean image; with zstd the file is the one
-/// `qemu-io` makes, byte for byte: the same frames, packed at the same offsets,
-/// incompressible clusters written plain.
+/// cluster each read as `qemu-io`'s and leave a clean image whose file is the one `qemu-io`
+/// makes, byte for byte: the same deflate streams (the system's zlib with QEMU's parameters)
+/// or zstd frames, packed at the same offsets, incompressible clusters written plain.
 #[test]
 fn compressed_writes_match_qemu_io_byte_for_byte() {
     if !have_qemu() {
@@ -766,6 +769,8 @@ fn compressed_writes_match_qemu_io_byte_for_byte() {
     }
     for opts in [
         "compression_type=zlib",
+        "compression_type=zlib,cluster_size=4096",
+        "compression_type=zlib,cluster_size=2M",
         "compression_type=zstd",
         "compression_type=zstd,cluster_size=4096",
         "compression_type=zstd,cluster_size=2M",
@@ -824,11 +829,6 @@ fn compressed_writes_match_qemu_io_byte_for_byte() {
         assert!(ok && !text.contains("failed"), "qemu-io: {text}");
         assert_check_clean(&ours);
         assert_identical(&ours, &theirs);
-        if opts.contains("zlib") {
-            // zlib-rs deflates to other (valid) streams than QEMU's zlib at the same level,
-            // so only the data and the image's consistency can agree.
-            continue;
-        }
         assert!(
             std::fs::read(&ours).unwrap() == std::fs::read(&theirs).unwrap(),
             "{opts}: files differ"

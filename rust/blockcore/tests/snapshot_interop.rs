@@ -469,8 +469,8 @@ fn v2_overlay_zeroes_and_discard_match_qemu_io() {
 }
 
 /// `qemu-io write -z` without `-u` keeps allocated clusters allocated under the zero flag
-/// (also clusters shared with an internal snapshot); with `-u` they are freed. Both match
-/// `qemu-io` byte for byte.
+/// (also clusters shared with an internal snapshot); with `-u` they are freed; data written
+/// later over a kept cluster of its own goes in place. All match `qemu-io` byte for byte.
 #[test]
 fn zeroes_with_and_without_unmap_match_qemu_io() {
     if !have_qemu() {
@@ -491,7 +491,7 @@ fn zeroes_with_and_without_unmap_match_qemu_io() {
     open_node(&mut g, "d", &files[0], false);
     let ops: [(u64, u64, bool); 4] = [
         (0, 131_072, false),            // shared with the snapshot, kept allocated
-        (512 * 1024, 65536, false),     // own cluster, kept allocated
+        (512 * 1024, 131_072, false),   // own clusters, kept allocated
         (640 * 1024, 65536, true),      // own cluster, freed
         (900 * 1024 + 17, 5000, false), // partial: explicit zeros
     ];
@@ -507,6 +507,17 @@ fn zeroes_with_and_without_unmap_match_qemu_io() {
             "write -z{} {off} {len}",
             if unmap { " -u" } else { "" }
         ));
+    }
+    // Data over the kept clusters: an own one is written in place (whole, or partly with
+    // the rest zeroed), a shared one is copied as any shared cluster.
+    for (off, len, byte) in [
+        (512 * 1024, 65536, 0x31u8),
+        (576 * 1024 + 100, 3000, 0x32),
+        (4096, 4096, 0x33),
+    ] {
+        g.write("d", off, WriteKind::Data, &vec![byte; len], len as u64)
+            .unwrap();
+        cmds.push(format!("write -P {byte:#x} {off} {len}"));
     }
     g.close_all();
     drop(g);

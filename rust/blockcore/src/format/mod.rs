@@ -299,6 +299,12 @@ pub trait FormatDriver: Send + std::fmt::Debug {
     }
     /// Switches the driver to read-only (after a read-only reopen; nothing is written).
     fn set_read_only(&mut self);
+    /// Whether host clusters freed by guest discards and unmapping write-zeroes are discarded
+    /// in the file too (qcow2's `pass-discard-request`, by default on for a node opened with
+    /// `discard=unmap`). Formats that free nothing ignore it.
+    fn set_pass_discard_request(&mut self, on: bool) {
+        let _ = on;
+    }
     /// The internal snapshots, in table order. ENOTSUP for formats without them.
     fn snapshots(&self) -> Result<Vec<SnapshotEntry>, FormatError> {
         Err(not_supported())

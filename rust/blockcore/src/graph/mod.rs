@@ -428,6 +428,25 @@ impl Graph {
         Ok(())
     }
 
+    /// Sets whether discard requests reach protocol node `name`'s store (QEMU's `discard`
+    /// option: `unmap` or `ignore`). Nodes pass them until told otherwise, as QEMU's nodes
+    /// opened as another node's child do.
+    pub fn set_discard_unmap(&mut self, name: &str, on: bool) -> Result<(), GraphError> {
+        if let DataPath::Protocol(s) | DataPath::Null(s) = &self.get(name)?.data {
+            s.set_unmap(on);
+        }
+        Ok(())
+    }
+
+    /// Sets a format node's `pass-discard-request` (see
+    /// [`FormatDriver::set_pass_discard_request`]); other nodes ignore it.
+    pub fn set_pass_discard_request(&mut self, name: &str, on: bool) -> Result<(), GraphError> {
+        if let DataPath::Format(f) = &mut self.get_mut(name)?.data {
+            f.set_pass_discard_request(on);
+        }
+        Ok(())
+    }
+
     /// Adds a `null-co` node of `size` bytes.
     pub fn add_null(&mut self, name: &str, size: u64, read_only: bool) -> Result<(), GraphError> {
         self.check_claim(name)?;

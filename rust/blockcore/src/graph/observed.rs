@@ -4,6 +4,7 @@
 use crate::storage::Storage;
 use crate::units::ByteRange;
 use std::io;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 
 /// A [`Storage`] that remembers which ranges were written since the last [`take_writes`].
@@ -13,6 +14,9 @@ use std::sync::{Arc, Mutex};
 pub struct ObservedStorage {
     inner: Arc<dyn Storage>,
     writes: Mutex<Vec<ByteRange>>,
+    /// Whether discards reach the store (QEMU's `BDRV_O_UNMAP`): a node opened as another
+    /// node's child always passes them; one added on its own only with `discard: unmap`.
+    unmap: AtomicBool,
 }
 
 impl ObservedStorage {
@@ -21,7 +25,14 @@ impl ObservedStorage {
         Self {
             inner,
             writes: Mutex::new(Vec::new()),
+            unmap: AtomicBool::new(true),
         }
+    }
+
+    /// Sets whether discard requests reach the store; ignored ones do nothing at all (QEMU
+    /// returns before the request is tracked, so no bitmap is marked either).
+    pub fn set_unmap(&self, on: bool) {
+        self.unmap.store(on, Ordering::Relaxed);
     }
 
     /// The ranges written since the last call, in order.
@@ -62,6 +73,9 @@ impl Storage for ObservedStorage {
         done
     }
     fn discard(&self, offset: u64, len: u64) -> io::Result<()> {
+        if !self.unmap.load(Ordering::Relaxed) {
+            return Ok(());
+        }
         let done = self.inner.discard(offset, len);
         self.log(ByteRange::new(offset, len));
         done

@@ -2,10 +2,8 @@
 //!
 //! Free clusters are found as QEMU finds them: scanning upward from `free_cluster_index` for the
 //! first run of free clusters long enough, the index advancing past everything looked at (and
-//! dropping back whenever a refcount reaches zero). A cluster's refcount is raised before anything
-//! that refers to it is written, and a refcount block's own count is recorded before the refcount
-//! table points at it, so a crash between two writes can leak a cluster but never leave a
-//! reference to a free one.
+//! dropping back whenever a refcount reaches zero). A new refcount block reaches the file (through
+//! the metadata cache, flushed) before the refcount table points at it.
 
 use super::refcount::{set_entry, Refcounts};
 use super::units::{HostCluster, HostOffset};
@@ -101,6 +99,9 @@ impl Refcounts {
         if self.table.get(rt_index).is_some_and(|&o| o != 0) {
             return Ok(false);
         }
+        // QEMU's alloc_refcount_block: the refcount table is about to change, and it may be
+        // ordered after the L2 tables, so the L2 cache is flushed first.
+        self.cache.flush_l2(storage)?;
         if rt_index >= self.table.len() {
             self.grow_table(storage, rt_index)?;
             return Ok(true);
@@ -121,9 +122,12 @@ impl Refcounts {
                     continue;
                 }
                 self.update_range(storage, c, 1, 1)?;
+                self.cache.flush_refblocks(storage)?;
             }
-            storage.write_at(&block, offset)?;
-            self.blocks.insert(offset, block);
+            // QEMU's alloc_refcount_block: the new block goes through the cache, which is
+            // flushed before the refcount table points at it.
+            self.cache.new_refblock(storage, offset, block)?;
+            self.cache.flush_refblocks(storage)?;
             self.table[rt_index] = offset;
             self.write_table_entry(storage, rt_index)?;
             return Ok(true);
@@ -165,7 +169,6 @@ impl Refcounts {
             }
             let off = (area + k) * cs;
             storage.write_at(&block, off)?;
-            self.blocks.insert(off, block);
         }
         let mut table = self.table.clone();
         table.resize((tclusters * per_table_cluster) as usize, 0);
@@ -209,7 +212,7 @@ mod tests {
             set_entry(&mut block, i, refcount_order, 1);
         }
         st.write_at(&block, 2 * cs).unwrap();
-        let rc = Refcounts::load(&st, geo, cs, 1).unwrap();
+        let rc = Refcounts::load(&st, geo, cs, 1, 1 << 30).unwrap();
         (st, rc)
     }
 

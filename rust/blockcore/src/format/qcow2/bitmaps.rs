@@ -378,6 +378,9 @@ impl Qcow2 {
                 .refcounts
                 .alloc_bytes(storage.as_ref(), raw.len() as u64)?
                 .0;
+            // As measured on QEMU: the refcount blocks reach the file before the new
+            // directory does (the clusters freed afterwards stay dirty in the cache).
+            self.refcounts.cache.flush_refblocks(storage.as_ref())?;
             storage.write_at(&raw, off)?;
             self.header.bitmaps = Some(BitmapsExt {
                 nb_bitmaps: dir.len() as u32,

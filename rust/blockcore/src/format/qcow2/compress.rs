@@ -1,7 +1,8 @@
 //! Compressed clusters: what QEMU writes for `compress: true` backups and `qemu-img convert -c`.
 //!
 //! A compressed cluster is one stream stored at any byte offset: raw deflate for the zlib
-//! `compression_type` (window of 4 KiB as QEMU uses), one zstd frame (default level, content
+//! `compression_type` (the system's zlib with QEMU's `deflateInit2` parameters, so the
+//! same bytes as QEMU), one zstd frame (default level, content
 //! size recorded, no checksum: what one `ZSTD_compressStream2(ZSTD_e_end)` call writes) for
 //! zstd. Its L2 entry holds that offset and the number of 512-byte sectors the stream spans
 //! beyond the first, so a reader gets trailing bytes after the stream. Streams are packed one
@@ -13,7 +14,9 @@ use super::mapping::{ClusterKind, OFLAG_COMPRESSED};
 use super::units::{GuestOffset, HostOffset};
 use super::Qcow2;
 use crate::format::{Backing, FormatError};
-use flate2::{Compress, Compression, Decompress, FlushCompress, FlushDecompress, Status};
+use flate2::{Decompress, FlushDecompress};
+use libz_sys as z;
+use std::ffi::c_int;
 use zstd::zstd_safe::{self, CCtx, DCtx, InBuffer, OutBuffer};
 
 /// The host-offset bits of a standard L2 entry (QEMU's `L2E_OFFSET_MASK`).
@@ -25,14 +28,73 @@ const WINDOW_BITS: u8 = 12;
 /// `compression_type` 1.
 const ZSTD: u8 = 1;
 
+/// `memLevel` QEMU passes to `deflateInit2` (zlib's default is 8): it sizes the hash table,
+/// so it changes the stream.
+const MEM_LEVEL: c_int = 9;
+
+/// zlib's allocator hook: zeroed memory from the C heap.
+unsafe extern "C" fn zalloc(_opaque: z::voidpf, items: z::uInt, size: z::uInt) -> z::voidpf {
+    // SAFETY: calloc has no preconditions; zlib checks for a null result.
+    unsafe { libc::calloc(items as libc::size_t, size as libc::size_t) }
+}
+
+/// zlib's free hook, the counterpart of [`zalloc`].
+unsafe extern "C" fn zfree(_opaque: z::voidpf, address: z::voidpf) {
+    // SAFETY: zlib frees only what `zalloc` returned.
+    unsafe { libc::free(address) }
+}
+
 /// Deflates `data` into at most `limit` bytes; None if it does not fit.
+///
+/// The system's zlib (the library QEMU links) with QEMU's parameters: default level, raw
+/// deflate with a 4 KiB window, `memLevel` 9, default strategy, one `deflate(Z_FINISH)` call;
+/// so the stream is byte for byte the one QEMU writes. flate2 cannot set `memLevel`, hence the
+/// direct call.
 fn deflate(data: &[u8], limit: usize) -> Option<Vec<u8>> {
-    let mut c = Compress::new_with_window_bits(Compression::default(), false, WINDOW_BITS);
-    let mut out = Vec::with_capacity(limit);
-    match c.compress_vec(data, &mut out, FlushCompress::Finish) {
-        Ok(Status::StreamEnd) => Some(out),
-        _ => None,
+    let mut out = vec![0u8; limit];
+    let mut strm = z::z_stream {
+        next_in: data.as_ptr().cast_mut(),
+        avail_in: z::uInt::try_from(data.len()).ok()?,
+        total_in: 0,
+        next_out: out.as_mut_ptr(),
+        avail_out: z::uInt::try_from(limit).ok()?,
+        total_out: 0,
+        msg: std::ptr::null_mut(),
+        state: std::ptr::null_mut(),
+        zalloc,
+        zfree,
+        opaque: std::ptr::null_mut(),
+        data_type: 0,
+        adler: 0,
+        reserved: 0,
+    };
+    let stream_size = c_int::try_from(std::mem::size_of::<z::z_stream>()).ok()?;
+    // SAFETY: `strm` is fully initialized with valid allocator hooks; `next_in`/`avail_in` and
+    // `next_out`/`avail_out` describe live buffers that outlive the stream (zlib only reads
+    // through `next_in`); `deflateEnd` releases the state before they go away.
+    let status = unsafe {
+        let init = z::deflateInit2_(
+            &mut strm,
+            z::Z_DEFAULT_COMPRESSION,
+            z::Z_DEFLATED,
+            -c_int::from(WINDOW_BITS),
+            MEM_LEVEL,
+            z::Z_DEFAULT_STRATEGY,
+            z::zlibVersion(),
+            stream_size,
+        );
+        if init != z::Z_OK {
+            return None;
+        }
+        let status = z::deflate(&mut strm, z::Z_FINISH);
+        z::deflateEnd(&mut strm);
+        status
+    };
+    if status != z::Z_STREAM_END {
+        return None;
     }
+    out.truncate(limit - strm.avail_out as usize);
+    Some(out)
 }
 
 /// Inflates a raw deflate stream into exactly `out.len()` bytes.
@@ -195,7 +257,7 @@ impl Qcow2 {
         let storage = self.storage.clone();
         let l2 = self.l2_for_write(geo.l1_index(GuestOffset(pos)))?;
         let idx = geo.l2_index(GuestOffset(pos));
-        let old = self.mapping.l2_table(storage.as_ref(), l2)?[idx];
+        let old = self.l2_table(l2)?[idx];
         // QEMU never lets a compressed cluster replace anything: an entry with a host offset
         // (data, preallocated zero, compressed; shared with a snapshot or not) fails with EIO,
         // after the L2 table was made writable.
@@ -213,9 +275,8 @@ impl Qcow2 {
         storage.write_at(z, host)?;
         let extra_sectors = ((host + z.len() as u64 - 1) >> 9) - (host >> 9);
         let entry = OFLAG_COMPRESSED | (extra_sectors << shift) | host;
-        self.mapping.l2_table(storage.as_ref(), l2)?[idx] = entry;
-        self.mapping
-            .write_l2_entries(storage.as_ref(), l2, idx, idx + 1)?;
+        self.l2_table(l2)?[idx] = entry;
+        self.refcounts.cache.l2.mark_dirty(l2);
         self.release(ClusterKind::decode(old, geo))?;
         Ok(())
     }

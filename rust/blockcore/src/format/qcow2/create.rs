@@ -142,7 +142,7 @@ impl Qcow2 {
         let mut table = vec![0u8; 2 * cs as usize];
         table[..8].copy_from_slice(&(2 * cs).to_be_bytes());
         st.write_at(&table, cs)?;
-        let mut refcounts = Refcounts::load(st, geo, cs, 1)?;
+        let mut refcounts = Refcounts::load(st, geo, cs, 1, opts.size)?;
         let first = refcounts.alloc(st, 3)?;
         if first != HostCluster(0) {
             return Err(FormatError::Corrupt(
@@ -162,6 +162,7 @@ impl Qcow2 {
         header.refcount_table_clusters = refcounts.table_clusters();
         header.backing_file = opts.backing_file.clone();
         header.backing_format = opts.backing_format.clone();
+        refcounts.cache.write_all(st)?;
         st.write_at(&header.to_cluster()?, 0)?;
         st.flush()?;
         // Make sure what we wrote opens.

@@ -14,6 +14,9 @@ use crate::format::{Backing, FormatError};
 enum Treatment {
     /// Write in place at this host cluster (COPIED data cluster).
     InPlace(u64),
+    /// Write into this preallocated zero cluster (COPIED), which keeps its host offset and
+    /// loses the zero flag; the rest of the cluster is made zero as for a new one.
+    InPlaceZero(u64),
     /// Allocate a new cluster; the old entry's references are dropped afterwards.
     Allocate,
 }
@@ -57,7 +60,7 @@ impl Qcow2 {
         while done < buf.len() {
             let pos = offset + done as u64;
             let first = geo.l2_index(GuestOffset(pos));
-            let table = self.mapping.l2_table(storage.as_ref(), l2)?;
+            let table = self.l2_table(l2)?;
             let kind = check_entry(table[first], geo, l2, first)?;
             // Extend the run while the next cluster is read the same way (and, for data,
             // contiguously on the host).
@@ -112,16 +115,19 @@ impl Qcow2 {
         let new = self.refcounts.alloc(storage.as_ref(), 1)?;
         let new_off = self.geo.host_offset(new).0;
         let table = match old {
-            Some((off, _)) => self.mapping.l2_table(storage.as_ref(), off)?.clone(),
+            Some((off, _)) => self.l2_table(off)?.clone(),
             None => vec![0u64; self.geo.l2_entries() as usize],
         };
-        let raw: Vec<u8> = table.iter().flat_map(|e| e.to_be_bytes()).collect();
-        storage.write_at(&raw, new_off)?;
-        self.mapping.cache_l2(new_off, table);
+        // QEMU's l2_allocate: the refcount of the new table reaches the file first, then the
+        // table itself (the whole L2 cache is flushed), then the L1 entry.
+        self.refcounts.cache.flush_refblocks(storage.as_ref())?;
+        self.refcounts
+            .cache
+            .new_l2(storage.as_ref(), new_off, table)?;
+        self.refcounts.cache.flush_l2(storage.as_ref())?;
         self.mapping
             .set_l1(storage.as_ref(), l1i, new_off | OFLAG_COPIED)?;
         if let Some((off, _)) = old {
-            self.mapping.forget_l2(off);
             self.refcounts.free_bytes(
                 storage.as_ref(),
                 off & L1E_OFFSET_MASK,
@@ -172,10 +178,11 @@ impl Qcow2 {
         let mut pos = offset;
         while pos < end {
             let idx = geo.l2_index(GuestOffset(pos));
-            let table = self.mapping.l2_table(storage.as_ref(), l2)?;
+            let table = self.l2_table(l2)?;
             let treat = |e: u64, i: usize| -> Result<Treatment, FormatError> {
                 Ok(match check_entry(e, geo, l2, i)? {
                     ClusterKind::Normal { host, copied: true } => Treatment::InPlace(host.0),
+                    ClusterKind::ZeroAlloc { host, copied: true } => Treatment::InPlaceZero(host.0),
                     _ => Treatment::Allocate,
                 })
             };
@@ -185,7 +192,10 @@ impl Qcow2 {
             while run_start + n as u64 * cs < end {
                 let t = treat(table[idx + n], idx + n)?;
                 let contiguous = match (first, t) {
-                    (Treatment::InPlace(a), Treatment::InPlace(b)) => b == a + n as u64 * cs,
+                    (Treatment::InPlace(a), Treatment::InPlace(b))
+                    | (Treatment::InPlaceZero(a), Treatment::InPlaceZero(b)) => {
+                        b == a + n as u64 * cs
+                    }
                     (Treatment::Allocate, Treatment::Allocate) => true,
                     _ => false,
                 };
@@ -201,7 +211,10 @@ impl Qcow2 {
                     storage.debug_event("write_aio");
                     storage.write_at(chunk, host + geo.in_cluster(GuestOffset(pos)))?;
                 }
-                Treatment::Allocate => self.write_allocating(l2, idx, n, pos, chunk, bk)?,
+                Treatment::InPlaceZero(host) => {
+                    self.write_allocating(l2, idx, n, pos, chunk, bk, Some(host))?
+                }
+                Treatment::Allocate => self.write_allocating(l2, idx, n, pos, chunk, bk, None)?,
             }
             pos = run_end;
         }
@@ -209,7 +222,10 @@ impl Qcow2 {
     }
 
     /// Writes `chunk` at guest `pos` into `n` new clusters for L2 entries `[idx, idx + n)`,
-    /// filling the rest of the first and last cluster from their old contents.
+    /// filling the rest of the first and last cluster from their old contents. With `keep`,
+    /// the clusters are the entries' own preallocated zero clusters starting at that host
+    /// offset (QEMU's `keep_old_clusters`): nothing is allocated or released.
+    #[allow(clippy::too_many_arguments)] // one request's geometry; a struct would only rename it
     fn write_allocating(
         &mut self,
         l2: u64,
@@ -218,16 +234,22 @@ impl Qcow2 {
         pos: u64,
         chunk: &[u8],
         bk: &mut dyn Backing,
+        keep: Option<u64>,
     ) -> Result<(), FormatError> {
         let geo = self.geo;
         let cs = geo.cluster_size();
         let storage = self.storage.clone();
-        let old: Vec<u64> = self.mapping.l2_table(storage.as_ref(), l2)?[idx..idx + n].to_vec();
+        let old: Vec<u64> = self.l2_table(l2)?[idx..idx + n].to_vec();
         let head = geo.in_cluster(GuestOffset(pos));
         let total = n as u64 * cs;
         let tail = total - head - chunk.len() as u64;
-        let new = self.refcounts.alloc(storage.as_ref(), n as u64)?;
-        let host = geo.host_offset(new).0;
+        let host = match keep {
+            Some(host) => host,
+            None => {
+                let new = self.refcounts.alloc(storage.as_ref(), n as u64)?;
+                geo.host_offset(new).0
+            }
+        };
         if head == 0 && tail == 0 {
             storage.debug_event("write_aio");
             storage.write_at(chunk, host)?;
@@ -255,14 +277,20 @@ impl Qcow2 {
             storage.debug_event("write_aio");
             storage.write_at(&buf, host)?;
         }
+        // QEMU's qcow2_alloc_cluster_link_l2: the table comes to wait for the refcounts of the
+        // new clusters before it changes; dropping the old references then flushes those
+        // refcounts at once.
+        self.refcounts.cache.l2_after_refblocks(storage.as_ref())?;
         {
-            let table = self.mapping.l2_table(storage.as_ref(), l2)?;
+            let table = self.l2_table(l2)?;
             for k in 0..n {
                 table[idx + k] = (host + k as u64 * cs) | OFLAG_COPIED;
             }
         }
-        self.mapping
-            .write_l2_entries(storage.as_ref(), l2, idx, idx + n)?;
+        self.refcounts.cache.l2.mark_dirty(l2);
+        if keep.is_some() {
+            return Ok(());
+        }
         for e in old {
             self.release(ClusterKind::decode(e, geo))?;
         }
@@ -355,11 +383,10 @@ impl Qcow2 {
         new: impl Fn(ClusterKind, u64) -> Option<u64>,
     ) -> Result<(), FormatError> {
         let geo = self.geo;
-        let storage = self.storage.clone();
         let mut released = Vec::new();
         let (mut lo, mut hi) = (usize::MAX, 0);
         {
-            let table = self.mapping.l2_table(storage.as_ref(), l2)?;
+            let table = self.l2_table(l2)?;
             for (i, slot) in table.iter_mut().enumerate().skip(idx).take(count) {
                 let old = *slot;
                 let kind = check_entry(old, geo, l2, i)?;
@@ -376,8 +403,7 @@ impl Qcow2 {
             }
         }
         if lo < hi {
-            self.mapping
-                .write_l2_entries(storage.as_ref(), l2, lo, hi)?;
+            self.refcounts.cache.l2.mark_dirty(l2);
         }
         for kind in released {
             self.release(kind)?;
@@ -481,6 +507,19 @@ impl Qcow2 {
         bk: &mut dyn Backing,
         unmap: bool,
     ) -> Result<(), FormatError> {
+        if unmap && self.pass_discard_request {
+            return self.discarding_freed(|s| s.zero_clusters_and_bytes(offset, len, bk, true));
+        }
+        self.zero_clusters_and_bytes(offset, len, bk, unmap)
+    }
+
+    fn zero_clusters_and_bytes(
+        &mut self,
+        offset: u64,
+        len: u64,
+        bk: &mut dyn Backing,
+        unmap: bool,
+    ) -> Result<(), FormatError> {
         let cs = self.geo.cluster_size();
         for (pos, n, whole) in self.split_clusters(offset, len) {
             let first = pos / cs;
@@ -488,9 +527,7 @@ impl Qcow2 {
                 self.zeroize_clusters(first, n.div_ceil(cs), bk, unmap)?;
                 continue;
             }
-            let kind = self
-                .mapping
-                .lookup(self.storage.as_ref(), GuestOffset(pos))?;
+            let kind = self.lookup(GuestOffset(pos))?;
             let rest_is_zero = match kind {
                 ClusterKind::ZeroPlain | ClusterKind::ZeroAlloc { .. } => true,
                 // What the rest of the cluster is, is up to the backing chain's block status.
@@ -525,9 +562,7 @@ impl Qcow2 {
         let mut pos = offset;
         while pos < end {
             let piece = (pos - pos % cs + cs).min(end) - pos;
-            let kind = self
-                .mapping
-                .lookup(self.storage.as_ref(), GuestOffset(pos))?;
+            let kind = self.lookup(GuestOffset(pos))?;
             let zero = match kind {
                 ClusterKind::ZeroPlain | ClusterKind::ZeroAlloc { .. } => true,
                 ClusterKind::Unallocated if probe => bk.is_zero(pos, piece)?,
@@ -555,11 +590,21 @@ impl Qcow2 {
             return Ok(());
         }
         let cs = self.geo.cluster_size();
-        for (pos, n, whole) in self.split_clusters(offset, len) {
-            if whole {
-                self.discard_clusters(pos / cs, n.div_ceil(cs), backing)?;
+        if !self.pass_discard_request {
+            for (pos, n, whole) in self.split_clusters(offset, len) {
+                if whole {
+                    self.discard_clusters(pos / cs, n.div_ceil(cs), backing)?;
+                }
             }
+            return Ok(());
         }
-        Ok(())
+        self.discarding_freed(|s| {
+            for (pos, n, whole) in s.split_clusters(offset, len) {
+                if whole {
+                    s.discard_clusters(pos / cs, n.div_ceil(cs), backing)?;
+                }
+            }
+            Ok(())
+        })
     }
 }

@@ -1,10 +1,10 @@
 //! Mapping guest clusters to host clusters: the L1 table, L2 tables and what an L2 entry means.
 //!
-//! The active L1 table is kept in memory whole; L2 tables are read on demand into a small cache
-//! keyed by host offset. Changes to either are written through at once (only the entries that
-//! changed). Standard (not extended) L2 entries only.
+//! The active L1 table is kept in memory whole and written through (only the entries that
+//! changed); L2 tables live in the write-back metadata cache ([`MetaCache`]). Standard (not
+//! extended) L2 entries only.
 
-use super::refcount::ClusterCache;
+use super::cache::MetaCache;
 use super::units::{Geometry, GuestOffset, HostOffset};
 use crate::format::FormatError;
 use crate::storage::Storage;
@@ -95,7 +95,7 @@ impl ClusterKind {
     }
 }
 
-/// The active L1 table and the L2 cache.
+/// The active L1 table.
 #[derive(Debug)]
 pub struct Mapping {
     geo: Geometry,
@@ -103,7 +103,6 @@ pub struct Mapping {
     pub l1_offset: HostOffset,
     /// The active L1 table (`l1_size` raw entries).
     pub l1: Vec<u64>,
-    l2_cache: ClusterCache<Vec<u64>>,
 }
 
 impl Mapping {
@@ -133,7 +132,6 @@ impl Mapping {
             geo,
             l1_offset: HostOffset(l1_offset),
             l1,
-            l2_cache: ClusterCache::new(super::refcount::cache_capacity(geo)),
         })
     }
 
@@ -154,34 +152,6 @@ impl Mapping {
         Ok(Some((off, e & OFLAG_COPIED != 0)))
     }
 
-    /// The L2 table at `offset`, read on a miss.
-    pub fn l2_table(
-        &mut self,
-        storage: &dyn Storage,
-        offset: u64,
-    ) -> Result<&mut Vec<u64>, FormatError> {
-        if self.l2_cache.get_mut(offset).is_none() {
-            let mut raw = vec![0u8; self.geo.cluster_size() as usize];
-            storage.read_at(&mut raw, offset)?;
-            let t = raw
-                .chunks_exact(8)
-                .map(|e| u64::from_be_bytes(e.try_into().expect("8 bytes")))
-                .collect();
-            self.l2_cache.insert(offset, t);
-        }
-        Ok(self.l2_cache.get_mut(offset).expect("cached"))
-    }
-
-    /// Caches a freshly written L2 table.
-    pub fn cache_l2(&mut self, offset: u64, table: Vec<u64>) {
-        self.l2_cache.insert(offset, table);
-    }
-
-    /// Drops a freed L2 table from the cache.
-    pub fn forget_l2(&mut self, offset: u64) {
-        self.l2_cache.remove(offset);
-    }
-
     /// Switches to a new active L1 table (already written at `offset`).
     pub fn replace_l1(&mut self, offset: u64, table: Vec<u64>) {
         self.l1_offset = HostOffset(offset);
@@ -200,26 +170,10 @@ impl Mapping {
         Ok(())
     }
 
-    /// Writes entries `[from, to)` of the cached L2 table at `offset` through to the file.
-    pub fn write_l2_entries(
-        &mut self,
-        storage: &dyn Storage,
-        offset: u64,
-        from: usize,
-        to: usize,
-    ) -> Result<(), FormatError> {
-        if from >= to {
-            return Ok(());
-        }
-        let t = self.l2_table(storage, offset)?;
-        let raw: Vec<u8> = t[from..to].iter().flat_map(|e| e.to_be_bytes()).collect();
-        storage.write_at(&raw, offset + 8 * from as u64)?;
-        Ok(())
-    }
-
     /// The kind of the cluster holding guest offset `off`, validating data offsets.
     pub fn lookup(
-        &mut self,
+        &self,
+        cache: &mut MetaCache,
         storage: &dyn Storage,
         off: GuestOffset,
     ) -> Result<ClusterKind, FormatError> {
@@ -228,7 +182,7 @@ impl Mapping {
             return Ok(ClusterKind::Unallocated);
         };
         let i = self.geo.l2_index(off);
-        let e = self.l2_table(storage, l2)?[i];
+        let e = cache.l2(storage, l2)?[i];
         check_entry(e, self.geo, l2, i)
     }
 }

@@ -1,7 +1,8 @@
 //! The qcow2 format (versions 2 and 3), over any [`Storage`].
 //!
 //! One file per concern, as in imago: [`header`] (first cluster), [`mapping`] (L1/L2),
-//! [`refcount`] (refcount table and blocks), `alloc` (finding and counting clusters), `io` (the
+//! [`refcount`] (refcount table and blocks), [`cache`] (the write-back metadata cache), `alloc`
+//! (finding and counting clusters), `io` (the
 //! guest read/write/zero/discard paths), [`bitmaps`] (persistent dirty bitmaps), [`snapshot`]
 //! (internal snapshots), `resize` (growing the virtual size and the L1 table) and [`create`]
 //! (what `qemu-img create -f qcow2` writes). [`units`] keeps guest offsets, host offsets and
@@ -18,18 +19,22 @@
 //! clusters read from (the graph passes the node's `backing` child), and whose presence decides
 //! what zeroes and discards leave behind, as `bs->backing` does in QEMU.
 //!
-//! Metadata is written through (no dirty cache), in an order that keeps the image consistent
-//! after a crash of the process: refcounts are raised before anything points at the cluster,
-//! references are removed before refcounts drop. Nothing is flushed between those writes, so a
-//! power loss may reorder them, as with QEMU's `cache=unsafe`.
+//! L2 tables and refcount blocks are cached write-back as QEMU caches them ([`cache`]): they
+//! reach the file as whole clusters when the cache is flushed (flush, close, internal snapshots,
+//! new tables being hooked up), evicted, or ordered before the other cache, so a dirty bitmap
+//! on the `file` node sees QEMU's metadata writes. The header, the L1 table and the refcount
+//! table are written through.
 //!
 //! The host file is laid out as QEMU lays it out: an allocating write whose copy-on-write
 //! regions are zero for block status zeroes the new clusters with [`Storage::zero_range`] and
-//! writes only the guest bytes; clusters freed by snapshot operations are punched out with
-//! [`Storage::discard`] (`pass-discard-snapshot`).
+//! writes only the guest bytes; clusters freed by snapshot operations (`pass-discard-snapshot`)
+//! and by guest discards and unmapping zeroes (`pass-discard-request`, on for a node opened with
+//! discard=unmap) are punched out with [`Storage::discard`]; a preallocated zero cluster of the
+//! node's own is written in place.
 
 mod alloc;
 pub mod bitmaps;
+pub mod cache;
 mod compress;
 pub mod create;
 pub mod header;
@@ -74,6 +79,9 @@ pub struct Qcow2 {
     snapshots: Vec<snapshot::Snapshot>,
     /// Length in bytes of the table at `snapshots_offset` (to free it when rewritten).
     snapshots_size: u64,
+    /// `pass-discard-request`: clusters freed by guest discards and unmapping write-zeroes are
+    /// discarded in the file (on until told otherwise, as `qemu-io`'s discard=unmap opens).
+    pass_discard_request: bool,
 }
 
 impl Qcow2 {
@@ -108,6 +116,7 @@ impl Qcow2 {
             geo,
             header.refcount_table_offset,
             header.refcount_table_clusters,
+            header.size,
         )?;
         let mapping = Mapping::load(
             storage.as_ref(),
@@ -137,6 +146,7 @@ impl Qcow2 {
             free_byte_offset: 0,
             snapshots: Vec::new(),
             snapshots_size: 0,
+            pass_discard_request: true,
         };
         image.load_snapshots()?;
         if update_header {
@@ -159,6 +169,26 @@ impl Qcow2 {
     /// The backing file format recorded in the image, if any.
     pub fn backing_format(&self) -> Option<&str> {
         self.header.backing_format.as_deref()
+    }
+
+    /// The L2 table at host offset `offset`, from the metadata cache.
+    fn l2_table(&mut self, offset: u64) -> Result<&mut Vec<u64>, FormatError> {
+        let storage = self.storage.clone();
+        self.refcounts.cache.l2(storage.as_ref(), offset)
+    }
+
+    /// The kind of the cluster holding guest offset `off`.
+    fn lookup(&mut self, off: units::GuestOffset) -> Result<mapping::ClusterKind, FormatError> {
+        let storage = self.storage.clone();
+        self.mapping
+            .lookup(&mut self.refcounts.cache, storage.as_ref(), off)
+    }
+
+    /// Writes every dirty L2 table and refcount block back to the file (QEMU's
+    /// `qcow2_write_caches`), without flushing it.
+    pub(super) fn write_caches(&mut self) -> Result<(), FormatError> {
+        let storage = self.storage.clone();
+        self.refcounts.cache.write_all(storage.as_ref())
     }
 
     /// Writes the whole header cluster, refcount table and L1 fields taken from the live state.
@@ -247,6 +277,10 @@ impl FormatDriver for Qcow2 {
 
     fn set_read_only(&mut self) {
         self.read_only = true;
+    }
+
+    fn set_pass_discard_request(&mut self, on: bool) {
+        self.pass_discard_request = on;
     }
 
     fn read(&mut self, offset: u64, buf: &mut [u8]) -> Result<(), FormatError> {
@@ -364,6 +398,8 @@ impl FormatDriver for Qcow2 {
     }
 
     fn flush(&mut self) -> Result<(), FormatError> {
+        self.storage.debug_event("flush_to_os");
+        self.write_caches()?;
         self.storage.debug_event("flush_to_disk");
         Ok(self.storage.flush_request()?)
     }
@@ -383,10 +419,7 @@ impl FormatDriver for Qcow2 {
     }
 
     fn is_allocated(&mut self, offset: u64) -> Result<bool, FormatError> {
-        let storage = self.storage.clone();
-        let kind = self
-            .mapping
-            .lookup(storage.as_ref(), units::GuestOffset(offset))?;
+        let kind = self.lookup(units::GuestOffset(offset))?;
         Ok(!matches!(kind, mapping::ClusterKind::Unallocated))
     }
 

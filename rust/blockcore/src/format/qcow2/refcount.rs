@@ -2,62 +2,18 @@
 //!
 //! Every host cluster (metadata included) has a reference count stored in a refcount block; the
 //! refcount table lists the blocks. Entries are `refcount_bits` wide (1..=64, `1 << refcount_order`),
-//! big-endian from 8 bits up, packed low bit first below 8 bits. Blocks are cached by host offset
-//! and every change is written through at once, so the file is always as consistent as the order
-//! of our writes makes it. Allocation (finding free clusters, creating blocks, growing the table)
-//! lives in `alloc.rs`.
+//! big-endian from 8 bits up, packed low bit first below 8 bits. Blocks live in the write-back
+//! metadata cache ([`MetaCache`], which holds the L2 tables too, as their write-back is ordered
+//! against each other); the refcount table is written through. Allocation (finding free
+//! clusters, creating blocks, growing the table) lives in `alloc.rs`.
 
+use super::cache::MetaCache;
 use super::units::{Geometry, HostCluster, HostOffset};
 use crate::format::FormatError;
 use crate::storage::Storage;
-use std::collections::HashMap;
 
 /// Refcount table entries: bits 9..=63 are the block offset, bits 0..=8 are reserved.
 pub const REFT_OFFSET_MASK: u64 = 0xffff_ffff_ffff_fe00;
-
-/// Cache of metadata clusters (refcount blocks or L2 tables) keyed by host offset; write-through,
-/// so eviction never loses anything.
-#[derive(Debug)]
-pub struct ClusterCache<T> {
-    entries: HashMap<u64, T>,
-    capacity: usize,
-}
-
-impl<T> ClusterCache<T> {
-    /// A cache holding at most `capacity` clusters.
-    pub fn new(capacity: usize) -> Self {
-        Self {
-            entries: HashMap::new(),
-            capacity: capacity.max(4),
-        }
-    }
-
-    /// The cached cluster at `offset`, if any.
-    pub fn get_mut(&mut self, offset: u64) -> Option<&mut T> {
-        self.entries.get_mut(&offset)
-    }
-
-    /// Caches `value` for `offset`, evicting something if full.
-    pub fn insert(&mut self, offset: u64, value: T) -> &mut T {
-        if self.entries.len() >= self.capacity && !self.entries.contains_key(&offset) {
-            if let Some(&victim) = self.entries.keys().next() {
-                self.entries.remove(&victim);
-            }
-        }
-        self.entries.insert(offset, value);
-        self.entries.get_mut(&offset).expect("just inserted")
-    }
-
-    /// Forgets the cluster at `offset` (it was freed).
-    pub fn remove(&mut self, offset: u64) {
-        self.entries.remove(&offset);
-    }
-}
-
-/// Number of clusters a metadata cache may hold: 8 MiB worth, at least 16.
-pub fn cache_capacity(geo: Geometry) -> usize {
-    ((8u64 << 20) / geo.cluster_size()).max(16) as usize
-}
 
 /// Reads refcount entry `i` of a block.
 pub fn get_entry(block: &[u8], i: usize, order: u32) -> u64 {
@@ -117,7 +73,9 @@ pub struct Refcounts {
     pub table_offset: HostOffset,
     /// The refcount table (`refcount_table_clusters` clusters of 8-byte entries), offsets only.
     pub table: Vec<u64>,
-    pub(super) blocks: ClusterCache<Vec<u8>>,
+    /// The metadata cache: refcount blocks, and the L2 tables [`Mapping`](super::mapping::Mapping)
+    /// works on.
+    pub cache: MetaCache,
     /// Where the next search for a free cluster starts (QEMU's `free_cluster_index`): lowered when
     /// a cluster's refcount drops to zero, advanced past every cluster a search looks at.
     pub free_cluster_index: u64,
@@ -127,12 +85,13 @@ pub struct Refcounts {
 }
 
 impl Refcounts {
-    /// Reads the refcount table.
+    /// Reads the refcount table; the metadata cache is sized for a disk of `virtual_size`.
     pub fn load(
         storage: &dyn Storage,
         geo: Geometry,
         table_offset: u64,
         table_clusters: u32,
+        virtual_size: u64,
     ) -> Result<Self, FormatError> {
         let bytes = u64::from(table_clusters) * geo.cluster_size();
         if bytes > super::header::MAX_REFTABLE_BYTES {
@@ -155,7 +114,7 @@ impl Refcounts {
             geo,
             table_offset: HostOffset(table_offset),
             table,
-            blocks: ClusterCache::new(cache_capacity(geo)),
+            cache: MetaCache::new(geo, virtual_size),
             free_cluster_index: 0,
             discard_log: None,
         })
@@ -178,12 +137,7 @@ impl Refcounts {
         storage: &dyn Storage,
         offset: u64,
     ) -> Result<&mut Vec<u8>, FormatError> {
-        if self.blocks.get_mut(offset).is_none() {
-            let mut b = vec![0u8; self.geo.cluster_size() as usize];
-            storage.read_at(&mut b, offset)?;
-            self.blocks.insert(offset, b);
-        }
-        Ok(self.blocks.get_mut(offset).expect("cached"))
+        self.cache.refblock(storage, offset)
     }
 
     fn block_offset(&self, rt_index: usize) -> Result<Option<u64>, FormatError> {
@@ -217,8 +171,9 @@ impl Refcounts {
         self.table.get(rt).is_some_and(|&o| o != 0)
     }
 
-    /// Adds `delta` to the refcounts of clusters `[start, start + n)`, writing each block's changed
-    /// bytes through in one write. The blocks must exist (allocation creates them first).
+    /// Adds `delta` to the refcounts of clusters `[start, start + n)` in the cached blocks (marked
+    /// dirty). The blocks must exist (allocation creates them first). A drop makes the blocks
+    /// wait for the L2 tables; a table whose refcount reaches zero leaves the cache unwritten.
     pub fn update_range(
         &mut self,
         storage: &dyn Storage,
@@ -230,6 +185,9 @@ impl Refcounts {
         let max = self.geo.max_refcount();
         let mut c = start.0;
         let end = start.0 + n;
+        if delta < 0 {
+            self.cache.refblocks_after_l2(storage)?;
+        }
         while c < end {
             let (rt, first) = self.locate(HostCluster(c));
             let in_block = (self.geo.refblock_entries() - first as u64).min(end - c);
@@ -241,7 +199,6 @@ impl Refcounts {
             let mut lowest_freed = None;
             let mut freed = Vec::new();
             let block = self.block(storage, off)?;
-            let (mut lo, mut hi) = (usize::MAX, 0);
             for k in 0..in_block as usize {
                 let old = get_entry(block, first + k, order);
                 let new = old
@@ -253,9 +210,7 @@ impl Refcounts {
                             c + k as u64
                         ))
                     })?;
-                let (at, len) = set_entry(block, first + k, order, new);
-                lo = lo.min(at);
-                hi = hi.max(at + len);
+                set_entry(block, first + k, order, new);
                 if new == 0 && old != 0 {
                     if lowest_freed.is_none() {
                         lowest_freed = Some(c + k as u64);
@@ -266,11 +221,15 @@ impl Refcounts {
             if let Some(f) = lowest_freed {
                 self.free_cluster_index = self.free_cluster_index.min(f);
             }
+            self.cache.refblocks.mark_dirty(off);
+            let cs = self.geo.cluster_size();
+            for &f in &freed {
+                self.cache.refblocks.discard(f * cs);
+                self.cache.l2.discard(f * cs);
+            }
             if let Some(log) = &mut self.discard_log {
                 log.extend(freed);
             }
-            let block = self.blocks.get_mut(off).expect("cached");
-            storage.write_at(&block[lo..hi], off + lo as u64)?;
             c += in_block;
         }
         Ok(())

@@ -45,6 +45,9 @@ impl Qcow2 {
                     .into(),
             ));
         }
+        // As measured on QEMU (block_resize): the dirty L2 tables and refcount blocks reach
+        // the file before the L1 table moves.
+        self.write_caches()?;
         let needed = new_size.div_ceil(self.geo.l2_span());
         self.grow_l1(needed)?;
         self.header.size = new_size;

@@ -183,9 +183,12 @@ impl Qcow2 {
     }
 
     /// Runs `f` with freed clusters recorded, then discards in the file those still free, as
-    /// QEMU does for clusters freed by snapshot operations (`pass-discard-snapshot=on`): a hole
-    /// is punched, the file keeps its length, and a failed discard is ignored.
-    fn discarding_freed<T>(
+    /// QEMU does for clusters freed by snapshot operations (`pass-discard-snapshot`, on by
+    /// default) and by guest discards and unmapping write-zeroes (`pass-discard-request`, on
+    /// for a node opened with `discard=unmap`, the only nodes such requests reach): a hole is
+    /// punched, the file keeps its length, and a failed discard is ignored. A file node that
+    /// ignores discards drops them (see `ObservedStorage`).
+    pub(super) fn discarding_freed<T>(
         &mut self,
         f: impl FnOnce(&mut Self) -> Result<T, FormatError>,
     ) -> Result<T, FormatError> {
@@ -253,7 +256,7 @@ impl Qcow2 {
             if l2 == 0 {
                 continue;
             }
-            let table = self.mapping.l2_table(st, l2)?.clone();
+            let table = self.l2_table(l2)?.clone();
             let mut new_table = table.clone();
             for (i, &e) in table.iter().enumerate() {
                 let kind = check_entry(e, geo, l2, i)?;
@@ -287,18 +290,14 @@ impl Qcow2 {
                 }
             }
             if new_table != table {
-                *self.mapping.l2_table(st, l2)? = new_table;
-                let (lo, hi) = changed_span(&table, self.mapping.l2_table(st, l2)?);
-                self.mapping.write_l2_entries(st, l2, lo, hi)?;
+                *self.l2_table(l2)? = new_table;
+                self.refcounts.cache.l2.mark_dirty(l2);
             }
             let c = geo.host_cluster(super::units::HostOffset(l2));
             if delta != 0 {
                 self.refcounts.update_range(st, c, 1, delta)?;
             }
             let rc = self.refcounts.get(st, c)?;
-            if rc == 0 {
-                self.mapping.forget_l2(l2);
-            }
             *l1e = if rc == 1 {
                 *l1e | OFLAG_COPIED
             } else {
@@ -361,6 +360,8 @@ impl Qcow2 {
         };
         let flagged = self.update_snapshot_refcount(l1.clone(), 1)?;
         self.set_active_l1(flagged)?;
+        // The new references and COPIED flags reach the file before the snapshot is listed.
+        self.write_caches()?;
         storage.flush()?;
         self.snapshots.push(Snapshot {
             entry: entry.clone(),
@@ -415,6 +416,7 @@ impl Qcow2 {
         let active = self.mapping.l1.clone();
         let flagged = self.update_snapshot_refcount(active, 0)?;
         self.set_active_l1(flagged)?;
+        self.write_caches()?;
         storage.flush()?;
         Ok(Some(sn.entry))
     }
@@ -435,16 +437,6 @@ fn serialized_len(raw: &[u8], snaps: &[Snapshot]) -> u64 {
         off = cursor;
     }
     off as u64
-}
-
-fn changed_span(old: &[u64], new: &[u64]) -> (usize, usize) {
-    let lo = old.iter().zip(new).position(|(a, b)| a != b).unwrap_or(0);
-    let hi = old
-        .iter()
-        .zip(new)
-        .rposition(|(a, b)| a != b)
-        .map_or(0, |i| i + 1);
-    (lo, hi)
 }
 
 #[cfg(test)]

@@ -61,7 +61,7 @@ fn assert_refcounts_exact(st: &MemStorage, q: &mut Qcow2) {
             continue;
         }
         add(l2, cs);
-        for e in q.mapping.l2_table(st, l2).unwrap().clone() {
+        for e in q.l2_table(l2).unwrap().clone() {
             if let Some((o, l)) = mapping::ClusterKind::decode(e, geo).host_extent(geo) {
                 add(o, l);
             }
@@ -139,7 +139,8 @@ fn qcow2_sparse_writes_with_512b_clusters_grow_refcount_table() {
     }
     assert!(q.refcounts.table_clusters() > before);
     assert_refcounts_exact(&st, &mut q);
-    // Reopen from the file and read everything back.
+    // Reopen from the file (the cached metadata flushed first) and read everything back.
+    q.flush().unwrap();
     let mut q2 = Qcow2::open(st.clone(), true).unwrap();
     let (mut off, mut k) = (0, 0u8);
     while off < 64 * MIB - 4096 {
@@ -162,10 +163,7 @@ fn qcow2_write_zeroes_whole_cluster_frees_and_reads_zero() {
     assert_eq!(read(&mut q, 65536, 65536), vec![0u8; 65536]);
     assert_eq!(read(&mut q, 140_000, 1000), vec![0u8; 1000]);
     assert_eq!(read(&mut q, 0, 100), pattern(100, 3));
-    let e = q
-        .mapping
-        .lookup(st.as_ref(), units::GuestOffset(65536))
-        .unwrap();
+    let e = q.lookup(units::GuestOffset(65536)).unwrap();
     assert_eq!(e, mapping::ClusterKind::ZeroPlain);
     assert_refcounts_exact(&st, &mut q);
 }
@@ -178,10 +176,7 @@ fn qcow2_discard_partial_is_ignored_whole_is_zero_flag() {
     assert_eq!(read(&mut q, 0, 3 * 65536), pattern(3 * 65536, 4));
     q.discard(65536, 65536).unwrap();
     assert_eq!(read(&mut q, 65536, 65536), vec![0u8; 65536]);
-    let e = q
-        .mapping
-        .lookup(st.as_ref(), units::GuestOffset(65536))
-        .unwrap();
+    let e = q.lookup(units::GuestOffset(65536)).unwrap();
     assert_eq!(e, mapping::ClusterKind::ZeroPlain);
     assert_refcounts_exact(&st, &mut q);
 }
@@ -194,10 +189,7 @@ fn qcow2_v2_discard_leaves_cluster_unallocated() {
     });
     q.write(0, &pattern(65536, 4)).unwrap();
     q.write_zeroes(0, 65536).unwrap();
-    let e = q
-        .mapping
-        .lookup(st.as_ref(), units::GuestOffset(0))
-        .unwrap();
+    let e = q.lookup(units::GuestOffset(0)).unwrap();
     assert_eq!(e, mapping::ClusterKind::Unallocated);
     assert_refcounts_exact(&st, &mut q);
 }
@@ -210,7 +202,7 @@ fn qcow2_shared_cluster_is_copied_on_write() {
     q.write(0, &pattern(65536, 5)).unwrap();
     let storage = st.clone();
     let l2 = q.mapping.l1[0] & mapping::L1E_OFFSET_MASK;
-    let data = q.mapping.l2_table(storage.as_ref(), l2).unwrap()[0] & mapping::L2E_OFFSET_MASK;
+    let data = q.l2_table(l2).unwrap()[0] & mapping::L2E_OFFSET_MASK;
     q.refcounts
         .update_range(storage.as_ref(), units::HostCluster(l2 >> 16), 1, 1)
         .unwrap();
@@ -218,10 +210,8 @@ fn qcow2_shared_cluster_is_copied_on_write() {
         .update_range(storage.as_ref(), units::HostCluster(data >> 16), 1, 1)
         .unwrap();
     q.mapping.set_l1(storage.as_ref(), 0, l2).unwrap();
-    q.mapping.l2_table(storage.as_ref(), l2).unwrap()[0] = data;
-    q.mapping
-        .write_l2_entries(storage.as_ref(), l2, 0, 1)
-        .unwrap();
+    q.l2_table(l2).unwrap()[0] = data;
+    q.refcounts.cache.l2.mark_dirty(l2);
 
     q.write(10, b"new").unwrap();
 
@@ -311,6 +301,7 @@ fn bitmaps_inconsistent_entry_survives_store_of_others() {
     let (st, mut q) = image(CreateOptions::new(64 * MIB));
     q.store_bitmaps(&[&bitmap("a", 64 * MIB, 65536, &[(0, 1)], true)])
         .unwrap();
+    q.close().unwrap();
     drop(Qcow2::open(st.clone(), false).unwrap());
     let mut rw = Qcow2::open(st.clone(), false).unwrap();
     let loaded = rw.take_loaded_bitmaps();
@@ -442,4 +433,25 @@ fn failed_delete_on_read_only_image_drops_the_snapshot_in_memory_only() {
         1,
         "a re-open lists it again"
     );
+}
+
+#[test]
+fn qcow2_pass_discard_request_decides_whether_freed_clusters_are_discarded_in_the_file() {
+    for pass in [true, false] {
+        let (st, mut q) = image(CreateOptions::new(8 * MIB));
+        q.set_pass_discard_request(pass);
+        q.write(0, &pattern(3 * 65536, 7)).unwrap();
+        let host = q
+            .l2_table(q.mapping.l1[0] & mapping::L1E_OFFSET_MASK)
+            .unwrap()[1]
+            & mapping::L2E_OFFSET_MASK;
+        q.discard(65536, 65536).unwrap();
+        q.write_zeroes(2 * 65536, 65536).unwrap();
+        let mut left = vec![0u8; 2 * 65536];
+        st.read_at(&mut left, host).unwrap();
+        let zeroed = left.iter().all(|&b| b == 0);
+        assert_eq!(zeroed, pass, "pass-discard-request={pass}");
+        assert_eq!(read(&mut q, 65536, 2 * 65536), vec![0u8; 2 * 65536]);
+        assert_refcounts_exact(&st, &mut q);
+    }
 }
