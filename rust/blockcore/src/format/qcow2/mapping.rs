@@ -196,7 +196,8 @@ impl Mapping {
     /// compressed cluster is a run of its own, and a range without an L2 table is unallocated
     /// up to that table's end (`qcow2_get_host_offset`, `count_contiguous_subclusters`).
     pub fn status_run(
-        &mut self,
+        &self,
+        cache: &mut MetaCache,
         storage: &dyn Storage,
         off: GuestOffset,
         len: u64,
@@ -210,7 +211,7 @@ impl Mapping {
         let Some((l2, _)) = self.l2_offset(geo.l1_index(off))? else {
             return Ok((ClusterKind::Unallocated, needed - in_cluster));
         };
-        let table = self.l2_table(storage, l2)?;
+        let table = cache.l2(storage, l2)?;
         let nb = needed.div_ceil(cs).max(1);
         let entries = &table[first as usize..(first + nb) as usize];
         let kind = check_entry(entries[0], geo, l2, first as usize)?;

@@ -354,9 +354,12 @@ impl FormatDriver for Qcow2 {
             });
         }
         let storage = self.storage.clone();
-        let (kind, len) =
-            self.mapping
-                .status_run(storage.as_ref(), units::GuestOffset(offset), len)?;
+        let (kind, len) = self.mapping.status_run(
+            &mut self.refcounts.cache,
+            storage.as_ref(),
+            units::GuestOffset(offset),
+            len,
+        )?;
         let kind = match kind {
             mapping::ClusterKind::Normal { .. } | mapping::ClusterKind::Compressed { .. } => {
                 RunKind::Data
