@@ -101,39 +101,28 @@ SNAPSHOT_KINDS = frozenset(
 Progress = Callable[[str, int, int], None]
 
 
+def _image_node(driver: str, name: str, file: JSONObject) -> JSONObject:
+    """``blockdev-add`` arguments of a format node ``name`` over ``file``."""
+    return {"driver": driver, "node-name": name, "file": file}
+
+
 def setup_steps() -> list[Step]:
     """The first steps of every example: the nodes on the template images."""
     steps = []
     blockdevs: list[JSONObject] = [
-        {
-            "driver": "qcow2",
-            "node-name": "disk0",
-            "file": {"driver": "file", "filename": "{dir}/a.qcow2"},
-        },
-        {
-            "driver": "qcow2",
-            "node-name": "disk1",
-            "file": {"driver": "file", "filename": "{dir}/b.qcow2"},
-        },
-        {
-            "driver": "raw",
-            "node-name": "raw0",
-            "file": {"driver": "file", "filename": "{dir}/c.raw"},
-        },
-        {
-            "driver": "qcow2",
-            "node-name": "ov0",
-            "file": {"driver": "file", "filename": "{dir}/ov.qcow2"},
-        },
-        {
-            "driver": "qcow2",
-            "node-name": FAILING,
-            "file": {
+        _image_node("qcow2", "disk0", {"driver": "file", "filename": "{dir}/a.qcow2"}),
+        _image_node("qcow2", "disk1", {"driver": "file", "filename": "{dir}/b.qcow2"}),
+        _image_node("raw", "raw0", {"driver": "file", "filename": "{dir}/c.raw"}),
+        _image_node("qcow2", "ov0", {"driver": "file", "filename": "{dir}/ov.qcow2"}),
+        _image_node(
+            "qcow2",
+            FAILING,
+            {
                 "driver": "blkdebug",
                 "image": {"driver": "file", "filename": "{dir}/d.qcow2"},
                 "inject-error": [{"event": "read_aio", "errno": 5}],
             },
-        },
+        ),
     ]
     for index, blockdev in enumerate(blockdevs):
         steps.append(Step(index, "execute", "blockdev-add", blockdev))
@@ -583,6 +572,29 @@ class ConformanceMachine(RuleBasedStateMachine):
         assert self.run is not None
         return self.run
 
+    def _action(self, data: st.DataObject, run: _Run, kinds: Sequence[str]) -> JSONObject:
+        """One action of a kind drawn from ``kinds``, its data steered by the model's state."""
+        kind = data.draw(st.sampled_from(kinds))
+        return {"type": kind, "data": data.draw(action_data(kind, run.state(), self.serial))}
+
+    def _transaction(self, run: _Run, arguments: JSONObject, *, jobs: bool = False) -> None:
+        """Run one generated transaction. ``jobs``: it may start backups, so their events are
+        kept per job and a known QEMU deadlock is recorded as hung (:func:`_deadlock_timeout`)."""
+        self.shared.transactions += 1
+        if not jobs:
+            run.run(Step(0, "execute", "transaction", arguments))
+            return
+        run.run(
+            Step(
+                0,
+                "execute",
+                "transaction",
+                arguments,
+                event_order="per-job-one-drain",
+                timeout=_deadlock_timeout(arguments),
+            )
+        )
+
     @rule(data=st.data())
     def write(self, data: st.DataObject) -> None:
         run = self._live()
@@ -626,26 +638,13 @@ class ConformanceMachine(RuleBasedStateMachine):
                 drawn = data.draw(compiler)
                 actions.append(drawn)
                 continue
-            kind = data.draw(st.sampled_from(_WEIGHTED))
-            actions.append(
-                {"type": kind, "data": data.draw(action_data(kind, run.state(), self.serial))}
-            )
+            actions.append(self._action(data, run, _WEIGHTED))
         arguments: JSONObject = {"actions": actions}
         if data.draw(st.integers(0, 5)) == 0:
             arguments["properties"] = {
                 "completion-mode": data.draw(st.sampled_from(("grouped", "individual")))
             }
-        self.shared.transactions += 1
-        run.run(
-            Step(
-                0,
-                "execute",
-                "transaction",
-                arguments,
-                event_order="per-job-one-drain",
-                timeout=_deadlock_timeout(arguments),
-            )
-        )
+        self._transaction(run, arguments, jobs=True)
 
     def _failing_action(self, data: st.DataObject, actions: list[JSONObject]) -> None:
         """Sometimes end with an action that fails, so everything before is rolled back."""
@@ -703,17 +702,7 @@ class ConformanceMachine(RuleBasedStateMachine):
         arguments: JSONObject = {"actions": actions}
         if mode is not None:
             arguments["properties"] = {"completion-mode": mode}
-        self.shared.transactions += 1
-        run.run(
-            Step(
-                0,
-                "execute",
-                "transaction",
-                arguments,
-                event_order="per-job-one-drain",
-                timeout=_deadlock_timeout(arguments),
-            )
-        )
+        self._transaction(run, arguments, jobs=True)
         for job in dict.fromkeys(held):
             release = {"device": job, "speed": 0}
             run.run(
@@ -758,8 +747,7 @@ class ConformanceMachine(RuleBasedStateMachine):
                 item = {"node": node, "overlay": "ov0"}
             actions.append({"type": kind, "data": item})
         self._failing_action(data, actions)
-        self.shared.transactions += 1
-        run.run(Step(0, "execute", "transaction", {"actions": actions}))
+        self._transaction(run, {"actions": actions})
 
     @rule(data=st.data())
     def bitmap_transaction(self, data: st.DataObject) -> None:
@@ -769,14 +757,10 @@ class ConformanceMachine(RuleBasedStateMachine):
         actions: list[JSONObject] = []
         for _ in range(data.draw(st.integers(1, 4))):
             self.serial += 1
-            kind = data.draw(st.sampled_from(kinds))
-            actions.append(
-                {"type": kind, "data": data.draw(action_data(kind, run.state(), self.serial))}
-            )
+            actions.append(self._action(data, run, kinds))
         if data.draw(st.integers(0, 9)) == 0:
             actions.insert(data.draw(st.integers(0, len(actions))), {"type": "abort", "data": {}})
-        self.shared.transactions += 1
-        run.run(Step(0, "execute", "transaction", {"actions": actions}))
+        self._transaction(run, {"actions": actions})
 
     def teardown(self) -> None:
         if self.run is not None:
