@@ -471,6 +471,24 @@ def qemu_binary_available(binary: str) -> bool:
     return shutil.which(binary) is not None
 
 
+def _require_program(program: str, what: str) -> None:
+    """Raise :class:`EndpointUnavailable` (``"<what> not found: <program>"``) unless it runs."""
+    if not qemu_binary_available(program):
+        raise EndpointUnavailable(f"{what} not found: {program}")
+
+
+def _launch_args(launch: LaunchOptions | None, *, blockdev_option: str = "-blockdev") -> list[str]:
+    """The command-line options of ``launch``: ``-drive`` option strings, then one
+    ``-blockdev`` (qemu-storage-daemon: ``--blockdev``) JSON tree per blockdev."""
+    launch = launch or LaunchOptions()
+    args: list[str] = []
+    for drive in launch.drives:
+        args += ["-drive", _drive_option_string(drive)]
+    for blockdev in launch.blockdevs:
+        args += [blockdev_option, json.dumps(blockdev)]
+    return args
+
+
 class QemuEndpoint(_ProcessEndpoint):
     """A real ``qemu-system-*`` started with ``-M none -nodefaults -display none``.
 
@@ -488,19 +506,14 @@ class QemuEndpoint(_ProcessEndpoint):
         timeout: float = COMMAND_TIMEOUT,
     ) -> None:
         binary = binary or qemu_binaries()["10.0"]
-        if not qemu_binary_available(binary):
-            raise EndpointUnavailable(f"QEMU binary not found: {binary}")
+        _require_program(binary, "QEMU binary")
         env = dict(extra_env or {})
         args: list[str] = [binary]
         if binary.startswith("/opt/qemu-7.2/"):
             env = {**QEMU_7_2_ENV, **env}
             args += QEMU_7_2_ARGS
         args += ["-M", "none", "-nodefaults", "-display", "none"]
-        launch = launch or LaunchOptions()
-        for drive in launch.drives:
-            args += ["-drive", _drive_option_string(drive)]
-        for blockdev in launch.blockdevs:
-            args += ["-blockdev", json.dumps(blockdev)]
+        args += _launch_args(launch)
         args += extra_args
         self.binary = binary
         super().__init__(args, env, workdir, timeout)
@@ -526,14 +539,10 @@ class QsdEndpoint(_ProcessEndpoint):
         timeout: float = COMMAND_TIMEOUT,
     ) -> None:
         binary = binary or os.environ.get("QSD_BINARY", DEFAULT_QSD_BINARY)
-        if not qemu_binary_available(binary):
-            raise EndpointUnavailable(f"qemu-storage-daemon not found: {binary}")
-        launch = launch or LaunchOptions()
-        if launch.drives:
+        _require_program(binary, "qemu-storage-daemon")
+        if launch is not None and launch.drives:
             raise EndpointUnsupported("qemu-storage-daemon has no -drive option")
-        args: list[str] = [binary]
-        for blockdev in launch.blockdevs:
-            args += ["--blockdev", json.dumps(blockdev)]
+        args = [binary, *_launch_args(launch, blockdev_option="--blockdev")]
         self.binary = binary
 
         def monitor(path: Path) -> list[str]:
@@ -562,14 +571,9 @@ class XemuEndpoint(_ProcessEndpoint):
         launch: LaunchOptions | None = None,
         timeout: float = COMMAND_TIMEOUT,
     ) -> None:
-        if not qemu_binary_available(binary):
-            raise EndpointUnavailable(f"xemu binary not found: {binary}")
+        _require_program(binary, "xemu binary")
         args: list[str] = [binary, "-display", "none"]
-        launch = launch or LaunchOptions()
-        for drive in launch.drives:
-            args += ["-drive", _drive_option_string(drive)]
-        for blockdev in launch.blockdevs:
-            args += ["-blockdev", json.dumps(blockdev)]
+        args += _launch_args(launch)
         self.binary = binary
         super().__init__(args, None, workdir, timeout)
 
@@ -587,14 +591,9 @@ class ReferenceSocketEndpoint(_ProcessEndpoint):
         timeout: float = COMMAND_TIMEOUT,
     ) -> None:
         program = program or os.environ.get("QMP_REFERENCE_BINARY", "qmp-reference")
-        if not qemu_binary_available(program):
-            raise EndpointUnavailable(f"reference server not found: {program}")
+        _require_program(program, "reference server")
         args = [program, "--emulate", version, "-M", "none", "-nodefaults", "-display", "none"]
-        launch = launch or LaunchOptions()
-        for drive in launch.drives:
-            args += ["-drive", _drive_option_string(drive)]
-        for blockdev in launch.blockdevs:
-            args += ["-blockdev", json.dumps(blockdev)]
+        args += _launch_args(launch)
         super().__init__(args, None, workdir, timeout)
 
 
