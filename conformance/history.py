@@ -32,11 +32,13 @@ from typing import Any
 
 from conformance import state as state_mod
 from conformance.endpoints import (
+    STREAM_BROKEN,
     Endpoint,
     EndpointCrashed,
     EndpointError,
     EndpointFactory,
     EndpointHung,
+    EndpointStreamBroken,
     EndpointUnsupported,
     JSONObject,
     SocketEndpoint,
@@ -72,7 +74,8 @@ class Operation:
     kind: str
     #: What was sent: ``{"execute": C, "arguments": A}``, ``{"run": CMD}`` or ``{"observe": [..]}``.
     message: JSONObject
-    #: ``return``, ``error``, ``crashed``, ``hung`` or ``done`` (run/observe/wait).
+    #: ``return``, ``error``, ``crashed``, ``hung`` (no reply, or the QMP stream broke with the
+    #: process alive: ``failure`` says which) or ``done`` (run/observe/wait).
     outcome: str
     reply: JSONObject | None = None
     events: list[JSONObject] = field(default_factory=list)
@@ -99,6 +102,11 @@ class Operation:
         """The arguments sent (empty mapping when none)."""
         args = self.message.get("arguments")
         return dict(args) if isinstance(args, dict) else {}
+
+    @property
+    def stream_broken(self) -> bool:
+        """The step is ``hung`` because the QMP stream broke with the process alive."""
+        return self.outcome == "hung" and (self.failure or "").startswith(STREAM_BROKEN)
 
     def error(self) -> JSONObject | None:
         """The QMP error of the reply, if it was one."""
@@ -243,7 +251,13 @@ class Recorder:
         self.history.initial_state = self._snapshot()
 
     def _lost(self, op: Operation, outcome: str, failure: str) -> Operation:
-        """``op`` ended with the endpoint gone (``crashed``/``hung``): no step runs after it."""
+        """``op`` ended with the endpoint gone (``crashed``/``hung``): no step runs after it.
+
+        A QMP stream that broke with the process alive (:class:`EndpointStreamBroken`: a JSON
+        parse error in reply to a message sent well-formed, or a dropped connection) is ``hung``
+        with that text as ``failure``: the endpoint no longer answers what it is sent. It is a
+        QEMU defect (known deviation ``qmp-stream-broken``), never retried: a retry would hide
+        the same symptom from the reference server."""
         op.outcome, op.failure = outcome, failure
         self.alive = False
         return op
@@ -251,7 +265,7 @@ class Recorder:
     def _snapshot(self) -> JSONObject | None:
         try:
             return state_mod.snapshot(self.endpoint, self.normalizer)
-        except (EndpointCrashed, EndpointHung):
+        except (EndpointCrashed, EndpointHung, EndpointStreamBroken):
             self.alive = False
             return None
 
@@ -299,7 +313,7 @@ class Recorder:
             try:
                 op.settled = settle_jobs(endpoint, step.body)
                 op.events = order_events(step, self.normalizer.events(endpoint.take_events()))
-            except (EndpointCrashed, EndpointHung) as error:
+            except (EndpointCrashed, EndpointHung, EndpointStreamBroken) as error:
                 outcome = "crashed" if isinstance(error, EndpointCrashed) else "hung"
                 return self._lost(op, outcome, str(error))
             op.state = self._snapshot()
@@ -309,7 +323,7 @@ class Recorder:
             try:
                 op.output = observe(endpoint, step.body, self.normalizer)
                 op.events = self.normalizer.events(endpoint.take_events())
-            except (EndpointCrashed, EndpointHung) as error:
+            except (EndpointCrashed, EndpointHung, EndpointStreamBroken) as error:
                 outcome = "crashed" if isinstance(error, EndpointCrashed) else "hung"
                 return self._lost(op, outcome, str(error))
             op.state = self._snapshot()
@@ -332,8 +346,8 @@ class Recorder:
                 reply = endpoint.execute(command, arguments)
         except EndpointCrashed as crash:
             return self._lost(op, "crashed", _crash_text(crash))
-        except EndpointHung as hung:
-            return self._lost(op, "hung", str(hung))
+        except (EndpointHung, EndpointStreamBroken) as lost:
+            return self._lost(op, "hung", str(lost))
         op.reply = self.normalizer.reply(reply)
         op.outcome = "error" if "error" in reply else "return"
         if command == "quit" and "error" not in reply:
@@ -357,8 +371,8 @@ class Recorder:
                 self._settle_jobs(op, step)
         except EndpointCrashed as crash:
             return self._lost(op, "crashed", _crash_text(crash))
-        except EndpointHung as hung:
-            return self._lost(op, "hung", str(hung))
+        except (EndpointHung, EndpointStreamBroken) as lost:
+            return self._lost(op, "hung", str(lost))
         op.state = self._snapshot()
         return op
 
