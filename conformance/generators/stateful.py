@@ -44,7 +44,7 @@ import shutil
 import subprocess
 import tempfile
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, ClassVar
@@ -56,8 +56,8 @@ from hypothesis.errors import HypothesisException
 from hypothesis.stateful import RuleBasedStateMachine, initialize, rule, run_state_machine_as_test
 
 from conformance import rules as qemu_rules
-from conformance.checks.base import CheckFunction, Finding, Verdict, verdict
-from conformance.deviations import Deviation
+from conformance.checks.base import CheckContext, CheckFunction, Finding, Verdict, verdict
+from conformance.deviations import Deviation, mark
 from conformance.endpoints import EndpointError, JSONObject, LaunchOptions
 from conformance.history import History, Recorder
 from conformance.observe import Normalizer
@@ -291,45 +291,14 @@ class _Run:
         if judge:
             self.judge()
 
-    def judge(self) -> None:
-        from conformance.checks.base import CheckContext  # noqa: PLC0415
-        from conformance.deviations import mark  # noqa: PLC0415
-
+    def _verdicts(self, model_missing: str = "") -> Iterator[tuple[str, Verdict]]:
+        """Every selected check's verdict on the example so far, findings marked with the
+        known deviations that explain them."""
         shared = self.shared
         info = shared.info
         ctx = CheckContext(
             model=self.model_history,
-            model_missing="" if self.model_history else f"no reference model for {shared.version}",
-            is_qemu=info.kind == "qemu",
-            is_reference=info.kind in ("reference", "reference-socket"),
-            schema=info.schema,
-            schema_missing=info.schema_missing,
-            model_features=shared.features,
-        )
-        unexpected: list[Finding] = []
-        for function in shared.selected.values():
-            result = function(self.history, ctx)
-            mark(
-                result.findings,
-                shared.deviations,
-                kind=info.kind,
-                version=shared.version,
-                program="generated/sequence",
-            )
-            unexpected += result.unexpected
-        if unexpected:
-            shared.failure = (self.history, self.model_history, unexpected)
-            raise AssertionError("\n".join(f.explain() for f in unexpected))
-
-    def finish(self) -> None:
-        """Account the example's verdicts (only once it ended without failure)."""
-        from conformance.checks.base import CheckContext  # noqa: PLC0415
-        from conformance.deviations import mark  # noqa: PLC0415
-
-        shared = self.shared
-        info = shared.info
-        ctx = CheckContext(
-            model=self.model_history,
+            model_missing=model_missing,
             is_qemu=info.kind == "qemu",
             is_reference=info.kind in ("reference", "reference-socket"),
             schema=info.schema,
@@ -345,6 +314,20 @@ class _Run:
                 version=shared.version,
                 program="generated/sequence",
             )
+            yield name, result
+
+    def judge(self) -> None:
+        shared = self.shared
+        missing = "" if self.model_history else f"no reference model for {shared.version}"
+        unexpected = [f for _, result in self._verdicts(missing) for f in result.unexpected]
+        if unexpected:
+            shared.failure = (self.history, self.model_history, unexpected)
+            raise AssertionError("\n".join(f.explain() for f in unexpected))
+
+    def finish(self) -> None:
+        """Account the example's verdicts (only once it ended without failure)."""
+        shared = self.shared
+        for name, result in self._verdicts():
             shared.examined[name] = shared.examined.get(name, 0) + result.examined
             shared.expected.setdefault(name, []).extend(f for f in result.findings if f.deviation)
             if result.reason:
