@@ -64,6 +64,9 @@ class Deviation:
     messages: tuple[Any, ...] = ()
     action: Any = None
     subject: str | None = None
+    #: Its reproducer replays it (a curated scenario shows it on every run); ``False`` for a
+    #: race that a run shows only by chance (``replayable: false`` in the file).
+    replayable: bool = True
 
     def matches(self, finding: Finding, *, kind: str, version: str, program: str) -> bool:
         """Whether this deviation explains ``finding``."""
@@ -134,6 +137,7 @@ def load(path: Path = DEFAULT_FILE) -> list[Deviation]:
                 ),
                 action=entry.get("action"),
                 subject=entry.get("subject"),
+                replayable=bool(entry.get("replayable", True)),
             )
         )
     return result

@@ -33,11 +33,13 @@ from typing import Any
 
 from conformance import state as state_mod
 from conformance.endpoints import (
+    STREAM_BROKEN,
     Endpoint,
     EndpointCrashed,
     EndpointError,
     EndpointFactory,
     EndpointHung,
+    EndpointStreamBroken,
     EndpointUnsupported,
     JSONObject,
     SocketEndpoint,
@@ -73,7 +75,8 @@ class Operation:
     kind: str
     #: What was sent: ``{"execute": C, "arguments": A}``, ``{"run": CMD}`` or ``{"observe": [..]}``.
     message: JSONObject
-    #: ``return``, ``error``, ``crashed``, ``hung`` or ``done`` (run/observe/wait).
+    #: ``return``, ``error``, ``crashed``, ``hung`` (no reply, or the QMP stream broke with the
+    #: process alive: ``failure`` says which) or ``done`` (run/observe/wait).
     outcome: str
     reply: JSONObject | None = None
     events: list[JSONObject] = field(default_factory=list)
@@ -102,6 +105,11 @@ class Operation:
         """The arguments sent (empty mapping when none)."""
         args = self.message.get("arguments")
         return dict(args) if isinstance(args, dict) else {}
+
+    @property
+    def stream_broken(self) -> bool:
+        """The step is ``hung`` because the QMP stream broke with the process alive."""
+        return self.outcome == "hung" and (self.failure or "").startswith(STREAM_BROKEN)
 
     def error(self) -> JSONObject | None:
         """The QMP error of the reply, if it was one."""
@@ -256,8 +264,16 @@ class Recorder:
         self.history.start_events = self.normalizer.events(self.endpoint.take_events())
         self.history.initial_state = self._snapshot()
 
-    def _lost(self, op: Operation, error: EndpointCrashed | EndpointHung) -> Operation:
-        """``op`` ended with the endpoint gone (``crashed``/``hung``): no step runs after it."""
+    def _lost(
+        self, op: Operation, error: EndpointCrashed | EndpointHung | EndpointStreamBroken
+    ) -> Operation:
+        """``op`` ended with the endpoint gone (``crashed``/``hung``): no step runs after it.
+
+        A QMP stream that broke with the process alive (:class:`EndpointStreamBroken`: a JSON
+        parse error in reply to a message sent well-formed, or a dropped connection) is ``hung``
+        with that text as ``failure``: the endpoint no longer answers what it is sent. It is a
+        QEMU defect (known deviation ``qmp-stream-broken``), never retried: a retry would hide
+        the same symptom from the reference server."""
         if isinstance(error, EndpointCrashed):
             op.outcome, op.failure = "crashed", _crash_text(error)
             op.assertion = _assertion(error)
@@ -269,7 +285,7 @@ class Recorder:
     def _snapshot(self) -> JSONObject | None:
         try:
             return state_mod.snapshot(self.endpoint, self.normalizer)
-        except (EndpointCrashed, EndpointHung):
+        except (EndpointCrashed, EndpointHung, EndpointStreamBroken):
             self.alive = False
             return None
 
@@ -317,7 +333,7 @@ class Recorder:
             try:
                 op.settled = settle_jobs(endpoint, step.body)
                 op.events = order_events(step, self.normalizer.events(endpoint.take_events()))
-            except (EndpointCrashed, EndpointHung) as error:
+            except (EndpointCrashed, EndpointHung, EndpointStreamBroken) as error:
                 return self._lost(op, error)
             op.state = self._snapshot()
             return op
@@ -326,7 +342,7 @@ class Recorder:
             try:
                 op.output = observe(endpoint, step.body, self.normalizer)
                 op.events = self.normalizer.events(endpoint.take_events())
-            except (EndpointCrashed, EndpointHung) as error:
+            except (EndpointCrashed, EndpointHung, EndpointStreamBroken) as error:
                 return self._lost(op, error)
             op.state = self._snapshot()
             return op
@@ -346,7 +362,7 @@ class Recorder:
                     reply = endpoint.execute(command, arguments)
             else:
                 reply = endpoint.execute(command, arguments)
-        except (EndpointCrashed, EndpointHung) as error:
+        except (EndpointCrashed, EndpointHung, EndpointStreamBroken) as error:
             return self._lost(op, error)
         op.reply = self.normalizer.reply(reply)
         op.outcome = "error" if "error" in reply else "return"
@@ -369,7 +385,7 @@ class Recorder:
             op.events = order_events(step, self.normalizer.events(endpoint.take_events()))
             if self.auto_settle and any(e.get("event") == "JOB_STATUS_CHANGE" for e in op.events):
                 self._settle_jobs(op, step)
-        except (EndpointCrashed, EndpointHung) as error:
+        except (EndpointCrashed, EndpointHung, EndpointStreamBroken) as error:
             return self._lost(op, error)
         op.state = self._snapshot()
         return op

@@ -45,7 +45,9 @@ def _expectation_findings(history: History, ctx: CheckContext) -> tuple[list[Fin
         head, _, rest = problem.partition(": ")
         index = int(head.split()[1]) if head.startswith("step ") else -1
         op = ops.get(index)
-        if op is not None and op.outcome in ("crashed", "hung") and not ctx.is_qemu:
+        if op is not None and (
+            op.stream_broken or (op.outcome in ("crashed", "hung") and not ctx.is_qemu)
+        ):
             continue  # the liveness check's finding
         findings.append(
             Finding(

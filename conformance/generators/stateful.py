@@ -44,7 +44,7 @@ import shutil
 import subprocess
 import tempfile
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, ClassVar
@@ -56,8 +56,8 @@ from hypothesis.errors import HypothesisException
 from hypothesis.stateful import RuleBasedStateMachine, initialize, rule, run_state_machine_as_test
 
 from conformance import rules as qemu_rules
-from conformance.checks.base import CheckFunction, Finding, Verdict, verdict
-from conformance.deviations import Deviation
+from conformance.checks.base import CheckContext, CheckFunction, Finding, Verdict, verdict
+from conformance.deviations import Deviation, mark
 from conformance.endpoints import EndpointError, JSONObject, LaunchOptions
 from conformance.history import History, Recorder
 from conformance.observe import Normalizer
@@ -101,39 +101,28 @@ SNAPSHOT_KINDS = frozenset(
 Progress = Callable[[str, int, int], None]
 
 
+def _image_node(driver: str, name: str, file: JSONObject) -> JSONObject:
+    """``blockdev-add`` arguments of a format node ``name`` over ``file``."""
+    return {"driver": driver, "node-name": name, "file": file}
+
+
 def setup_steps() -> list[Step]:
     """The first steps of every example: the nodes on the template images."""
     steps = []
     blockdevs: list[JSONObject] = [
-        {
-            "driver": "qcow2",
-            "node-name": "disk0",
-            "file": {"driver": "file", "filename": "{dir}/a.qcow2"},
-        },
-        {
-            "driver": "qcow2",
-            "node-name": "disk1",
-            "file": {"driver": "file", "filename": "{dir}/b.qcow2"},
-        },
-        {
-            "driver": "raw",
-            "node-name": "raw0",
-            "file": {"driver": "file", "filename": "{dir}/c.raw"},
-        },
-        {
-            "driver": "qcow2",
-            "node-name": "ov0",
-            "file": {"driver": "file", "filename": "{dir}/ov.qcow2"},
-        },
-        {
-            "driver": "qcow2",
-            "node-name": FAILING,
-            "file": {
+        _image_node("qcow2", "disk0", {"driver": "file", "filename": "{dir}/a.qcow2"}),
+        _image_node("qcow2", "disk1", {"driver": "file", "filename": "{dir}/b.qcow2"}),
+        _image_node("raw", "raw0", {"driver": "file", "filename": "{dir}/c.raw"}),
+        _image_node("qcow2", "ov0", {"driver": "file", "filename": "{dir}/ov.qcow2"}),
+        _image_node(
+            "qcow2",
+            FAILING,
+            {
                 "driver": "blkdebug",
                 "image": {"driver": "file", "filename": "{dir}/d.qcow2"},
                 "inject-error": [{"event": "read_aio", "errno": 5}],
             },
-        },
+        ),
     ]
     for index, blockdev in enumerate(blockdevs):
         steps.append(Step(index, "execute", "blockdev-add", blockdev))
@@ -296,45 +285,14 @@ class _Run:
         if judge:
             self.judge()
 
-    def judge(self) -> None:
-        from conformance.checks.base import CheckContext  # noqa: PLC0415
-        from conformance.deviations import mark  # noqa: PLC0415
-
+    def _verdicts(self, model_missing: str = "") -> Iterator[tuple[str, Verdict]]:
+        """Every selected check's verdict on the example so far, findings marked with the
+        known deviations that explain them."""
         shared = self.shared
         info = shared.info
         ctx = CheckContext(
             model=self.model_history,
-            model_missing="" if self.model_history else f"no reference model for {shared.version}",
-            is_qemu=info.kind == "qemu",
-            is_reference=info.kind in ("reference", "reference-socket"),
-            schema=info.schema,
-            schema_missing=info.schema_missing,
-            model_features=shared.features,
-        )
-        unexpected: list[Finding] = []
-        for function in shared.selected.values():
-            result = function(self.history, ctx)
-            mark(
-                result.findings,
-                shared.deviations,
-                kind=info.kind,
-                version=shared.version,
-                program="generated/sequence",
-            )
-            unexpected += result.unexpected
-        if unexpected:
-            shared.failure = (self.history, self.model_history, unexpected)
-            raise AssertionError("\n".join(f.explain() for f in unexpected))
-
-    def finish(self) -> None:
-        """Account the example's verdicts (only once it ended without failure)."""
-        from conformance.checks.base import CheckContext  # noqa: PLC0415
-        from conformance.deviations import mark  # noqa: PLC0415
-
-        shared = self.shared
-        info = shared.info
-        ctx = CheckContext(
-            model=self.model_history,
+            model_missing=model_missing,
             is_qemu=info.kind == "qemu",
             is_reference=info.kind in ("reference", "reference-socket"),
             schema=info.schema,
@@ -350,6 +308,20 @@ class _Run:
                 version=shared.version,
                 program="generated/sequence",
             )
+            yield name, result
+
+    def judge(self) -> None:
+        shared = self.shared
+        missing = "" if self.model_history else f"no reference model for {shared.version}"
+        unexpected = [f for _, result in self._verdicts(missing) for f in result.unexpected]
+        if unexpected:
+            shared.failure = (self.history, self.model_history, unexpected)
+            raise AssertionError("\n".join(f.explain() for f in unexpected))
+
+    def finish(self) -> None:
+        """Account the example's verdicts (only once it ended without failure)."""
+        shared = self.shared
+        for name, result in self._verdicts():
             shared.examined[name] = shared.examined.get(name, 0) + result.examined
             shared.expected.setdefault(name, []).extend(f for f in result.findings if f.deviation)
             if result.reason:
@@ -577,6 +549,29 @@ class ConformanceMachine(RuleBasedStateMachine):
         assert self.run is not None
         return self.run
 
+    def _action(self, data: st.DataObject, run: _Run, kinds: Sequence[str]) -> JSONObject:
+        """One action of a kind drawn from ``kinds``, its data steered by the model's state."""
+        kind = data.draw(st.sampled_from(kinds))
+        return {"type": kind, "data": data.draw(action_data(kind, run.state(), self.serial))}
+
+    def _transaction(self, run: _Run, arguments: JSONObject, *, jobs: bool = False) -> None:
+        """Run one generated transaction. ``jobs``: it may start backups, so their events are
+        kept per job and a known QEMU deadlock is recorded as hung (:func:`_deadlock_timeout`)."""
+        self.shared.transactions += 1
+        if not jobs:
+            run.run(Step(0, "execute", "transaction", arguments))
+            return
+        run.run(
+            Step(
+                0,
+                "execute",
+                "transaction",
+                arguments,
+                event_order="per-job-one-drain",
+                timeout=_deadlock_timeout(arguments),
+            )
+        )
+
     @rule(data=st.data())
     def write(self, data: st.DataObject) -> None:
         run = self._live()
@@ -620,26 +615,13 @@ class ConformanceMachine(RuleBasedStateMachine):
                 drawn = data.draw(compiler)
                 actions.append(drawn)
                 continue
-            kind = data.draw(st.sampled_from(_WEIGHTED))
-            actions.append(
-                {"type": kind, "data": data.draw(action_data(kind, run.state(), self.serial))}
-            )
+            actions.append(self._action(data, run, _WEIGHTED))
         arguments: JSONObject = {"actions": actions}
         if data.draw(st.integers(0, 5)) == 0:
             arguments["properties"] = {
                 "completion-mode": data.draw(st.sampled_from(("grouped", "individual")))
             }
-        self.shared.transactions += 1
-        run.run(
-            Step(
-                0,
-                "execute",
-                "transaction",
-                arguments,
-                event_order="per-job-one-drain",
-                timeout=_deadlock_timeout(arguments),
-            )
-        )
+        self._transaction(run, arguments, jobs=True)
 
     def _failing_action(self, data: st.DataObject, actions: list[JSONObject]) -> None:
         """Sometimes end with an action that fails, so everything before is rolled back."""
@@ -690,17 +672,7 @@ class ConformanceMachine(RuleBasedStateMachine):
         arguments: JSONObject = {"actions": actions}
         if mode is not None:
             arguments["properties"] = {"completion-mode": mode}
-        self.shared.transactions += 1
-        run.run(
-            Step(
-                0,
-                "execute",
-                "transaction",
-                arguments,
-                event_order="per-job-one-drain",
-                timeout=_deadlock_timeout(arguments),
-            )
-        )
+        self._transaction(run, arguments, jobs=True)
         for job in dict.fromkeys(held):
             release = {"device": job, "speed": 0}
             run.run(
@@ -745,8 +717,7 @@ class ConformanceMachine(RuleBasedStateMachine):
                 item = {"node": node, "overlay": "ov0"}
             actions.append({"type": kind, "data": item})
         self._failing_action(data, actions)
-        self.shared.transactions += 1
-        run.run(Step(0, "execute", "transaction", {"actions": actions}))
+        self._transaction(run, {"actions": actions})
 
     @rule(data=st.data())
     def bitmap_transaction(self, data: st.DataObject) -> None:
@@ -756,14 +727,10 @@ class ConformanceMachine(RuleBasedStateMachine):
         actions: list[JSONObject] = []
         for _ in range(data.draw(st.integers(1, 4))):
             self.serial += 1
-            kind = data.draw(st.sampled_from(kinds))
-            actions.append(
-                {"type": kind, "data": data.draw(action_data(kind, run.state(), self.serial))}
-            )
+            actions.append(self._action(data, run, kinds))
         if data.draw(st.integers(0, 9)) == 0:
             actions.insert(data.draw(st.integers(0, len(actions))), {"type": "abort", "data": {}})
-        self.shared.transactions += 1
-        run.run(Step(0, "execute", "transaction", {"actions": actions}))
+        self._transaction(run, {"actions": actions})
 
     def teardown(self) -> None:
         if self.run is not None:

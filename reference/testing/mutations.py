@@ -168,30 +168,54 @@ def _clear_without_clearing(self: BlockDirtyBitmapClear) -> None:
     bitmaps.lookup(self.ctx.layer, self.data["node"], self.data["name"])
 
 
+def _does_nothing(
+    name: str,
+    action: type[base.Action],
+    hook: str,
+    shows: str,
+    *,
+    check: str,
+    requires: frozenset[str] = frozenset(),
+) -> Mutation:
+    """``action``'s ``hook`` (prepare, commit or abort) replaced by one that does nothing;
+    ``shows`` says what is then seen, ``check`` which check must report it."""
+    return Mutation(
+        name,
+        f"{action.kind}'s {hook} does nothing: {shows}",
+        _method(action, hook, _noop),
+        frozenset({check}),
+        requires,
+    )
+
+
 MUTATIONS: tuple[Mutation, ...] = (
-    Mutation(
+    _does_nothing(
         "clear-undo-skipped",
-        "block-dirty-bitmap-clear's abort does nothing: a rolled-back clear stays cleared",
-        _method(BlockDirtyBitmapClear, "abort", _noop),
-        frozenset({"atomicity"}),
+        BlockDirtyBitmapClear,
+        "abort",
+        "a rolled-back clear stays cleared",
+        check="atomicity",
     ),
-    Mutation(
+    _does_nothing(
         "add-undo-skipped",
-        "block-dirty-bitmap-add's abort does nothing: a rolled-back add leaves the bitmap",
-        _method(BlockDirtyBitmapAdd, "abort", _noop),
-        frozenset({"atomicity"}),
+        BlockDirtyBitmapAdd,
+        "abort",
+        "a rolled-back add leaves the bitmap",
+        check="atomicity",
     ),
-    Mutation(
+    _does_nothing(
         "remove-undo-skipped",
-        "block-dirty-bitmap-remove's abort does nothing: the bitmap stays busy after rollback",
-        _method(BlockDirtyBitmapRemove, "abort", _noop),
-        frozenset({"atomicity"}),
+        BlockDirtyBitmapRemove,
+        "abort",
+        "the bitmap stays busy after rollback",
+        check="atomicity",
     ),
-    Mutation(
+    _does_nothing(
         "merge-undo-skipped",
-        "block-dirty-bitmap-merge's abort does nothing: the target keeps the merged bits",
-        _method(BlockDirtyBitmapMerge, "abort", _noop),
-        frozenset({"atomicity"}),
+        BlockDirtyBitmapMerge,
+        "abort",
+        "the target keeps the merged bits",
+        check="atomicity",
     ),
     Mutation(
         "merge-undo-wrong-content",
@@ -199,17 +223,19 @@ MUTATIONS: tuple[Mutation, ...] = (
         _method(BlockDirtyBitmapMerge, "abort", _merge_abort_clears),
         frozenset({"atomicity"}),
     ),
-    Mutation(
+    _does_nothing(
         "enable-undo-skipped",
-        "block-dirty-bitmap-enable's abort does nothing: a rolled-back enable stays enabled",
-        _method(BlockDirtyBitmapEnable, "abort", _noop),
-        frozenset({"atomicity"}),
+        BlockDirtyBitmapEnable,
+        "abort",
+        "a rolled-back enable stays enabled",
+        check="atomicity",
     ),
-    Mutation(
+    _does_nothing(
         "disable-undo-skipped",
-        "block-dirty-bitmap-disable's abort does nothing: a rolled-back disable stays disabled",
-        _method(BlockDirtyBitmapDisable, "abort", _noop),
-        frozenset({"atomicity"}),
+        BlockDirtyBitmapDisable,
+        "abort",
+        "a rolled-back disable stays disabled",
+        check="atomicity",
     ),
     Mutation(
         "undo-order-wrong",
@@ -217,11 +243,12 @@ MUTATIONS: tuple[Mutation, ...] = (
         _list_order,
         frozenset({"atomicity"}),
     ),
-    Mutation(
+    _does_nothing(
         "remove-commit-skipped",
-        "block-dirty-bitmap-remove's commit does nothing: a committed remove leaves the bitmap",
-        _method(BlockDirtyBitmapRemove, "commit", _noop),
-        frozenset({"all-effects"}),
+        BlockDirtyBitmapRemove,
+        "commit",
+        "a committed remove leaves the bitmap",
+        check="all-effects",
     ),
     Mutation(
         "clear-not-applied",
@@ -281,27 +308,28 @@ MUTATIONS: tuple[Mutation, ...] = (
         frozenset({"atomicity"}),
         requires=frozenset({"blockdev-backup"}),
     ),
-    Mutation(
+    _does_nothing(
         "overlay-undo-skipped",
-        "blockdev-snapshot's abort does nothing: the overlay stays above the node after rollback",
-        _method(BlockdevSnapshot, "abort", _noop),
-        frozenset({"atomicity"}),
+        BlockdevSnapshot,
+        "abort",
+        "the overlay stays above the node after rollback",
+        check="atomicity",
         requires=frozenset({"blockdev-snapshot"}),
     ),
-    Mutation(
+    _does_nothing(
         "snapshot-sync-undo-skipped",
-        "blockdev-snapshot-sync's abort does nothing: the new overlay stays the device's root "
-        "after rollback",
-        _method(BlockdevSnapshotSync, "abort", _noop),
-        frozenset({"atomicity"}),
+        BlockdevSnapshotSync,
+        "abort",
+        "the new overlay stays the device's root after rollback",
+        check="atomicity",
         requires=frozenset({"blockdev-snapshot-sync"}),
     ),
-    Mutation(
+    _does_nothing(
         "internal-snapshot-undo-skipped",
-        "blockdev-snapshot-internal-sync's abort does nothing: the internal snapshot stays "
-        "after rollback",
-        _method(BlockdevSnapshotInternalSync, "abort", _noop),
-        frozenset({"atomicity"}),
+        BlockdevSnapshotInternalSync,
+        "abort",
+        "the internal snapshot stays after rollback",
+        check="atomicity",
         requires=frozenset({"blockdev-snapshot-internal-sync"}),
     ),
     Mutation(

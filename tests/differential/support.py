@@ -69,6 +69,18 @@ def reference_target(version: str) -> Target:
     return parse_target(f"reference:{version}")
 
 
+def reference_for(scenario: Scenario, version: str) -> Target:
+    """The reference emulating ``version``, or skip saying why it cannot run ``scenario``
+    (engine not importable, or a feature the scenario ``requires`` not implemented yet)."""
+    reference = reference_target(version)
+    from reference import FEATURES  # noqa: PLC0415 - importable only once reference_target passed
+
+    missing = sorted(scenario.requires - FEATURES)
+    if missing:
+        pytest.skip(f"reference does not implement {', '.join(missing)} yet")
+    return reference
+
+
 @dataclass
 class TranscriptCache:
     """Transcripts by (endpoint label, scenario id), so each QEMU run happens once per session."""
@@ -121,12 +133,7 @@ def assert_qemu_is_stable(scenario: Scenario, version: str, transcripts: Transcr
 def assert_reference_matches_qemu(
     scenario: Scenario, version: str, transcripts: TranscriptCache
 ) -> None:
-    reference = reference_target(version)
-    from reference import FEATURES  # noqa: PLC0415 - importable only once reference_target passed
-
-    missing = sorted(scenario.requires - FEATURES)
-    if missing:
-        pytest.skip(f"reference does not implement {', '.join(missing)} yet")
+    reference = reference_for(scenario, version)
     oracle = transcripts.get(qemu_target(version), scenario, version)
     candidate = transcripts.get(reference, scenario, version)
     problems = check_expectations(scenario, candidate, qemu=False)
@@ -159,12 +166,7 @@ def assert_qemu_messages_match_schema(
 def assert_reference_messages_match_schema(
     scenario: Scenario, version: str, transcripts: TranscriptCache
 ) -> None:
-    reference = reference_target(version)
-    from reference import FEATURES  # noqa: PLC0415 - importable only once reference_target passed
-
-    missing = sorted(scenario.requires - FEATURES)
-    if missing:
-        pytest.skip(f"reference does not implement {', '.join(missing)} yet")
+    reference = reference_for(scenario, version)
     recording = transcripts.recording(reference, scenario, version)
     problems = reference_schema_checker(version).problems(recording)
     assert not problems, "\n".join(problems)
