@@ -323,7 +323,8 @@ class Graph:
         on Linux). With locking, qcow2 parents take QEMU's lock bytes on the file: writable
         qcow2 wants consistent-read/write/resize, read-only wants consistent-read, neither
         shares write or resize; raw parents take none (no devices)."""
-    def add_null(self, name: str, size: int, read_only: bool) -> None: ...
+    def add_null(self, name: str, size: int, read_only: bool, read_zeroes: bool = True) -> None:
+        """A null-co node; without ``read_zeroes`` reads leave the reader's buffer as it was."""
     def add_format(self, name: str, driver: str, file: str, read_only: bool) -> None: ...
     def add_copy_on_read(
         self, name: str, file: str, read_only: bool, bottom: str | None = None
@@ -369,7 +370,12 @@ class Graph:
         self, node: str, name: str, granularity_bytes: int
     ) -> tuple[bool, str] | None: ...
     def remove_stored_bitmap(self, node: str, name: str) -> None: ...
-    def read(self, node: str, offset: int, length: int) -> bytes: ...
+    def read(self, node: str, offset: int, length: int, fill: int = 0) -> bytes:
+        """Guest read into a buffer first filled with ``fill`` (what a driver that leaves the
+        buffer alone, null-co without ``read-zeroes``, returns)."""
+    def truncate(self, node: str, size: int) -> None:
+        """``bdrv_co_truncate``: resizes the node (and a raw node's or filter's child first);
+        the node's bitmaps follow. ImageError with QEMU's message or an errno."""
     def write(self, node: str, offset: int, data: bytes) -> None: ...
     def write_zeroes(self, node: str, offset: int, length: int, may_unmap: bool = True) -> None:
         """Guest write-zeroes. ``may_unmap`` is QEMU's BDRV_REQ_MAY_UNMAP (``qemu-io write -z

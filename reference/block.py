@@ -275,7 +275,12 @@ class BlockLayer:
                     _, errno = e.args
                     raise QMPError(f"Could not open '{filename}': {strerror(errno)}") from None
             else:
-                self.graph.add_null(name, int(options.get("size", NULL_CO_DEFAULT_SIZE)), read_only)
+                self.graph.add_null(
+                    name,
+                    int(options.get("size", NULL_CO_DEFAULT_SIZE)),
+                    read_only,
+                    read_zeroes=bool(options.get("read-zeroes", False)),
+                )
                 # ``size`` and ``read-zeroes`` are the null driver's strong options: given, QEMU
                 # names the node (and a format node over it) by its ``json:`` options.
                 strong = {k: v for k, v in options.items() if k in NULL_CO_STRONG_OPTIONS}
@@ -387,11 +392,6 @@ class BlockLayer:
             image, created_child = self._open_child(options["image"], read_only)
             if created_child:
                 self.implicit.add(image)
-            if (info := self.graph.node(image)) is not None and info.filename is None:
-                raise QMPError(
-                    "blkdebug over a non-protocol node is not supported by this reference "
-                    "implementation"
-                )
             self.graph.add_blkdebug(
                 name,
                 image,
@@ -412,9 +412,13 @@ class BlockLayer:
         own = {k: v for k, v in options.items() if k not in ("node-name", "read-only")}
         own = {k: _without_node_names(v) if isinstance(v, dict) else v for k, v in own.items()}
         image_info = self.graph.node(image)
-        if isinstance(own.get("image"), dict) and image_info is not None:
-            # QEMU spells an inline child by its strong options only (a file: its name).
-            own["image"] = self.json_options.get(image, own["image"])
+        if image_info is not None:
+            # QEMU spells the child by its strong options only (a file: its name), whether it
+            # was given inline or by reference.
+            inline = own.get("image")
+            own["image"] = self.json_options.get(
+                image, inline if isinstance(inline, dict) else self.full_options(image_info)
+            )
             if image_info.driver == "file":
                 own["image"] = {"driver": "file", "filename": image_info.filename}
         image_name = "" if image_info is None else self.filename(image_info)
@@ -694,6 +698,10 @@ class BlockLayer:
                 child_info = self.graph.node(child)
                 if role == "file" and child_info is not None:
                     return self._reports_info(child_info)
+        if info.driver == "blkdebug":
+            # A filter without the callback asks the node it filters.
+            filtered = self.filtered_child(info)
+            return filtered is None or self._reports_info(filtered)
         return True
 
     def _full_backing_filename(self, info: _core.NodeInfo) -> str:

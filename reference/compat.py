@@ -72,6 +72,10 @@ class VersionProfile:
     #: (``bdrv_do_drained_end: Assertion `bs->quiesce_counter > 0' failed``). Found by
     #: ``mixed/snapshot_of_backup_source_then_cancel``.
     backup_clean_after_source_overlay_crashes: bool = False
+    #: ``block_resize`` on a node with an op blocker (a backup job's, a backing child's): 7.2
+    #: answers ``Device 'X' is in use`` naming its ``device`` argument (``(null)`` when only
+    #: ``node-name`` was given); 10.0 gives the blocker's own message.
+    resize_blocker_names_device: bool = False
     #: What ``qemu-io`` through ``human-monitor-command`` accepts (numbers, options).
     qemu_io: Dialect = field(default_factory=Dialect)
 
@@ -95,6 +99,7 @@ PROFILES: dict[str, VersionProfile] = {
         file_format_specific=False,
         copy_bitmap_on_source=True,
         rollback_after_draining_new_overlay_crashes=True,
+        resize_blocker_names_device=True,
         qemu_io=Dialect(hex_suffix=True, register_flag=False),
     ),
     "10.0": VersionProfile(

@@ -233,6 +233,12 @@ impl Node {
             .map(|c| c.node.as_str())
     }
 
+    /// The child a filter passes requests to: `file` (copy-on-read, copy-before-write) or
+    /// `image` (blkdebug over a node that is not a protocol node).
+    pub fn filtered_child(&self) -> Option<&str> {
+        self.child("file").or_else(|| self.child("image"))
+    }
+
     pub(crate) fn record_write(&mut self, range: ByteRange) {
         for bm in &mut self.bitmaps {
             bm.record_write(range);
@@ -426,8 +432,20 @@ impl Graph {
         Ok(())
     }
 
-    /// Adds a `null-co` node of `size` bytes.
+    /// Adds a `null-co` node of `size` bytes that reads zeros.
     pub fn add_null(&mut self, name: &str, size: u64, read_only: bool) -> Result<(), GraphError> {
+        self.add_null_with(name, size, read_only, true)
+    }
+
+    /// Adds a `null-co` node of `size` bytes; `read_zeroes` is QEMU's option (off: reads leave
+    /// the reader's buffer as it was, see [`Graph::read_filled`]).
+    pub fn add_null_with(
+        &mut self,
+        name: &str,
+        size: u64,
+        read_only: bool,
+        read_zeroes: bool,
+    ) -> Result<(), GraphError> {
         self.check_claim(name)?;
         self.insert_node(Node {
             name: name.into(),
@@ -435,9 +453,9 @@ impl Graph {
             read_only,
             children: Vec::new(),
             bitmaps: Vec::new(),
-            data: DataPath::Null(Arc::new(ObservedStorage::new(Arc::new(NullStorage::new(
-                size,
-            ))))),
+            data: DataPath::Null(Arc::new(ObservedStorage::new(Arc::new(
+                NullStorage::with_read_zeroes(size, read_zeroes),
+            )))),
             lock_file: None,
         });
         Ok(())
@@ -491,7 +509,9 @@ impl Graph {
         Ok(())
     }
 
-    /// Adds a `blkdebug` node `name` over the protocol node `image` with error-injection rules.
+    /// Adds a `blkdebug` node `name` over node `image` with error-injection rules: over a
+    /// protocol or null-co node it wraps the store (rules fail requests of the format driver
+    /// above); over a format node or filter it passes guest requests through.
     pub fn add_blkdebug(
         &mut self,
         name: &str,
@@ -501,11 +521,19 @@ impl Graph {
         set_state: Vec<StateRule>,
     ) -> Result<(), GraphError> {
         self.check_claim(name)?;
-        let store: Arc<dyn Storage> = match &self.get(image)?.data {
-            DataPath::Protocol(s) => s.clone(),
-            _ => return Err(GraphError::NoMedium(image.into())),
+        let data = match &self.get(image)?.data {
+            DataPath::Protocol(s) | DataPath::Null(s) => {
+                let dbg: Arc<dyn Storage> =
+                    Arc::new(BlkdebugStorage::new(s.clone(), inject, set_state));
+                DataPath::Protocol(Arc::new(ObservedStorage::new(dbg)))
+            }
+            // Over a format node or a filter, blkdebug passes requests on as a filter: its
+            // rules are armed only by the debug events a format driver above it signals, and a
+            // format node cannot sit on it here (it has no store), so they never fire.
+            DataPath::Format(_) | DataPath::Filter { .. } => DataPath::Filter {
+                len: self.get(image)?.length()?,
+            },
         };
-        let dbg: Arc<dyn Storage> = Arc::new(BlkdebugStorage::new(store, inject, set_state));
         self.insert_node(Node {
             name: name.into(),
             driver: Driver::Blkdebug,
@@ -515,7 +543,7 @@ impl Graph {
                 node: image.into(),
             }],
             bitmaps: Vec::new(),
-            data: DataPath::Protocol(Arc::new(ObservedStorage::new(dbg))),
+            data,
             lock_file: None,
         });
         Ok(())
@@ -782,6 +810,19 @@ impl Graph {
 
     /// Reads `len` bytes at `offset` of `node`.
     pub fn read(&mut self, node: &str, offset: u64, len: u64) -> Result<Vec<u8>, GraphError> {
+        self.read_filled(node, offset, len, 0)
+    }
+
+    /// Reads `len` bytes at `offset` of `node` into a buffer first filled with `fill`: what a
+    /// reader sees where a driver leaves the buffer alone (null-co without `read-zeroes`;
+    /// qemu-io fills its buffers with 0xab).
+    pub fn read_filled(
+        &mut self,
+        node: &str,
+        offset: u64,
+        len: u64,
+        fill: u8,
+    ) -> Result<Vec<u8>, GraphError> {
         let n = self.get_mut(node)?;
         let length = n.length()?;
         if offset.checked_add(len).is_none_or(|end| end > length) {
@@ -797,15 +838,15 @@ impl Graph {
                 Driver::CopyOnRead { bottom } => Some(bottom.clone()),
                 _ => None,
             };
-            let child = n.child("file").map(str::to_string);
+            let child = n.filtered_child().map(str::to_string);
             let child = child.ok_or_else(|| GraphError::NoMedium(node.into()))?;
             if let Some(bottom) = bottom {
                 self.copy_on_read(&child, bottom.as_deref(), offset, len)?;
             }
-            return self.read(&child, offset, len);
+            return self.read_filled(&child, offset, len, fill);
         }
         let mut buf = vec![
-            0u8;
+            fill;
             usize::try_from(len).map_err(|_| FormatError::OutOfRange {
                 offset,
                 len,
@@ -825,11 +866,11 @@ impl Graph {
                 self.with_driver(node, |f, bk| f.read_backed(offset, buf, bk))?;
             }
             DataPath::Filter { .. } => {
-                let child = n.child("file").map(str::to_string);
+                let child = n.filtered_child().map(str::to_string);
                 let child = child.ok_or_else(|| GraphError::NoMedium(node.into()))?;
                 self.read_into(&child, offset, buf)?;
             }
-            DataPath::Null(_) => buf.fill(0),
+            DataPath::Null(s) => s.read_at(buf, offset).map_err(FormatError::from)?,
         }
         Ok(())
     }
@@ -897,7 +938,7 @@ impl Graph {
             return Err(FormatError::ReadOnly.into());
         }
         if let DataPath::Filter { .. } = n.data {
-            let child = n.child("file").map(str::to_string);
+            let child = n.filtered_child().map(str::to_string);
             let child = child.ok_or_else(|| GraphError::NoMedium(node.into()))?;
             self.write(&child, offset, kind, data, len)?;
             // Every layer a write passes through tracks it (the filter's own bitmaps too).
@@ -950,7 +991,7 @@ impl Graph {
     pub fn flush(&mut self, node: &str) -> Result<(), GraphError> {
         let n = self.get_mut(node)?;
         if let DataPath::Filter { .. } = n.data {
-            let child = n.child("file").map(str::to_string);
+            let child = n.filtered_child().map(str::to_string);
             let child = child.ok_or_else(|| GraphError::NoMedium(node.into()))?;
             return self.flush(&child);
         }
@@ -960,6 +1001,59 @@ impl Graph {
             DataPath::Filter { .. } | DataPath::Null(_) => {}
         }
         self.drain_store_writes(node);
+        Ok(())
+    }
+
+    /// Resizes `node` to `new_size` bytes (QEMU's `bdrv_co_truncate`): a read-only node
+    /// refuses; a file (or blkdebug over one) truncates its store; raw and filters resize their
+    /// child first and take the new size; qcow2 resizes its image, and when it has a backing
+    /// child zeroes the new range so the backing file's data does not show through, as QEMU
+    /// does; null-co cannot resize. The node's own bitmaps follow its new length (whole
+    /// sectors); a parent keeps the length it had.
+    pub fn truncate(&mut self, node: &str, new_size: u64) -> Result<(), GraphError> {
+        let n = self.get(node)?;
+        if n.read_only {
+            return Err(FormatError::ReadOnly.into());
+        }
+        let old_size = n.length()?;
+        let child = match (&n.data, &n.driver) {
+            (DataPath::Format(_), Driver::Format { name }) if name == "raw" => {
+                n.child("file").map(str::to_string)
+            }
+            (DataPath::Filter { .. }, _) => n.filtered_child().map(str::to_string),
+            _ => None,
+        };
+        if let Some(c) = &child {
+            self.truncate(c, new_size)?;
+        }
+        let n = self.get_mut(node)?;
+        let result: Result<(), GraphError> = match &mut n.data {
+            DataPath::Protocol(s) => s.set_len(new_size).map_err(|e| FormatError::from(e).into()),
+            DataPath::Null(_) => Err(FormatError::Unsupported(
+                "Image format driver does not support resize".into(),
+            )
+            .into()),
+            DataPath::Filter { len } => {
+                *len = new_size;
+                Ok(())
+            }
+            DataPath::Format(_) => {
+                let r = self.with_driver(node, |f, _| f.truncate(new_size));
+                if r.is_ok() && new_size > old_size && self.backing_of(node).is_some() {
+                    self.with_driver(node, |f, bk| {
+                        f.write_zeroes_backed(old_size, new_size - old_size, bk, false)
+                    })
+                } else {
+                    r
+                }
+            }
+        };
+        self.drain_store_writes(node);
+        result?;
+        let len = new_size.div_ceil(512) * 512;
+        for bm in &mut self.get_mut(node)?.bitmaps {
+            bm.bits.resize(len);
+        }
         Ok(())
     }
 
@@ -1347,7 +1441,7 @@ impl GraphBacking<'_> {
                 .map_err(to_format),
             DataPath::Protocol(ref st) if probe => Ok(st.is_hole(offset, inside)?),
             // Filters (copy-before-write, copy-on-read) report what their `file` child does.
-            DataPath::Filter { .. } => match node.child("file").map(str::to_string) {
+            DataPath::Filter { .. } => match node.filtered_child().map(str::to_string) {
                 Some(child) => GraphBacking {
                     graph: &mut *self.graph,
                     node: child,
