@@ -373,9 +373,10 @@ class Graph:
     def read(self, node: str, offset: int, length: int, fill: int = 0) -> bytes:
         """Guest read into a buffer first filled with ``fill`` (what a driver that leaves the
         buffer alone, null-co without ``read-zeroes``, returns)."""
-    def truncate(self, node: str, size: int) -> None:
+    def truncate(self, node: str, size: int, parents_follow: bool = False) -> None:
         """``bdrv_co_truncate``: resizes the node (and a raw node's or filter's child first);
-        the node's bitmaps follow. ImageError with QEMU's message or an errno."""
+        the node's bitmaps follow; with ``parents_follow`` raw and filter parents take the new
+        length too. ImageError with QEMU's message or an errno."""
     def write(self, node: str, offset: int, data: bytes) -> None: ...
     def write_zeroes(self, node: str, offset: int, length: int, may_unmap: bool = True) -> None:
         """Guest write-zeroes. ``may_unmap`` is QEMU's BDRV_REQ_MAY_UNMAP (``qemu-io write -z

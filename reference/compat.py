@@ -76,6 +76,10 @@ class VersionProfile:
     #: answers ``Device 'X' is in use`` naming its ``device`` argument (``(null)`` when only
     #: ``node-name`` was given); 10.0 gives the blocker's own message.
     resize_blocker_names_device: bool = False
+    #: Raw and filter nodes (copy-on-read, blkdebug) take their child's length when it is
+    #: resized on its own (7.2 asks the child whenever the length is needed); 10.0 keeps the
+    #: length they had. Scenarios blockdev/resize_grow_shrink, blkdebug_over_format_and_null.
+    parents_follow_resize: bool = False
     #: What ``qemu-io`` through ``human-monitor-command`` accepts (numbers, options).
     qemu_io: Dialect = field(default_factory=Dialect)
 
@@ -100,6 +104,7 @@ PROFILES: dict[str, VersionProfile] = {
         copy_bitmap_on_source=True,
         rollback_after_draining_new_overlay_crashes=True,
         resize_blocker_names_device=True,
+        parents_follow_resize=True,
         qemu_io=Dialect(hex_suffix=True, register_flag=False),
     ),
     "10.0": VersionProfile(

@@ -94,7 +94,7 @@ def truncate(layer: BlockLayer, node: str, size: int) -> None:
         raise QMPError(f"offset({size}) exceeds maximum({BDRV_MAX_LENGTH})")
     check_stored_bitmaps(layer, node)
     try:
-        layer.graph.truncate(node, size)
+        layer.graph.truncate(node, size, parents_follow=layer.profile.parents_follow_resize)
     except _core.ImageError as e:
         message, errno = e.args
         if errno == 1 and message == "image is read-only":

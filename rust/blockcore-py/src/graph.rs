@@ -429,8 +429,9 @@ impl Graph {
         Ok(PyBytes::new(py, &data))
     }
 
-    fn truncate(&self, node: &str, size: u64) -> PyResult<()> {
-        self.g().truncate(node, size).map_err(to_py)
+    #[pyo3(signature = (node, size, parents_follow=false))]
+    fn truncate(&self, node: &str, size: u64, parents_follow: bool) -> PyResult<()> {
+        self.g().truncate(node, size, parents_follow).map_err(to_py)
     }
 
     fn write(&self, node: &str, offset: u64, data: &[u8]) -> PyResult<()> {

@@ -65,6 +65,10 @@ impl FormatDriver for Raw {
         Ok(self.storage.is_hole(offset, len)?)
     }
 
+    fn refresh_size(&mut self, len: u64) {
+        self.size = len;
+    }
+
     /// The `file` child was resized first; the raw node takes its new size.
     fn truncate(&mut self, new_size: u64) -> Result<(), FormatError> {
         if self.read_only {

@@ -1009,8 +1009,43 @@ impl Graph {
     /// child first and take the new size; qcow2 resizes its image, and when it has a backing
     /// child zeroes the new range so the backing file's data does not show through, as QEMU
     /// does; null-co cannot resize. The node's own bitmaps follow its new length (whole
-    /// sectors); a parent keeps the length it had.
-    pub fn truncate(&mut self, node: &str, new_size: u64) -> Result<(), GraphError> {
+    /// sectors). With `parents_follow` (QEMU 7.2, whose raw and filter drivers take their
+    /// child's length whenever asked) raw and filter parents take the new length too, their
+    /// bitmaps unchanged; otherwise (10.0) a parent keeps the length it had.
+    pub fn truncate(
+        &mut self,
+        node: &str,
+        new_size: u64,
+        parents_follow: bool,
+    ) -> Result<(), GraphError> {
+        self.truncate_node(node, new_size)?;
+        if parents_follow {
+            self.parents_follow_length(node)?;
+        }
+        Ok(())
+    }
+
+    /// Raw and filter parents of `node` (and theirs, upwards) take its length.
+    fn parents_follow_length(&mut self, node: &str) -> Result<(), GraphError> {
+        let len = self.get(node)?.length()?;
+        for (parent, role) in self.parents(node) {
+            if role != "file" && role != "image" {
+                continue;
+            }
+            let Ok(p) = self.get_mut(&parent) else {
+                continue;
+            };
+            match &mut p.data {
+                DataPath::Format(f) if f.format_name() == "raw" => f.refresh_size(len),
+                DataPath::Filter { len: l } => *l = len,
+                _ => continue,
+            }
+            self.parents_follow_length(&parent)?;
+        }
+        Ok(())
+    }
+
+    fn truncate_node(&mut self, node: &str, new_size: u64) -> Result<(), GraphError> {
         let n = self.get(node)?;
         if n.read_only {
             return Err(FormatError::ReadOnly.into());
@@ -1024,7 +1059,7 @@ impl Graph {
             _ => None,
         };
         if let Some(c) = &child {
-            self.truncate(c, new_size)?;
+            self.truncate_node(c, new_size)?;
         }
         let n = self.get_mut(node)?;
         let result: Result<(), GraphError> = match &mut n.data {
