@@ -35,7 +35,10 @@ def resize_blocker(layer: BlockLayer, node: str, device: str | None, *, names_de
     gives the blocker's own message; 7.2 says ``Device 'X' is in use`` with the ``device``
     argument (``(null)`` when only ``node-name`` was given)."""
     try:
-        backup.op_blocker(layer, node)
+        if backup.blocked_by_job(layer, node):
+            # The blocker's message names the device whose root the node is, if any.
+            named = backup.device_name(layer, node) or node
+            raise QMPError(f"Node '{named}' is busy: block device is in use by block job: backup")
         layer.check_not_backing(node)
     except QMPError:
         if names_device:
