@@ -11,6 +11,7 @@ from reference.machine import Machine
 #: what they need (``requires:``); the differential tests compare only what is implemented and
 #: say so when they skip. The jobs issue adds ``blockdev-backup``/``drive-backup``, the
 #: snapshots issue ``blockdev-snapshot*``, ``backing-chains`` and ``image-locking``;
+#: ``copy-on-read-drive-option``: ``-drive copy-on-read=on`` (the root node's flag, no filter);
 #: ``job-drain-order``: several jobs pause and resume in QEMU's order when a drained section
 #: holds them (job/drain.rs).
 FEATURES: frozenset[str] = frozenset(
@@ -18,6 +19,7 @@ FEATURES: frozenset[str] = frozenset(
         "backing-chains",
         "bitmaps",
         "copy-on-read",
+        "copy-on-read-drive-option",
         "blockdev-backup",
         "blockdev-snapshot",
         "blockdev-snapshot-internal-sync",

@@ -373,6 +373,9 @@ class Graph:
     def read(self, node: str, offset: int, length: int, fill: int = 0) -> bytes:
         """Guest read into a buffer first filled with ``fill`` (what a driver that leaves the
         buffer alone, null-co without ``read-zeroes``, returns)."""
+    def set_copy_on_read(self, node: str, on: bool) -> None:
+        """QEMU's copy-on-read flag of a node (``-drive copy-on-read=on``): its reads first copy
+        what its top layer does not hold from the backing chain. NodeNotFound."""
     def truncate(self, node: str, size: int, parents_follow: bool = False) -> None:
         """``bdrv_co_truncate``: resizes the node (and a raw node's or filter's child first);
         the node's bitmaps follow; with ``parents_follow`` raw and filter parents take the new

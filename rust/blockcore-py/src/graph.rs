@@ -429,6 +429,10 @@ impl Graph {
         Ok(PyBytes::new(py, &data))
     }
 
+    fn set_copy_on_read(&self, node: &str, on: bool) -> PyResult<()> {
+        self.g().set_copy_on_read(node, on).map_err(to_py)
+    }
+
     #[pyo3(signature = (node, size, parents_follow=false))]
     fn truncate(&self, node: &str, size: u64, parents_follow: bool) -> PyResult<()> {
         self.g().truncate(node, size, parents_follow).map_err(to_py)

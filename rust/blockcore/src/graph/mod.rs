@@ -266,6 +266,9 @@ pub struct Graph {
     pub(crate) reserved: Vec<(String, usize)>,
     /// Jobs, the deterministic clock and drained sections.
     pub(crate) jobs: JobSet,
+    /// Nodes with QEMU's copy-on-read flag (`-drive copy-on-read=on`): every read of them
+    /// first copies what their top layer does not hold, as the copy-on-read filter does.
+    pub(crate) copy_on_read: Vec<String>,
 }
 
 /// The kind of a guest request.
@@ -648,6 +651,17 @@ impl Graph {
         Ok(())
     }
 
+    /// Turns QEMU's copy-on-read flag of `node` on or off (`-drive copy-on-read=on` sets it on
+    /// the drive's root node; no filter node is inserted).
+    pub fn set_copy_on_read(&mut self, node: &str, on: bool) -> Result<(), GraphError> {
+        self.get(node)?;
+        self.copy_on_read.retain(|n| n != node);
+        if on {
+            self.copy_on_read.push(node.into());
+        }
+        Ok(())
+    }
+
     /// Adds a block backend `name`, optionally with root node `root`.
     pub fn add_backend(&mut self, name: &str, root: Option<&str>) -> Result<(), GraphError> {
         self.check_free(name)?;
@@ -676,6 +690,7 @@ impl Graph {
             .map(|c| c.node.clone())
             .collect();
         self.nodes.retain(|n| n.name != name);
+        self.copy_on_read.retain(|n| n != name);
         for f in files {
             self.apply_locks(&f)?;
         }
@@ -844,6 +859,9 @@ impl Graph {
                 self.copy_on_read(&child, bottom.as_deref(), offset, len)?;
             }
             return self.read_filled(&child, offset, len, fill);
+        }
+        if self.copy_on_read.iter().any(|n| n == node) {
+            self.copy_on_read(node, None, offset, len)?;
         }
         let mut buf = vec![
             fill;
