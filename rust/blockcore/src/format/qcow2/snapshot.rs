@@ -185,7 +185,7 @@ impl Qcow2 {
     /// Runs `f` with freed clusters recorded, then discards in the file those still free, as
     /// QEMU does for clusters freed by snapshot operations (`pass-discard-snapshot=on`): a hole
     /// is punched, the file keeps its length, and a failed discard is ignored.
-    fn discarding_freed<T>(
+    pub(super) fn discarding_freed<T>(
         &mut self,
         f: impl FnOnce(&mut Self) -> Result<T, FormatError>,
     ) -> Result<T, FormatError> {
