@@ -10,6 +10,7 @@ that writes is followed by reads that verify what it wrote.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import os
 import re
@@ -19,6 +20,7 @@ import time
 from pathlib import Path
 
 import pytest
+from qemu.qmp import ConnectError
 from qemu.qmp.legacy import QEMUMonitorProtocol
 
 from conformance.endpoints import QEMU_7_2_ARGS, QEMU_7_2_ENV, qemu_binaries, qemu_binary_available
@@ -141,12 +143,24 @@ def _on_qemu(
         while not sock.exists() and time.monotonic() < deadline:
             time.sleep(0.02)
         qmp = QEMUMonitorProtocol(str(sock))
-        qmp.connect()
+        while True:
+            # The socket file appears before QEMU listens on it: retry until it accepts.
+            try:
+                qmp.connect()
+                break
+            except ConnectError:
+                if time.monotonic() > deadline:
+                    raise
+                time.sleep(0.02)
+                qmp = QEMUMonitorProtocol(str(sock))
         for blockdev in blockdevs or [_blockdev(image)]:
             qmp.cmd_raw("blockdev-add", blockdev)
         replies = [qmp.cmd_raw("human-monitor-command", _hmp(line)) for line in lines]
-        qmp.cmd_raw("quit")
-        qmp.close()
+        # QEMU may close the socket before its reply to quit is read (then closing raises too).
+        with contextlib.suppress(EOFError):
+            qmp.cmd_raw("quit")
+        with contextlib.suppress(EOFError):
+            qmp.close()
         process.wait(timeout=10)
     finally:
         if process.poll() is None:
