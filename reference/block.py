@@ -493,6 +493,13 @@ class BlockLayer:
     def _open_format(self, name: str, driver: str, file_node: str, read_only: bool) -> None:
         try:
             self.graph.add_format(name, driver, file_node, read_only)
+        except _core.NoMedium:
+            # QEMU takes any node as a format's file; the reference's formats need a store (a
+            # protocol node, null-co, or blkdebug over one of them).
+            raise QMPError(
+                f"A {driver} node over node '{file_node}' (a format node or filter, or blkdebug "
+                "over one) is not supported by this reference implementation"
+            ) from None
         except _core.ImageError as e:
             message, errno = e.args
             raise QMPError(str(message) if errno != 2 else strerror(errno)) from None
