@@ -12,6 +12,7 @@ from reference.machine import Machine
 #: say so when they skip. The jobs issue adds ``blockdev-backup``/``drive-backup``, the
 #: snapshots issue ``blockdev-snapshot*``, ``backing-chains`` and ``image-locking``;
 #: ``copy-on-read-drive-option``: ``-drive copy-on-read=on`` (the root node's flag, no filter);
+#: ``format-over-format-node``: raw over a format node or filter (blkdebug over qcow2);
 #: ``job-drain-order``: several jobs pause and resume in QEMU's order when a drained section
 #: holds them (job/drain.rs).
 FEATURES: frozenset[str] = frozenset(
@@ -25,6 +26,7 @@ FEATURES: frozenset[str] = frozenset(
         "blockdev-snapshot-internal-sync",
         "blockdev-snapshot-sync",
         "drive-backup",
+        "format-over-format-node",
         "image-locking",
         "job-drain-order",
         "persistent-bitmaps",

@@ -494,8 +494,8 @@ class BlockLayer:
         try:
             self.graph.add_format(name, driver, file_node, read_only)
         except _core.NoMedium:
-            # QEMU takes any node as a format's file; the reference's formats need a store (a
-            # protocol node, null-co, or blkdebug over one of them).
+            # QEMU takes any node as a format's file; the reference's qcow2 needs a store (a
+            # protocol node, null-co, or blkdebug over one of them); raw passes requests on.
             raise QMPError(
                 f"A {driver} node over node '{file_node}' (a format node or filter, or blkdebug "
                 "over one) is not supported by this reference implementation"
@@ -577,6 +577,13 @@ class BlockLayer:
         if child is not None:
             options["file"] = self.full_options(child)
         return options
+
+    def _file(self, info: _core.NodeInfo) -> _core.NodeInfo | None:
+        """The ``file`` child of ``info``, if any."""
+        for role, child in info.children:
+            if role == "file":
+                return self.graph.node(child)
+        return None
 
     def _file_child_filename(self, info: _core.NodeInfo) -> str:
         for role, child in info.children:
@@ -662,8 +669,9 @@ class BlockLayer:
         child = self.filtered_child(info)
         cluster_size = info.cluster_size
         below = info
-        while below.driver in FILTER_DRIVERS:
-            filtered = self.filtered_child(below)
+        while below.driver in FILTER_DRIVERS or below.driver == "raw":
+            # raw's image info is its file child's (none from a protocol node).
+            filtered = self.filtered_child(below) if below.driver != "raw" else self._file(below)
             if filtered is None:
                 break
             below = filtered

@@ -221,12 +221,23 @@ def test_qemu_io_lines_print_and_write_as_on_qemu(
 
 
 #: null-co nodes: without ``read-zeroes`` (QEMU's default) a read leaves the buffer alone, and
-#: qemu-io fills its buffers with 0xab; with it, zeros. Through raw and blkdebug alike.
+#: qemu-io fills its buffers with 0xab; with it, zeros. Through raw and blkdebug alike; and a
+#: blkdebug rule between two raw nodes fires once the upper one's read arms it.
 NULL_BLOCKDEVS: list[dict[str, object]] = [
     {"driver": "null-co", "node-name": "n0", "size": 1048576},
     {"driver": "null-co", "node-name": "z0", "size": 1048576, "read-zeroes": True},
     {"driver": "raw", "node-name": "r0", "file": {"driver": "null-co", "read-zeroes": False}},
     {"driver": "blkdebug", "node-name": "d0", "image": "n0"},
+    # raw over blkdebug over a format node: raw's read_aio arms the rule, the next read fails.
+    {
+        "driver": "raw",
+        "node-name": "rd",
+        "file": {
+            "driver": "blkdebug",
+            "inject-error": [{"event": "read_aio", "once": True}],
+            "image": {"driver": "raw", "file": {"driver": "null-co", "read-zeroes": True}},
+        },
+    },
 ]
 NULL_LINES = [
     "n0: read -v 0 32",
@@ -240,6 +251,9 @@ NULL_LINES = [
     "r0: read -v 512 16",
     "r0: read -P 0xab 0 64k",
     "d0: read -v 0 16",
+    "rd: read -P 0 0 4k",
+    "rd: read -P 0 0 4k",
+    "rd: write -P 0x5a 0 4k",
 ]
 
 
@@ -256,3 +270,4 @@ def test_null_co_reads_show_the_buffer_qemu_io_filled(
         assert ref_out == qemu_out
         assert any(line.startswith("00000000:  ab ab") for line in qemu_out)
         assert any(line.startswith("Pattern verification failed") for line in qemu_out)
+        assert "read failed: Input/output error" in qemu_out

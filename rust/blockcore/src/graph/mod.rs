@@ -19,7 +19,10 @@ use crate::format::{
 };
 use crate::job::JobSet;
 use crate::storage::lock::{self, LockError};
-use crate::storage::{BlkdebugStorage, FileStorage, InjectRule, NullStorage, StateRule, Storage};
+use crate::storage::{
+    BlkdebugRules, BlkdebugStorage, FileStorage, InjectRule, IoType, NullStorage, StateRule,
+    Storage,
+};
 use crate::units::{ByteRange, Granularity};
 pub(crate) use observed::ObservedStorage;
 use std::sync::Arc;
@@ -269,6 +272,9 @@ pub struct Graph {
     /// Nodes with QEMU's copy-on-read flag (`-drive copy-on-read=on`): every read of them
     /// first copies what their top layer does not hold, as the copy-on-read filter does.
     pub(crate) copy_on_read: Vec<String>,
+    /// The rules of blkdebug nodes over a format node or filter (the graph passes their
+    /// requests on; a raw node above signals the debug events that arm them).
+    pub(crate) debug_rules: Vec<(String, Arc<BlkdebugRules>)>,
 }
 
 /// The kind of a guest request.
@@ -477,6 +483,26 @@ impl Graph {
         self.check_claim(name)?;
         let store: Arc<dyn Storage> = match &self.get(file)?.data {
             DataPath::Protocol(s) | DataPath::Null(s) => s.clone(),
+            // raw over a node without a store (a format node, a filter): the graph passes its
+            // requests on, raw's debug events first.
+            DataPath::Format(_) | DataPath::Filter { .. } if driver == "raw" => {
+                let len = self.get(file)?.length()?;
+                self.insert_node(Node {
+                    name: name.into(),
+                    driver: Driver::Format {
+                        name: driver.into(),
+                    },
+                    read_only,
+                    children: vec![Child {
+                        role: "file".into(),
+                        node: file.into(),
+                    }],
+                    bitmaps: Vec::new(),
+                    data: DataPath::Filter { len },
+                    lock_file: None,
+                });
+                return Ok(());
+            }
             _ => return Err(GraphError::NoMedium(file.into())),
         };
         // QEMU attaches the `file` child, taking its permissions, before the driver reads a byte:
@@ -531,11 +557,14 @@ impl Graph {
                 DataPath::Protocol(Arc::new(ObservedStorage::new(dbg)))
             }
             // Over a format node or a filter, blkdebug passes requests on as a filter: its
-            // rules are armed only by the debug events a format driver above it signals, and a
-            // format node cannot sit on it here (it has no store), so they never fire.
-            DataPath::Format(_) | DataPath::Filter { .. } => DataPath::Filter {
-                len: self.get(image)?.length()?,
-            },
+            // rules are armed by the debug events a raw node above it signals.
+            DataPath::Format(_) | DataPath::Filter { .. } => {
+                let rules = Arc::new(BlkdebugRules::new(inject, set_state));
+                self.debug_rules.push((name.into(), rules));
+                DataPath::Filter {
+                    len: self.get(image)?.length()?,
+                }
+            }
         };
         self.insert_node(Node {
             name: name.into(),
@@ -691,6 +720,7 @@ impl Graph {
             .collect();
         self.nodes.retain(|n| n.name != name);
         self.copy_on_read.retain(|n| n != name);
+        self.debug_rules.retain(|(n, _)| n != name);
         for f in files {
             self.apply_locks(&f)?;
         }
@@ -823,6 +853,30 @@ impl Graph {
 
     // ---- guest I/O -----------------------------------------------------------------------------
 
+    /// What a filter node does with a request before passing it to `child`: a raw node
+    /// signals its debug event to the child's blkdebug rules; a blkdebug node fails it if an
+    /// armed rule matches.
+    fn filter_request(
+        &self,
+        node: &str,
+        child: &str,
+        event: &str,
+        kind: IoType,
+        offset: u64,
+        len: u64,
+    ) -> Result<(), GraphError> {
+        let is_raw = matches!(&self.get(node)?.driver, Driver::Format { name } if name == "raw");
+        if is_raw {
+            if let Some((_, rules)) = self.debug_rules.iter().find(|(n, _)| n == child) {
+                rules.event(event);
+            }
+        }
+        if let Some((_, rules)) = self.debug_rules.iter().find(|(n, _)| n == node) {
+            rules.check(kind, offset, len).map_err(FormatError::from)?;
+        }
+        Ok(())
+    }
+
     /// Reads `len` bytes at `offset` of `node`.
     pub fn read(&mut self, node: &str, offset: u64, len: u64) -> Result<Vec<u8>, GraphError> {
         self.read_filled(node, offset, len, 0)
@@ -858,6 +912,7 @@ impl Graph {
             if let Some(bottom) = bottom {
                 self.copy_on_read(&child, bottom.as_deref(), offset, len)?;
             }
+            self.filter_request(node, &child, "read_aio", IoType::Read, offset, len)?;
             return self.read_filled(&child, offset, len, fill);
         }
         if self.copy_on_read.iter().any(|n| n == node) {
@@ -958,11 +1013,21 @@ impl Graph {
         if let DataPath::Filter { .. } = n.data {
             let child = n.filtered_child().map(str::to_string);
             let child = child.ok_or_else(|| GraphError::NoMedium(node.into()))?;
-            self.write(&child, offset, kind, data, len)?;
-            // Every layer a write passes through tracks it (the filter's own bitmaps too).
-            self.get_mut(node)?
-                .record_write(ByteRange::new(offset, len));
-            return Ok(());
+            let io = match kind {
+                WriteKind::Data | WriteKind::Compressed => IoType::Write,
+                WriteKind::Zeroes | WriteKind::ZeroesNoUnmap => IoType::WriteZeroes,
+                WriteKind::Discard => IoType::Discard,
+            };
+            let done = self
+                .filter_request(node, &child, "write_aio", io, offset, len)
+                .and_then(|()| self.write(&child, offset, kind, data, len));
+            // Every layer a write passes through tracks it (the filter's own bitmaps too),
+            // when the request ends, failed (I/O error) or not.
+            if matches!(done, Ok(()) | Err(GraphError::Format(FormatError::Io(_)))) {
+                self.get_mut(node)?
+                    .record_write(ByteRange::new(offset, len));
+            }
+            return done;
         }
         // Copy-before-write: a backup job whose source this is saves the old data first.
         self.copy_before_write(node, offset, len)?;
