@@ -11,6 +11,8 @@ from reference.machine import Machine
 #: what they need (``requires:``); the differential tests compare only what is implemented and
 #: say so when they skip. The jobs issue adds ``blockdev-backup``/``drive-backup``, the
 #: snapshots issue ``blockdev-snapshot*``, ``backing-chains`` and ``image-locking``;
+#: ``copy-on-read-drive-option``: ``-drive copy-on-read=on`` (the root node's flag, no filter);
+#: ``format-over-format-node``: raw over a format node or filter (blkdebug over qcow2);
 #: ``job-drain-order``: several jobs pause and resume in QEMU's order when a drained section
 #: holds them (job/drain.rs); ``block-status-runs``: a backup sizes each request by the source's
 #: block status runs and writes zeroes where they read as zero (graph/status.rs).
@@ -20,11 +22,13 @@ FEATURES: frozenset[str] = frozenset(
         "bitmaps",
         "block-status-runs",
         "copy-on-read",
+        "copy-on-read-drive-option",
         "blockdev-backup",
         "blockdev-snapshot",
         "blockdev-snapshot-internal-sync",
         "blockdev-snapshot-sync",
         "drive-backup",
+        "format-over-format-node",
         "image-locking",
         "job-drain-order",
         "persistent-bitmaps",

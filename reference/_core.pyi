@@ -329,7 +329,8 @@ class Graph:
     def set_discard_unmap(self, name: str, unmap: bool) -> None:
         """Whether discard requests (a format parent's too) reach protocol node ``name``'s
         store: QEMU's ``discard`` option. Nodes pass them until told otherwise."""
-    def add_null(self, name: str, size: int, read_only: bool) -> None: ...
+    def add_null(self, name: str, size: int, read_only: bool, read_zeroes: bool = True) -> None:
+        """A null-co node; without ``read_zeroes`` reads leave the reader's buffer as it was."""
     def add_format(self, name: str, driver: str, file: str, read_only: bool) -> None: ...
     def add_copy_on_read(
         self, name: str, file: str, read_only: bool, bottom: str | None = None
@@ -375,7 +376,16 @@ class Graph:
         self, node: str, name: str, granularity_bytes: int
     ) -> tuple[bool, str] | None: ...
     def remove_stored_bitmap(self, node: str, name: str) -> None: ...
-    def read(self, node: str, offset: int, length: int) -> bytes: ...
+    def read(self, node: str, offset: int, length: int, fill: int = 0) -> bytes:
+        """Guest read into a buffer first filled with ``fill`` (what a driver that leaves the
+        buffer alone, null-co without ``read-zeroes``, returns)."""
+    def set_copy_on_read(self, node: str, on: bool) -> None:
+        """QEMU's copy-on-read flag of a node (``-drive copy-on-read=on``): its reads first copy
+        what its top layer does not hold from the backing chain. NodeNotFound."""
+    def truncate(self, node: str, size: int, parents_follow: bool = False) -> None:
+        """``bdrv_co_truncate``: resizes the node (and a raw node's or filter's child first);
+        the node's bitmaps follow; with ``parents_follow`` raw and filter parents take the new
+        length too. ImageError with QEMU's message or an errno."""
     def write(self, node: str, offset: int, data: bytes) -> None: ...
     def write_zeroes(self, node: str, offset: int, length: int, may_unmap: bool = True) -> None:
         """Guest write-zeroes. ``may_unmap`` is QEMU's BDRV_REQ_MAY_UNMAP (``qemu-io write -z

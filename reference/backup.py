@@ -35,7 +35,7 @@ def device_name(layer: BlockLayer, node: str) -> str:
     return ""
 
 
-def _blocked_by_job(layer: BlockLayer, node: str) -> bool:
+def blocked_by_job(layer: BlockLayer, node: str) -> bool:
     """Whether a live job holds ``node`` as its target or filter (QEMU's op blockers)."""
     return any(node in (info.target, info.filter_node) for info in layer.graph.jobs())
 
@@ -43,7 +43,7 @@ def _blocked_by_job(layer: BlockLayer, node: str) -> bool:
 def op_blocker(layer: BlockLayer, node: str) -> None:
     """``bdrv_op_is_blocked`` for the blocker a backup job puts on every operation of its
     target and its copy-before-write node (backup source and target, external snapshot...)."""
-    if _blocked_by_job(layer, node):
+    if blocked_by_job(layer, node):
         raise QMPError(f"Node '{node}' is busy: block device is in use by block job: backup")
 
 

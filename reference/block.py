@@ -275,7 +275,12 @@ class BlockLayer:
                     _, errno = e.args
                     raise QMPError(f"Could not open '{filename}': {strerror(errno)}") from None
             else:
-                self.graph.add_null(name, int(options.get("size", NULL_CO_DEFAULT_SIZE)), read_only)
+                self.graph.add_null(
+                    name,
+                    int(options.get("size", NULL_CO_DEFAULT_SIZE)),
+                    read_only,
+                    read_zeroes=bool(options.get("read-zeroes", False)),
+                )
                 # ``size`` and ``read-zeroes`` are the null driver's strong options: given, QEMU
                 # names the node (and a format node over it) by its ``json:`` options.
                 strong = {k: v for k, v in options.items() if k in NULL_CO_STRONG_OPTIONS}
@@ -402,11 +407,6 @@ class BlockLayer:
             image, created_child = self._open_child(options["image"], read_only)
             if created_child:
                 self.implicit.add(image)
-            if (info := self.graph.node(image)) is not None and info.filename is None:
-                raise QMPError(
-                    "blkdebug over a non-protocol node is not supported by this reference "
-                    "implementation"
-                )
             self.graph.add_blkdebug(
                 name,
                 image,
@@ -427,9 +427,13 @@ class BlockLayer:
         own = {k: v for k, v in options.items() if k not in ("node-name", "read-only")}
         own = {k: _without_node_names(v) if isinstance(v, dict) else v for k, v in own.items()}
         image_info = self.graph.node(image)
-        if isinstance(own.get("image"), dict) and image_info is not None:
-            # QEMU spells an inline child by its strong options only (a file: its name).
-            own["image"] = self.json_options.get(image, own["image"])
+        if image_info is not None:
+            # QEMU spells the child by its strong options only (a file: its name), whether it
+            # was given inline or by reference.
+            inline = own.get("image")
+            own["image"] = self.json_options.get(
+                image, inline if isinstance(inline, dict) else self.full_options(image_info)
+            )
             if image_info.driver == "file":
                 own["image"] = {"driver": "file", "filename": image_info.filename}
         image_name = "" if image_info is None else self.filename(image_info)
@@ -505,6 +509,13 @@ class BlockLayer:
     def _open_format(self, name: str, driver: str, file_node: str, read_only: bool) -> None:
         try:
             self.graph.add_format(name, driver, file_node, read_only)
+        except _core.NoMedium:
+            # QEMU takes any node as a format's file; the reference's qcow2 needs a store (a
+            # protocol node, null-co, or blkdebug over one of them); raw passes requests on.
+            raise QMPError(
+                f"A {driver} node over node '{file_node}' (a format node or filter, or blkdebug "
+                "over one) is not supported by this reference implementation"
+            ) from None
         except _core.ImageError as e:
             message, errno = e.args
             raise QMPError(str(message) if errno != 2 else strerror(errno)) from None
@@ -582,6 +593,13 @@ class BlockLayer:
         if child is not None:
             options["file"] = self.full_options(child)
         return options
+
+    def _file(self, info: _core.NodeInfo) -> _core.NodeInfo | None:
+        """The ``file`` child of ``info``, if any."""
+        for role, child in info.children:
+            if role == "file":
+                return self.graph.node(child)
+        return None
 
     def _file_child_filename(self, info: _core.NodeInfo) -> str:
         for role, child in info.children:
@@ -667,8 +685,9 @@ class BlockLayer:
         child = self.filtered_child(info)
         cluster_size = info.cluster_size
         below = info
-        while below.driver in FILTER_DRIVERS:
-            filtered = self.filtered_child(below)
+        while below.driver in FILTER_DRIVERS or below.driver == "raw":
+            # raw's image info is its file child's (none from a protocol node).
+            filtered = self.filtered_child(below) if below.driver != "raw" else self._file(below)
             if filtered is None:
                 break
             below = filtered
@@ -710,6 +729,10 @@ class BlockLayer:
                 child_info = self.graph.node(child)
                 if role == "file" and child_info is not None:
                     return self._reports_info(child_info)
+        if info.driver == "blkdebug":
+            # A filter without the callback asks the node it filters.
+            filtered = self.filtered_child(info)
+            return filtered is None or self._reports_info(filtered)
         return True
 
     def _full_backing_filename(self, info: _core.NodeInfo) -> str:

@@ -77,6 +77,14 @@ class VersionProfile:
     #: keeps its allocation under the zero flag); 7.2 unmaps on any node. Measured with a
     #: bitmap on the file node (``persistence/qcow2_metadata_cache_zeroes_discard``).
     zeroes_unmap_needs_discard_unmap: bool = False
+    #: ``block_resize`` on a node with an op blocker (a backup job's, a backing child's): 7.2
+    #: answers ``Device 'X' is in use`` naming its ``device`` argument (``(null)`` when only
+    #: ``node-name`` was given); 10.0 gives the blocker's own message.
+    resize_blocker_names_device: bool = False
+    #: Raw and filter nodes (copy-on-read, blkdebug) take their child's length when it is
+    #: resized on its own (7.2 asks the child whenever the length is needed); 10.0 keeps the
+    #: length they had. Scenarios blockdev/resize_grow_shrink, blkdebug_over_format_and_null.
+    parents_follow_resize: bool = False
     #: What ``qemu-io`` through ``human-monitor-command`` accepts (numbers, options).
     qemu_io: Dialect = field(default_factory=Dialect)
 
@@ -100,6 +108,8 @@ PROFILES: dict[str, VersionProfile] = {
         file_format_specific=False,
         copy_bitmap_on_source=True,
         rollback_after_draining_new_overlay_crashes=True,
+        resize_blocker_names_device=True,
+        parents_follow_resize=True,
         qemu_io=Dialect(hex_suffix=True, register_flag=False),
     ),
     "10.0": VersionProfile(

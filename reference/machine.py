@@ -172,8 +172,9 @@ class Machine:
             raise QMPError(reply["error"]["desc"], reply["error"]["class"])
 
     def add_drive(self, options: dict[str, str]) -> None:
-        """``-drive if=none,id=X[,file=F][,format=FMT][,node-name=N][,readonly=on][,discard=D]``,
-        or with ``driver=D`` and dotted options of its children instead of ``file``/``format``."""
+        """``-drive if=none,id=X[,file=F][,format=FMT][,node-name=N][,file.node-name=N]
+        [,readonly=on][,discard=D][,copy-on-read=on]``, or with ``driver=D`` and dotted options
+        of its children instead of ``file``/``format``."""
         layer = self.layer
         opts = dict(options)
         device = opts.pop("id", None)
@@ -211,8 +212,15 @@ class Machine:
             blockdev["node-name"] = opts.pop("node-name")
         if "discard" in opts:  # the drive's nodes inherit it
             blockdev["discard"] = blockdev["file"]["discard"] = opts.pop("discard")
+        if "file.node-name" in opts:
+            blockdev["file"]["node-name"] = opts.pop("file.node-name")
+        copy_on_read = opts.pop("copy-on-read", "off") in ("on", "true", "yes")
         root = layer.open_blockdev(blockdev, root=False)
         layer.graph.add_backend(device, root)
+        # copy-on-read=on sets the root node's flag, no filter node; a read-only drive only
+        # gets QEMU's warning ("disabling copy-on-read on read-only drive").
+        if copy_on_read and not read_only:
+            layer.graph.set_copy_on_read(root, True)
 
     # ---- lifetime --------------------------------------------------------------------------------
 

@@ -1,11 +1,11 @@
-"""Node management and block queries: blockdev-add, blockdev-del, query-block,
+"""Node management and block queries: blockdev-add, blockdev-del, block_resize, query-block,
 query-named-block-nodes."""
 
 from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
-from reference import _core, jobs
+from reference import _core, jobs, resize
 from reference.commands import command
 from reference.errors import QMPError
 
@@ -52,6 +52,13 @@ def blockdev_del(machine: Machine, args: dict[str, Any]) -> dict[str, Any]:
     layer.monitor_owned.discard(name)
     closed = before - len(layer.graph.nodes())
     machine.emit_all(jobs.graph_locks(layer.profile, layer.graph, jobs.LOCKS_PER_CLOSE * closed))
+    return {}
+
+
+@command("block_resize")
+def block_resize(machine: Machine, args: dict[str, Any]) -> dict[str, Any]:
+    """Resizes a device's root node or a named node (``reference.resize`` has QEMU's order)."""
+    resize.block_resize(machine, args.get("device"), args.get("node-name"), args["size"])
     return {}
 
 

@@ -17,6 +17,10 @@ from reference.block import strerror
 from reference.commands import command
 from reference.errors import QMPError
 
+#: qemu-io fills every buffer it allocates with this byte (``qemu_io_alloc``): a driver that
+#: leaves a read buffer alone (null-co without ``read-zeroes``) shows it.
+QEMU_IO_BUFFER_FILL = 0xAB
+
 if TYPE_CHECKING:
     from reference.machine import Machine
 
@@ -95,7 +99,7 @@ def run_qemu_io(machine: Machine, node: str, line: str, warnings: list[str]) -> 
             if node in machine.layer.unmap:
                 graph.discard(node, offset, count)
             return _report("discard", request)
-        data = graph.read(node, offset, count)
+        data = graph.read(node, offset, count, fill=QEMU_IO_BUFFER_FILL)
     except _core.ImageError as e:
         _, errno = e.args
         return f"{verb} failed: {strerror(errno)}\n"

@@ -10,6 +10,7 @@ that writes is followed by reads that verify what it wrote.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import os
 import re
@@ -19,6 +20,7 @@ import time
 from pathlib import Path
 
 import pytest
+from qemu.qmp import ConnectError
 from qemu.qmp.legacy import QEMUMonitorProtocol
 
 from conformance.endpoints import QEMU_7_2_ARGS, QEMU_7_2_ENV, qemu_binaries, qemu_binary_available
@@ -112,10 +114,16 @@ def _normalized(output: str) -> list[str]:
 
 
 def _hmp(line: str) -> dict[str, object]:
-    return {"command-line": f'qemu-io disk0 "{line}"'}
+    node, _, command = line.partition(": ") if ": " in line else ("disk0", "", line)
+    return {"command-line": f'qemu-io {node} "{command}"'}
 
 
-def _on_qemu(version: str, image: Path) -> tuple[list[str], list[object]]:
+def _on_qemu(
+    version: str,
+    image: Path,
+    blockdevs: list[dict[str, object]] | None = None,
+    lines: list[str] = LINES,
+) -> tuple[list[str], list[object]]:
     binary = qemu_binaries()[version]
     if not qemu_binary_available(binary):
         pytest.skip(f"QEMU {version} binary not found: {binary}")
@@ -135,11 +143,24 @@ def _on_qemu(version: str, image: Path) -> tuple[list[str], list[object]]:
         while not sock.exists() and time.monotonic() < deadline:
             time.sleep(0.02)
         qmp = QEMUMonitorProtocol(str(sock))
-        qmp.connect()
-        qmp.cmd_raw("blockdev-add", _blockdev(image))
-        replies = [qmp.cmd_raw("human-monitor-command", _hmp(line)) for line in LINES]
-        qmp.cmd_raw("quit")
-        qmp.close()
+        while True:
+            # The socket file appears before QEMU listens on it: retry until it accepts.
+            try:
+                qmp.connect()
+                break
+            except ConnectError:
+                if time.monotonic() > deadline:
+                    raise
+                time.sleep(0.02)
+                qmp = QEMUMonitorProtocol(str(sock))
+        for blockdev in blockdevs or [_blockdev(image)]:
+            qmp.cmd_raw("blockdev-add", blockdev)
+        replies = [qmp.cmd_raw("human-monitor-command", _hmp(line)) for line in lines]
+        # QEMU may close the socket before its reply to quit is read (then closing raises too).
+        with contextlib.suppress(EOFError):
+            qmp.cmd_raw("quit")
+        with contextlib.suppress(EOFError):
+            qmp.close()
         process.wait(timeout=10)
     finally:
         if process.poll() is None:
@@ -149,12 +170,17 @@ def _on_qemu(version: str, image: Path) -> tuple[list[str], list[object]]:
 
 
 def _on_reference(
-    version: str, image: Path, capsys: pytest.CaptureFixture[str]
+    version: str,
+    image: Path,
+    capsys: pytest.CaptureFixture[str],
+    blockdevs: list[dict[str, object]] | None = None,
+    lines: list[str] = LINES,
 ) -> tuple[list[str], list[object]]:
     machine = Machine(version, echo_qemu_io=True)
     capsys.readouterr()
-    assert "return" in machine.execute("blockdev-add", _blockdev(image))
-    replies = [machine.execute("human-monitor-command", _hmp(line)) for line in LINES]
+    for blockdev in blockdevs or [_blockdev(image)]:
+        assert "return" in machine.execute("blockdev-add", blockdev)
+    replies = [machine.execute("human-monitor-command", _hmp(line)) for line in lines]
     machine.execute("quit")
     machine.close()
     return _normalized(capsys.readouterr().out), [r.get("return", r.get("error")) for r in replies]
@@ -192,3 +218,56 @@ def test_qemu_io_lines_print_and_write_as_on_qemu(
         # The sequence exercises what it claims: parse errors, refusals and verified data.
         assert any(line.startswith("Parsing error: argument too large") for line in qemu_out)
         assert any("is not a valid pattern byte" in line for line in qemu_out)
+
+
+#: null-co nodes: without ``read-zeroes`` (QEMU's default) a read leaves the buffer alone, and
+#: qemu-io fills its buffers with 0xab; with it, zeros. Through raw and blkdebug alike; and a
+#: blkdebug rule between two raw nodes fires once the upper one's read arms it.
+NULL_BLOCKDEVS: list[dict[str, object]] = [
+    {"driver": "null-co", "node-name": "n0", "size": 1048576},
+    {"driver": "null-co", "node-name": "z0", "size": 1048576, "read-zeroes": True},
+    {"driver": "raw", "node-name": "r0", "file": {"driver": "null-co", "read-zeroes": False}},
+    {"driver": "blkdebug", "node-name": "d0", "image": "n0"},
+    # raw over blkdebug over a format node: raw's read_aio arms the rule, the next read fails.
+    {
+        "driver": "raw",
+        "node-name": "rd",
+        "file": {
+            "driver": "blkdebug",
+            "inject-error": [{"event": "read_aio", "once": True}],
+            "image": {"driver": "raw", "file": {"driver": "null-co", "read-zeroes": True}},
+        },
+    },
+]
+NULL_LINES = [
+    "n0: read -v 0 32",
+    "n0: read -P 0xab 0 4k",
+    "n0: read -P 0 0 4k",
+    "n0: write -P 0x5a 0 4k",
+    "n0: read -P 0xab 0 4k",
+    "z0: read -v 0 32",
+    "z0: read -P 0 0 4k",
+    "z0: read -P 0xab 0 4k",
+    "r0: read -v 512 16",
+    "r0: read -P 0xab 0 64k",
+    "d0: read -v 0 16",
+    "rd: read -P 0 0 4k",
+    "rd: read -P 0 0 4k",
+    "rd: write -P 0x5a 0 4k",
+]
+
+
+@pytest.mark.qemu
+@pytest.mark.parametrize("version", ["10.0", "7.2"])
+def test_null_co_reads_show_the_buffer_qemu_io_filled(
+    version: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    with tempfile.TemporaryDirectory() as a:
+        image = Path(a) / "unused"
+        qemu_out, qemu_replies = _on_qemu(version, image, NULL_BLOCKDEVS, NULL_LINES)
+        ref_out, ref_replies = _on_reference(version, image, capsys, NULL_BLOCKDEVS, NULL_LINES)
+        assert ref_replies == qemu_replies
+        assert ref_out == qemu_out
+        assert any(line.startswith("00000000:  ab ab") for line in qemu_out)
+        assert any(line.startswith("Pattern verification failed") for line in qemu_out)
+        assert "read failed: Input/output error" in qemu_out

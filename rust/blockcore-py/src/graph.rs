@@ -201,8 +201,11 @@ impl Graph {
         self.g().set_discard_unmap(name, unmap).map_err(to_py)
     }
 
-    fn add_null(&self, name: &str, size: u64, read_only: bool) -> PyResult<()> {
-        self.g().add_null(name, size, read_only).map_err(to_py)
+    #[pyo3(signature = (name, size, read_only, read_zeroes=true))]
+    fn add_null(&self, name: &str, size: u64, read_only: bool, read_zeroes: bool) -> PyResult<()> {
+        self.g()
+            .add_null_with(name, size, read_only, read_zeroes)
+            .map_err(to_py)
     }
 
     fn add_format(&self, name: &str, driver: &str, file: &str, read_only: bool) -> PyResult<()> {
@@ -418,15 +421,29 @@ impl Graph {
 
     // ---- guest I/O ----
 
+    #[pyo3(signature = (node, offset, length, fill=0))]
     fn read<'py>(
         &self,
         py: Python<'py>,
         node: &str,
         offset: u64,
         length: u64,
+        fill: u8,
     ) -> PyResult<Bound<'py, PyBytes>> {
-        let data = self.g().read(node, offset, length).map_err(to_py)?;
+        let data = self
+            .g()
+            .read_filled(node, offset, length, fill)
+            .map_err(to_py)?;
         Ok(PyBytes::new(py, &data))
+    }
+
+    fn set_copy_on_read(&self, node: &str, on: bool) -> PyResult<()> {
+        self.g().set_copy_on_read(node, on).map_err(to_py)
+    }
+
+    #[pyo3(signature = (node, size, parents_follow=false))]
+    fn truncate(&self, node: &str, size: u64, parents_follow: bool) -> PyResult<()> {
+        self.g().truncate(node, size, parents_follow).map_err(to_py)
     }
 
     fn write(&self, node: &str, offset: u64, data: &[u8]) -> PyResult<()> {

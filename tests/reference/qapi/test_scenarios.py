@@ -16,6 +16,9 @@ from reference.qapi import QAPIError, load_schema
 from .test_differential import CHECKER_MESSAGE
 
 AREAS = ("qapi", "bitmaps", "blockdev", "persistence", "transactions")
+#: Messages shaped like the input visitor's that a command raises itself, after its lookups
+#: (``block_resize`` checks ``size`` once the node is found: scenario blockdev/resize_errors).
+COMMAND_RAISED = frozenset({"Parameter 'size' expects a >0 size"})
 
 
 def _steps() -> list[object]:
@@ -41,9 +44,8 @@ def test_checker_agrees_with_scenario(scenario: Scenario, step: Step, version: s
         pytest.skip(f"{step.body} is not in our schema")
     expect = step.expect or {}
     error = expect.get("error")
-    checker_error = (
-        isinstance(error, dict) and CHECKER_MESSAGE.match(str(error.get("desc", ""))) is not None
-    )
+    desc = str(error.get("desc", "")) if isinstance(error, dict) else ""
+    checker_error = CHECKER_MESSAGE.match(desc) is not None and desc not in COMMAND_RAISED
 
     try:
         schema.check_arguments(step.body, step.arguments or {})

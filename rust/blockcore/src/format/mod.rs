@@ -326,6 +326,20 @@ pub trait FormatDriver: Send + std::fmt::Debug {
     }
     /// Makes everything written so far durable, metadata included.
     fn flush(&mut self) -> Result<(), FormatError>;
+    /// Takes `len`, the `file` child's new length, as the virtual size, for formats whose size
+    /// is their child's (raw); others ignore it.
+    fn refresh_size(&mut self, len: u64) {
+        let _ = len;
+    }
+    /// Changes the virtual size to `new_size` (QEMU's `bdrv_co_truncate` of the driver). A
+    /// format whose size is its `file` child's (raw) only takes the new size: the graph has
+    /// resized the child already. Formats that cannot resize refuse with QEMU's message.
+    fn truncate(&mut self, new_size: u64) -> Result<(), FormatError> {
+        let _ = new_size;
+        Err(FormatError::Unsupported(
+            "Image format driver does not support resize".into(),
+        ))
+    }
     /// Writes whole clusters compressed (`compress: true` backups). Formats without compressed
     /// clusters refuse (QEMU: `Compression is not supported for this drive`).
     fn write_compressed(&mut self, offset: u64, data: &[u8]) -> Result<(), FormatError> {

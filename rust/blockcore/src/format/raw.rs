@@ -76,6 +76,19 @@ impl FormatDriver for Raw {
         Ok(StatusRun { kind, len: e.len })
     }
 
+    fn refresh_size(&mut self, len: u64) {
+        self.size = len;
+    }
+
+    /// The `file` child was resized first; the raw node takes its new size.
+    fn truncate(&mut self, new_size: u64) -> Result<(), FormatError> {
+        if self.read_only {
+            return Err(FormatError::ReadOnly);
+        }
+        self.size = new_size;
+        Ok(())
+    }
+
     fn set_read_only(&mut self) {
         self.read_only = true;
     }

@@ -20,7 +20,10 @@ use crate::format::{
 };
 use crate::job::JobSet;
 use crate::storage::lock::{self, LockError};
-use crate::storage::{BlkdebugStorage, FileStorage, InjectRule, NullStorage, StateRule, Storage};
+use crate::storage::{
+    BlkdebugRules, BlkdebugStorage, FileStorage, InjectRule, IoType, NullStorage, StateRule,
+    Storage,
+};
 use crate::units::{ByteRange, Granularity};
 pub(crate) use observed::ObservedStorage;
 pub use status::BlockStatus;
@@ -235,6 +238,12 @@ impl Node {
             .map(|c| c.node.as_str())
     }
 
+    /// The child a filter passes requests to: `file` (copy-on-read, copy-before-write) or
+    /// `image` (blkdebug over a node that is not a protocol node).
+    pub fn filtered_child(&self) -> Option<&str> {
+        self.child("file").or_else(|| self.child("image"))
+    }
+
     pub(crate) fn record_write(&mut self, range: ByteRange) {
         for bm in &mut self.bitmaps {
             bm.record_write(range);
@@ -262,6 +271,12 @@ pub struct Graph {
     pub(crate) reserved: Vec<(String, usize)>,
     /// Jobs, the deterministic clock and drained sections.
     pub(crate) jobs: JobSet,
+    /// Nodes with QEMU's copy-on-read flag (`-drive copy-on-read=on`): every read of them
+    /// first copies what their top layer does not hold, as the copy-on-read filter does.
+    pub(crate) copy_on_read: Vec<String>,
+    /// The rules of blkdebug nodes over a format node or filter (the graph passes their
+    /// requests on; a raw node above signals the debug events that arm them).
+    pub(crate) debug_rules: Vec<(String, Arc<BlkdebugRules>)>,
 }
 
 /// The kind of a guest request.
@@ -447,8 +462,20 @@ impl Graph {
         Ok(())
     }
 
-    /// Adds a `null-co` node of `size` bytes.
+    /// Adds a `null-co` node of `size` bytes that reads zeros.
     pub fn add_null(&mut self, name: &str, size: u64, read_only: bool) -> Result<(), GraphError> {
+        self.add_null_with(name, size, read_only, true)
+    }
+
+    /// Adds a `null-co` node of `size` bytes; `read_zeroes` is QEMU's option (off: reads leave
+    /// the reader's buffer as it was, see [`Graph::read_filled`]).
+    pub fn add_null_with(
+        &mut self,
+        name: &str,
+        size: u64,
+        read_only: bool,
+        read_zeroes: bool,
+    ) -> Result<(), GraphError> {
         self.check_claim(name)?;
         self.insert_node(Node {
             name: name.into(),
@@ -456,9 +483,9 @@ impl Graph {
             read_only,
             children: Vec::new(),
             bitmaps: Vec::new(),
-            data: DataPath::Null(Arc::new(ObservedStorage::new(Arc::new(NullStorage::new(
-                size,
-            ))))),
+            data: DataPath::Null(Arc::new(ObservedStorage::new(Arc::new(
+                NullStorage::with_read_zeroes(size, read_zeroes),
+            )))),
             lock_file: None,
         });
         Ok(())
@@ -477,6 +504,26 @@ impl Graph {
         self.check_claim(name)?;
         let store: Arc<dyn Storage> = match &self.get(file)?.data {
             DataPath::Protocol(s) | DataPath::Null(s) => s.clone(),
+            // raw over a node without a store (a format node, a filter): the graph passes its
+            // requests on, raw's debug events first.
+            DataPath::Format(_) | DataPath::Filter { .. } if driver == "raw" => {
+                let len = self.get(file)?.length()?;
+                self.insert_node(Node {
+                    name: name.into(),
+                    driver: Driver::Format {
+                        name: driver.into(),
+                    },
+                    read_only,
+                    children: vec![Child {
+                        role: "file".into(),
+                        node: file.into(),
+                    }],
+                    bitmaps: Vec::new(),
+                    data: DataPath::Filter { len },
+                    lock_file: None,
+                });
+                return Ok(());
+            }
             _ => return Err(GraphError::NoMedium(file.into())),
         };
         // QEMU attaches the `file` child, taking its permissions, before the driver reads a byte:
@@ -512,7 +559,9 @@ impl Graph {
         Ok(())
     }
 
-    /// Adds a `blkdebug` node `name` over the protocol node `image` with error-injection rules.
+    /// Adds a `blkdebug` node `name` over node `image` with error-injection rules: over a
+    /// protocol or null-co node it wraps the store (rules fail requests of the format driver
+    /// above); over a format node or filter it passes guest requests through.
     pub fn add_blkdebug(
         &mut self,
         name: &str,
@@ -522,11 +571,22 @@ impl Graph {
         set_state: Vec<StateRule>,
     ) -> Result<(), GraphError> {
         self.check_claim(name)?;
-        let store: Arc<dyn Storage> = match &self.get(image)?.data {
-            DataPath::Protocol(s) => s.clone(),
-            _ => return Err(GraphError::NoMedium(image.into())),
+        let data = match &self.get(image)?.data {
+            DataPath::Protocol(s) | DataPath::Null(s) => {
+                let dbg: Arc<dyn Storage> =
+                    Arc::new(BlkdebugStorage::new(s.clone(), inject, set_state));
+                DataPath::Protocol(Arc::new(ObservedStorage::new(dbg)))
+            }
+            // Over a format node or a filter, blkdebug passes requests on as a filter: its
+            // rules are armed by the debug events a raw node above it signals.
+            DataPath::Format(_) | DataPath::Filter { .. } => {
+                let rules = Arc::new(BlkdebugRules::new(inject, set_state));
+                self.debug_rules.push((name.into(), rules));
+                DataPath::Filter {
+                    len: self.get(image)?.length()?,
+                }
+            }
         };
-        let dbg: Arc<dyn Storage> = Arc::new(BlkdebugStorage::new(store, inject, set_state));
         self.insert_node(Node {
             name: name.into(),
             driver: Driver::Blkdebug,
@@ -536,7 +596,7 @@ impl Graph {
                 node: image.into(),
             }],
             bitmaps: Vec::new(),
-            data: DataPath::Protocol(Arc::new(ObservedStorage::new(dbg))),
+            data,
             lock_file: None,
         });
         Ok(())
@@ -641,6 +701,17 @@ impl Graph {
         Ok(())
     }
 
+    /// Turns QEMU's copy-on-read flag of `node` on or off (`-drive copy-on-read=on` sets it on
+    /// the drive's root node; no filter node is inserted).
+    pub fn set_copy_on_read(&mut self, node: &str, on: bool) -> Result<(), GraphError> {
+        self.get(node)?;
+        self.copy_on_read.retain(|n| n != node);
+        if on {
+            self.copy_on_read.push(node.into());
+        }
+        Ok(())
+    }
+
     /// Adds a block backend `name`, optionally with root node `root`.
     pub fn add_backend(&mut self, name: &str, root: Option<&str>) -> Result<(), GraphError> {
         self.check_free(name)?;
@@ -669,6 +740,8 @@ impl Graph {
             .map(|c| c.node.clone())
             .collect();
         self.nodes.retain(|n| n.name != name);
+        self.copy_on_read.retain(|n| n != name);
+        self.debug_rules.retain(|(n, _)| n != name);
         for f in files {
             self.apply_locks(&f)?;
         }
@@ -801,8 +874,45 @@ impl Graph {
 
     // ---- guest I/O -----------------------------------------------------------------------------
 
+    /// What a filter node does with a request before passing it to `child`: a raw node
+    /// signals its debug event to the child's blkdebug rules; a blkdebug node fails it if an
+    /// armed rule matches.
+    fn filter_request(
+        &self,
+        node: &str,
+        child: &str,
+        event: &str,
+        kind: IoType,
+        offset: u64,
+        len: u64,
+    ) -> Result<(), GraphError> {
+        let is_raw = matches!(&self.get(node)?.driver, Driver::Format { name } if name == "raw");
+        if is_raw {
+            if let Some((_, rules)) = self.debug_rules.iter().find(|(n, _)| n == child) {
+                rules.event(event);
+            }
+        }
+        if let Some((_, rules)) = self.debug_rules.iter().find(|(n, _)| n == node) {
+            rules.check(kind, offset, len).map_err(FormatError::from)?;
+        }
+        Ok(())
+    }
+
     /// Reads `len` bytes at `offset` of `node`.
     pub fn read(&mut self, node: &str, offset: u64, len: u64) -> Result<Vec<u8>, GraphError> {
+        self.read_filled(node, offset, len, 0)
+    }
+
+    /// Reads `len` bytes at `offset` of `node` into a buffer first filled with `fill`: what a
+    /// reader sees where a driver leaves the buffer alone (null-co without `read-zeroes`;
+    /// qemu-io fills its buffers with 0xab).
+    pub fn read_filled(
+        &mut self,
+        node: &str,
+        offset: u64,
+        len: u64,
+        fill: u8,
+    ) -> Result<Vec<u8>, GraphError> {
         let n = self.get_mut(node)?;
         let length = n.length()?;
         if offset.checked_add(len).is_none_or(|end| end > length) {
@@ -818,15 +928,19 @@ impl Graph {
                 Driver::CopyOnRead { bottom } => Some(bottom.clone()),
                 _ => None,
             };
-            let child = n.child("file").map(str::to_string);
+            let child = n.filtered_child().map(str::to_string);
             let child = child.ok_or_else(|| GraphError::NoMedium(node.into()))?;
             if let Some(bottom) = bottom {
                 self.copy_on_read(&child, bottom.as_deref(), offset, len)?;
             }
-            return self.read(&child, offset, len);
+            self.filter_request(node, &child, "read_aio", IoType::Read, offset, len)?;
+            return self.read_filled(&child, offset, len, fill);
+        }
+        if self.copy_on_read.iter().any(|n| n == node) {
+            self.copy_on_read(node, None, offset, len)?;
         }
         let mut buf = vec![
-            0u8;
+            fill;
             usize::try_from(len).map_err(|_| FormatError::OutOfRange {
                 offset,
                 len,
@@ -846,11 +960,11 @@ impl Graph {
                 self.with_driver(node, |f, bk| f.read_backed(offset, buf, bk))?;
             }
             DataPath::Filter { .. } => {
-                let child = n.child("file").map(str::to_string);
+                let child = n.filtered_child().map(str::to_string);
                 let child = child.ok_or_else(|| GraphError::NoMedium(node.into()))?;
                 self.read_into(&child, offset, buf)?;
             }
-            DataPath::Null(_) => buf.fill(0),
+            DataPath::Null(s) => s.read_at(buf, offset).map_err(FormatError::from)?,
         }
         Ok(())
     }
@@ -918,13 +1032,23 @@ impl Graph {
             return Err(FormatError::ReadOnly.into());
         }
         if let DataPath::Filter { .. } = n.data {
-            let child = n.child("file").map(str::to_string);
+            let child = n.filtered_child().map(str::to_string);
             let child = child.ok_or_else(|| GraphError::NoMedium(node.into()))?;
-            self.write(&child, offset, kind, data, len)?;
-            // Every layer a write passes through tracks it (the filter's own bitmaps too).
-            self.get_mut(node)?
-                .record_write(ByteRange::new(offset, len));
-            return Ok(());
+            let io = match kind {
+                WriteKind::Data | WriteKind::Compressed => IoType::Write,
+                WriteKind::Zeroes | WriteKind::ZeroesNoUnmap => IoType::WriteZeroes,
+                WriteKind::Discard => IoType::Discard,
+            };
+            let done = self
+                .filter_request(node, &child, "write_aio", io, offset, len)
+                .and_then(|()| self.write(&child, offset, kind, data, len));
+            // Every layer a write passes through tracks it (the filter's own bitmaps too),
+            // when the request ends, failed (I/O error) or not.
+            if matches!(done, Ok(()) | Err(GraphError::Format(FormatError::Io(_)))) {
+                self.get_mut(node)?
+                    .record_write(ByteRange::new(offset, len));
+            }
+            return done;
         }
         // Copy-before-write: a backup job whose source this is saves the old data first.
         self.copy_before_write(node, offset, len)?;
@@ -971,7 +1095,7 @@ impl Graph {
     pub fn flush(&mut self, node: &str) -> Result<(), GraphError> {
         let n = self.get_mut(node)?;
         if let DataPath::Filter { .. } = n.data {
-            let child = n.child("file").map(str::to_string);
+            let child = n.filtered_child().map(str::to_string);
             let child = child.ok_or_else(|| GraphError::NoMedium(node.into()))?;
             return self.flush(&child);
         }
@@ -981,6 +1105,94 @@ impl Graph {
             DataPath::Filter { .. } | DataPath::Null(_) => {}
         }
         self.drain_store_writes(node);
+        Ok(())
+    }
+
+    /// Resizes `node` to `new_size` bytes (QEMU's `bdrv_co_truncate`): a read-only node
+    /// refuses; a file (or blkdebug over one) truncates its store; raw and filters resize their
+    /// child first and take the new size; qcow2 resizes its image, and when it has a backing
+    /// child zeroes the new range so the backing file's data does not show through, as QEMU
+    /// does; null-co cannot resize. The node's own bitmaps follow its new length (whole
+    /// sectors). With `parents_follow` (QEMU 7.2, whose raw and filter drivers take their
+    /// child's length whenever asked) raw and filter parents take the new length too, their
+    /// bitmaps unchanged; otherwise (10.0) a parent keeps the length it had.
+    pub fn truncate(
+        &mut self,
+        node: &str,
+        new_size: u64,
+        parents_follow: bool,
+    ) -> Result<(), GraphError> {
+        self.truncate_node(node, new_size)?;
+        if parents_follow {
+            self.parents_follow_length(node)?;
+        }
+        Ok(())
+    }
+
+    /// Raw and filter parents of `node` (and theirs, upwards) take its length.
+    fn parents_follow_length(&mut self, node: &str) -> Result<(), GraphError> {
+        let len = self.get(node)?.length()?;
+        for (parent, role) in self.parents(node) {
+            if role != "file" && role != "image" {
+                continue;
+            }
+            let Ok(p) = self.get_mut(&parent) else {
+                continue;
+            };
+            match &mut p.data {
+                DataPath::Format(f) if f.format_name() == "raw" => f.refresh_size(len),
+                DataPath::Filter { len: l } => *l = len,
+                _ => continue,
+            }
+            self.parents_follow_length(&parent)?;
+        }
+        Ok(())
+    }
+
+    fn truncate_node(&mut self, node: &str, new_size: u64) -> Result<(), GraphError> {
+        let n = self.get(node)?;
+        if n.read_only {
+            return Err(FormatError::ReadOnly.into());
+        }
+        let old_size = n.length()?;
+        let child = match (&n.data, &n.driver) {
+            (DataPath::Format(_), Driver::Format { name }) if name == "raw" => {
+                n.child("file").map(str::to_string)
+            }
+            (DataPath::Filter { .. }, _) => n.filtered_child().map(str::to_string),
+            _ => None,
+        };
+        if let Some(c) = &child {
+            self.truncate_node(c, new_size)?;
+        }
+        let n = self.get_mut(node)?;
+        let result: Result<(), GraphError> = match &mut n.data {
+            DataPath::Protocol(s) => s.set_len(new_size).map_err(|e| FormatError::from(e).into()),
+            DataPath::Null(_) => Err(FormatError::Unsupported(
+                "Image format driver does not support resize".into(),
+            )
+            .into()),
+            DataPath::Filter { len } => {
+                *len = new_size;
+                Ok(())
+            }
+            DataPath::Format(_) => {
+                let r = self.with_driver(node, |f, _| f.truncate(new_size));
+                if r.is_ok() && new_size > old_size && self.backing_of(node).is_some() {
+                    self.with_driver(node, |f, bk| {
+                        f.write_zeroes_backed(old_size, new_size - old_size, bk, false)
+                    })
+                } else {
+                    r
+                }
+            }
+        };
+        self.drain_store_writes(node);
+        result?;
+        let len = new_size.div_ceil(512) * 512;
+        for bm in &mut self.get_mut(node)?.bitmaps {
+            bm.bits.resize(len);
+        }
         Ok(())
     }
 

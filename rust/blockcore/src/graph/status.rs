@@ -98,12 +98,12 @@ impl Graph {
         Ok(status)
     }
 
-    /// The node one layer down for block status: a filter's `file` child, a format node's
+    /// The node one layer down for block status: a filter's child, a format node's
     /// `backing` child (QEMU's `bdrv_filter_or_cow_bs`).
     fn filtered_or_backing(&self, node: &str) -> Option<String> {
         let n = self.node(node)?;
         match n.data {
-            DataPath::Filter { .. } => n.child("file").map(str::to_string),
+            DataPath::Filter { .. } => n.filtered_child().map(str::to_string),
             DataPath::Format(_) => self.backing_of(node),
             DataPath::Protocol(_) | DataPath::Null(_) => None,
         }
@@ -142,7 +142,7 @@ impl Graph {
                 len,
             }),
             DataPath::Filter { .. } => {
-                let child = n.child("file").map(str::to_string);
+                let child = n.filtered_child().map(str::to_string);
                 let child = child.ok_or_else(|| GraphError::NoMedium(node.into()))?;
                 self.node_block_status(&child, want_zero, offset, len)
             }

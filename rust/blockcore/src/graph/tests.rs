@@ -431,3 +431,72 @@ fn qcow2_over_null_co_is_not_qcow2() {
     assert!(err.to_string().contains("not in qcow2 format"), "{err}");
     assert!(g.node("q0").is_none());
 }
+
+#[test]
+fn truncate_raw_resizes_file_first_and_bitmaps_follow() {
+    let (_d, mut g) = raw_graph(1 << 20);
+    g.bitmap_add("disk0", "top", gran(65536), true, false)
+        .unwrap();
+    g.write("disk0", 960 << 10, WriteKind::Data, &[1; 65536], 65536)
+        .unwrap();
+
+    g.truncate("disk0", 1000, false).unwrap();
+
+    assert_eq!(g.get("disk0").unwrap().length().unwrap(), 1000);
+    assert_eq!(g.get("f0").unwrap().length().unwrap(), 1000);
+    let bits = &g.bitmap("disk0", "top").unwrap().bits;
+    assert_eq!((bits.len(), bits.count()), (1024, 0));
+}
+
+#[test]
+fn truncate_file_under_raw_moves_the_raw_node_only_when_parents_follow() {
+    let (_d, mut g) = raw_graph(1 << 20);
+
+    g.truncate("f0", 2 << 20, false).unwrap();
+    let kept = g.get("disk0").unwrap().length().unwrap();
+    g.truncate("f0", 3 << 20, true).unwrap();
+
+    assert_eq!(kept, 1 << 20);
+    assert_eq!(g.get("disk0").unwrap().length().unwrap(), 3 << 20);
+}
+
+#[test]
+fn truncate_refuses_null_co_and_read_only_nodes() {
+    let mut g = Graph::new();
+    g.add_null("n0", 1 << 20, false).unwrap();
+    g.add_null("n1", 1 << 20, true).unwrap();
+
+    let null = g.truncate("n0", 2 << 20, false).unwrap_err();
+    let ro = g.truncate("n1", 2 << 20, false).unwrap_err();
+
+    assert!(
+        null.to_string().contains("does not support resize"),
+        "{null}"
+    );
+    assert!(matches!(ro, GraphError::Format(FormatError::ReadOnly)));
+}
+
+#[test]
+fn null_co_without_read_zeroes_leaves_the_fill() {
+    let mut g = Graph::new();
+    g.add_null_with("n0", 1 << 20, false, false).unwrap();
+    g.add_null_with("z0", 1 << 20, false, true).unwrap();
+
+    let kept = g.read_filled("n0", 0, 16, 0xab).unwrap();
+    let zeroed = g.read_filled("z0", 0, 16, 0xab).unwrap();
+
+    assert_eq!((kept, zeroed), (vec![0xab; 16], vec![0; 16]));
+}
+
+#[test]
+fn copy_on_read_flag_copies_into_the_top_layer() {
+    let (_d, mut g) = chain_graph();
+    g.set_backing("top", Some("base")).unwrap();
+    g.set_copy_on_read("top", true).unwrap();
+    assert!(!g.is_allocated("top", 0).unwrap());
+
+    let data = g.read("top", 0, 4096).unwrap();
+
+    assert_eq!(data, vec![0x11; 4096]);
+    assert!(g.is_allocated("top", 0).unwrap());
+}

@@ -88,7 +88,7 @@ struct Rules {
 #[derive(Debug)]
 pub struct BlkdebugStorage {
     inner: Arc<dyn Storage>,
-    rules: Mutex<Rules>,
+    rules: BlkdebugRules,
 }
 
 impl BlkdebugStorage {
@@ -100,6 +100,31 @@ impl BlkdebugStorage {
     ) -> Self {
         Self {
             inner,
+            rules: BlkdebugRules::new(inject, set_state),
+        }
+    }
+
+    /// The current state.
+    pub fn state(&self) -> u64 {
+        self.rules.state()
+    }
+
+    fn check(&self, kind: IoType, offset: u64, len: u64) -> io::Result<()> {
+        self.rules.check(kind, offset, len)
+    }
+}
+
+/// blkdebug's rules and state, for a blkdebug node whose requests the graph passes on (over
+/// a format node) as much as for one wrapping a store.
+#[derive(Debug)]
+pub struct BlkdebugRules {
+    rules: Mutex<Rules>,
+}
+
+impl BlkdebugRules {
+    /// The given rules; the state starts at 1.
+    pub fn new(inject: Vec<InjectRule>, set_state: Vec<StateRule>) -> Self {
+        Self {
             rules: Mutex::new(Rules {
                 state: 1,
                 inject: inject
@@ -122,8 +147,8 @@ impl BlkdebugStorage {
         self.rules.lock().unwrap_or_else(|e| e.into_inner())
     }
 
-    /// Fails the request if an active rule matches it.
-    fn check(&self, kind: IoType, offset: u64, len: u64) -> io::Result<()> {
+    /// Fails the request if an active rule matches it (a `once` rule is then removed).
+    pub fn check(&self, kind: IoType, offset: u64, len: u64) -> io::Result<()> {
         let mut r = self.lock();
         let hit = r.active.iter().copied().find(|id| {
             r.inject.iter().any(|(rid, rule)| {
@@ -208,6 +233,14 @@ impl Storage for BlkdebugStorage {
         self.inner.extent(offset, len)
     }
     fn debug_event(&self, event: &str) {
+        self.rules.event(event);
+        self.inner.debug_event(event);
+    }
+}
+
+impl BlkdebugRules {
+    /// Signals a debug event: set-state rules move the state, matching inject rules arm.
+    pub fn event(&self, event: &str) {
         let mut r = self.lock();
         let state = r.state;
         let mut new_state = state;
@@ -227,8 +260,6 @@ impl Storage for BlkdebugStorage {
             r.active = armed.into_iter().rev().collect();
         }
         r.state = new_state;
-        drop(r);
-        self.inner.debug_event(event);
     }
 }
 

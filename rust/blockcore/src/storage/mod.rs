@@ -11,7 +11,7 @@ pub mod lock;
 mod memory;
 mod null;
 
-pub use blkdebug::{BlkdebugStorage, InjectRule, IoType, StateRule};
+pub use blkdebug::{BlkdebugRules, BlkdebugStorage, InjectRule, IoType, StateRule};
 pub use file::FileStorage;
 pub use memory::MemStorage;
 pub use null::NullStorage;

@@ -1,4 +1,5 @@
-//! The store of QEMU's `null-co` driver: a fixed length, reads zeros, drops writes.
+//! The store of QEMU's `null-co` driver: a fixed length, drops writes; reads fill the buffer
+//! with zeros only with `read-zeroes` (QEMU's default leaves the reader's buffer untouched).
 
 use super::Storage;
 use std::io;
@@ -7,18 +8,27 @@ use std::io;
 #[derive(Debug)]
 pub struct NullStorage {
     len: u64,
+    read_zeroes: bool,
 }
 
 impl NullStorage {
-    /// A store of `len` bytes.
+    /// A store of `len` bytes whose reads return zeros.
     pub fn new(len: u64) -> Self {
-        Self { len }
+        Self::with_read_zeroes(len, true)
+    }
+
+    /// A store of `len` bytes; `read_zeroes` is QEMU's option: without it a read leaves the
+    /// buffer as the reader filled it.
+    pub fn with_read_zeroes(len: u64, read_zeroes: bool) -> Self {
+        Self { len, read_zeroes }
     }
 }
 
 impl Storage for NullStorage {
     fn read_at(&self, buf: &mut [u8], _offset: u64) -> io::Result<()> {
-        buf.fill(0);
+        if self.read_zeroes {
+            buf.fill(0);
+        }
         Ok(())
     }
 
@@ -58,5 +68,13 @@ mod tests {
         assert_eq!(s.len().unwrap(), 4096);
         assert!(s.set_len(8192).is_err());
         assert_eq!(s.len().unwrap(), 4096);
+    }
+
+    #[test]
+    fn without_read_zeroes_reads_leave_the_buffer_untouched() {
+        let s = NullStorage::with_read_zeroes(4096, false);
+        let mut buf = [0xabu8; 512];
+        s.read_at(&mut buf, 0).unwrap();
+        assert!(buf.iter().all(|b| *b == 0xab));
     }
 }

@@ -354,7 +354,7 @@ impl Qcow2 {
 
     /// Whole clusters `[first, first + n)` as guest cluster indexes, handled one L2 table at a time
     /// by `f(self, l2 offset, first L2 index, count)`.
-    fn for_each_table(
+    pub(super) fn for_each_table(
         &mut self,
         first: u64,
         n: u64,
@@ -375,7 +375,7 @@ impl Qcow2 {
 
     /// Rewrites L2 entries `[idx, idx + count)` with `new(old kind, old entry)` (None = keep),
     /// writes the changed span through, then drops the references of replaced entries.
-    fn rewrite_entries(
+    pub(super) fn rewrite_entries(
         &mut self,
         l2: u64,
         idx: usize,

@@ -426,6 +426,10 @@ impl FormatDriver for Qcow2 {
         Ok(!matches!(kind, mapping::ClusterKind::Unallocated))
     }
 
+    fn truncate(&mut self, new_size: u64) -> Result<(), FormatError> {
+        self.resize(new_size)
+    }
+
     fn take_loaded_bitmaps(&mut self) -> Vec<LoadedBitmap> {
         std::mem::take(&mut self.loaded)
     }
