@@ -56,6 +56,10 @@ impl Qcow2 {
             q.shrink_l1(keep_l1)
         })?;
         let storage = self.storage.clone();
+        // As measured on QEMU 7.2 and 10.0 (blockdev/resize_grow_shrink): the L2 tables and
+        // refcount blocks the discard left dirty reach the file after the L1 tail is freed
+        // (the freed tables are dropped unwritten), whether or not they were clean before.
+        self.write_caches()?;
         self.shrink_reftable()?;
         // Cut the file after its last cluster in use.
         let file_len = storage.len()?;
@@ -211,6 +215,8 @@ impl Qcow2 {
         let storage = self.storage.clone();
         let bytes = new_len * 8;
         let new_off = self.refcounts.alloc_bytes(storage.as_ref(), bytes)?.0;
+        // Like QEMU, the new table's refcounts reach the file before the table is written.
+        self.refcounts.cache.flush_refblocks(storage.as_ref())?;
         storage.flush()?;
         let mut table = self.mapping.l1.clone();
         table.resize(new_len as usize, 0);
