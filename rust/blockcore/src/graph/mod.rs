@@ -508,19 +508,10 @@ impl Graph {
             // requests on, raw's debug events first.
             DataPath::Format(_) | DataPath::Filter { .. } if driver == "raw" => {
                 let len = self.get(file)?.length()?;
+                let node = Self::format_node(name, driver, file, read_only, Vec::new());
                 self.insert_node(Node {
-                    name: name.into(),
-                    driver: Driver::Format {
-                        name: driver.into(),
-                    },
-                    read_only,
-                    children: vec![Child {
-                        role: "file".into(),
-                        node: file.into(),
-                    }],
-                    bitmaps: Vec::new(),
                     data: DataPath::Filter { len },
-                    lock_file: None,
+                    ..node
                 });
                 return Ok(());
             }
@@ -540,7 +531,26 @@ impl Graph {
         for LoadedBitmap { bitmap } in loaded {
             bitmaps.insert(0, bitmap);
         }
+        let node = Self::format_node(name, driver, file, read_only, bitmaps);
         self.insert_node(Node {
+            data: DataPath::Format(fmt),
+            ..node
+        });
+        self.drain_store_writes(name);
+        self.apply_locks(file)?;
+        Ok(())
+    }
+
+    /// A format node `name` of `driver` over its `file` child, before its data path is set
+    /// (a placeholder filter of length 0).
+    fn format_node(
+        name: &str,
+        driver: &str,
+        file: &str,
+        read_only: bool,
+        bitmaps: Vec<DirtyBitmap>,
+    ) -> Node {
+        Node {
             name: name.into(),
             driver: Driver::Format {
                 name: driver.into(),
@@ -551,12 +561,9 @@ impl Graph {
                 node: file.into(),
             }],
             bitmaps,
-            data: DataPath::Format(fmt),
+            data: DataPath::Filter { len: 0 },
             lock_file: None,
-        });
-        self.drain_store_writes(name);
-        self.apply_locks(file)?;
-        Ok(())
+        }
     }
 
     /// Adds a `blkdebug` node `name` over node `image` with error-injection rules: over a
