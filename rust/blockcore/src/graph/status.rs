@@ -134,13 +134,20 @@ impl Graph {
                 let kind = if e.hole { RunKind::Zero } else { RunKind::Data };
                 Ok(BlockStatus::of(kind, e.len.max(1)))
             }
-            // null-co without `read-zeroes`: neither data nor zeros, and nothing below.
-            DataPath::Null(_) => Ok(BlockStatus {
-                data: false,
-                zero: false,
-                allocated: false,
-                len,
-            }),
+            // null-co: zeros (so allocated, as every zero status) with `read-zeroes`, else
+            // neither data nor zeros; nothing below either way.
+            DataPath::Null(store) => {
+                let zero = store
+                    .extent(offset, len)
+                    .map_err(crate::format::FormatError::from)?
+                    .hole;
+                Ok(BlockStatus {
+                    data: false,
+                    zero,
+                    allocated: zero,
+                    len,
+                })
+            }
             DataPath::Filter { .. } => {
                 let child = n.filtered_child().map(str::to_string);
                 let child = child.ok_or_else(|| GraphError::NoMedium(node.into()))?;

@@ -1,7 +1,7 @@
 //! The store of QEMU's `null-co` driver: a fixed length, drops writes; reads fill the buffer
 //! with zeros only with `read-zeroes` (QEMU's default leaves the reader's buffer untouched).
 
-use super::Storage;
+use super::{Extent, Storage};
 use std::io;
 
 /// A `null-co` store of `len` bytes.
@@ -51,6 +51,15 @@ impl Storage for NullStorage {
 
     fn write_zeroes(&self, _offset: u64, _len: u64) -> io::Result<()> {
         Ok(())
+    }
+
+    /// QEMU's null block status: the whole range at once, zeros with `read-zeroes`, else
+    /// neither data nor zeros (the caller reads the latter as "not a hole").
+    fn extent(&self, _offset: u64, len: u64) -> io::Result<Extent> {
+        Ok(Extent {
+            hole: self.read_zeroes,
+            len,
+        })
     }
 }
 
