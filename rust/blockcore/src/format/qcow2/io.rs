@@ -310,8 +310,8 @@ impl Qcow2 {
         bk: &mut dyn Backing,
     ) -> Result<bool, FormatError> {
         let total = n as u64 * self.geo.cluster_size();
-        Ok((head == 0 || self.range_is_zero(start, head, bk, false)?)
-            && (tail == 0 || self.range_is_zero(start + total - tail, tail, bk, false)?))
+        Ok((head == 0 || self.range_is_zero(start, head, bk)?)
+            && (tail == 0 || self.range_is_zero(start + total - tail, tail, bk)?))
     }
 
     /// Fills `buf` with what guest offset `at` (inside the cluster of entry `e`) reads as.
@@ -548,14 +548,13 @@ impl Qcow2 {
     }
 
     /// QEMU's `is_zero` over this image: every cluster of the range (clamped to the image) is
-    /// a zero cluster, or unallocated where the backing chain's status is zero (with `probe`,
-    /// the protocol layer's holes count as zero, as block status with `want_zero`).
+    /// a zero cluster, or unallocated where the backing chain's status without probing the
+    /// protocol layer is zero (block status with `want_zero = false`).
     pub(super) fn range_is_zero(
         &mut self,
         offset: u64,
         len: u64,
         bk: &mut dyn Backing,
-        probe: bool,
     ) -> Result<bool, FormatError> {
         let cs = self.geo.cluster_size();
         let end = (offset + len).min(self.header.size);
@@ -565,7 +564,6 @@ impl Qcow2 {
             let kind = self.lookup(GuestOffset(pos))?;
             let zero = match kind {
                 ClusterKind::ZeroPlain | ClusterKind::ZeroAlloc { .. } => true,
-                ClusterKind::Unallocated if probe => bk.is_zero(pos, piece)?,
                 ClusterKind::Unallocated => bk.is_zero_unprobed(pos, piece)?,
                 ClusterKind::Normal { .. } | ClusterKind::Compressed { .. } => false,
             };
