@@ -20,94 +20,38 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
-import socket
 import subprocess
 import tempfile
 import time
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Any
 
-QEMU_7_2 = "/opt/qemu-7.2/usr/bin/qemu-system-x86_64"
+from conformance.endpoints import Endpoint, LaunchOptions, parse_target
 
 
-class Monitor(Protocol):
+def cmd(endpoint: Endpoint, name: str, args: dict[str, Any]) -> Any:
     """Runs one QMP command; returns its ``return`` or its ``error``."""
-
-    def cmd(self, name: str, args: dict[str, Any]) -> Any: ...
-
-    def close(self) -> None: ...
+    reply = endpoint.execute(name, args)
+    return reply.get("return", reply.get("error"))
 
 
-class QemuMonitor:
-    """Real QEMU (no guest) over a QMP unix socket."""
-
-    def __init__(self, version: str, sock: Path) -> None:
-        argv = ["qemu-system-x86_64"]
-        env = dict(os.environ)
-        if version == "7.2":
-            argv = [QEMU_7_2, "-L", "/opt/qemu-7.2/usr/share/qemu"]
-            env["QEMU_MODULE_DIR"] = "/opt/qemu-7.2/usr/lib/x86_64-linux-gnu/qemu"
-        argv += ["-M", "none", "-nodefaults", "-display", "none"]
-        argv += ["-qmp", f"unix:{sock},server=on,wait=off"]
-        self.proc = subprocess.Popen(
-            argv, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
-        )
-        for _ in range(500):
-            if sock.exists():
-                break
-            time.sleep(0.01)
-        self.sock = socket.socket(socket.AF_UNIX)
-        self.sock.connect(str(sock))
-        self.file = self.sock.makefile("rw")
-        self.file.readline()
-        self.cmd("qmp_capabilities", {})
-
-    def cmd(self, name: str, args: dict[str, Any]) -> Any:
-        self.file.write(json.dumps({"execute": name, "arguments": args}) + "\n")
-        self.file.flush()
-        while True:
-            reply = json.loads(self.file.readline())
-            if "event" not in reply:
-                return reply.get("return", reply.get("error"))
-
-    def close(self) -> None:
-        self.cmd("quit", {})
-        self.proc.wait(10)
-
-
-class ReferenceMonitor:
-    """The reference, in process."""
-
-    def __init__(self, version: str) -> None:
-        from reference import Machine  # noqa: PLC0415 - only this target needs it
-
-        self.machine = Machine(version)
-
-    def cmd(self, name: str, args: dict[str, Any]) -> Any:
-        reply = self.machine.execute(name, args)
-        return reply.get("return", reply.get("error"))
-
-    def close(self) -> None:
-        return None
-
-
-def extents(mon: Monitor, workdir: Path) -> list[tuple[int, int]]:
+def extents(mon: Endpoint, workdir: Path) -> list[tuple[int, int]]:
     """The dirty extents of ``file0``'s bitmap ``b`` (real QEMU: a copy on a null-co node of
     the same length, exported over NBD and read with ``qemu-img map``)."""
-    nodes = mon.cmd("query-named-block-nodes", {})
+    nodes = cmd(mon, "query-named-block-nodes", {})
     size = next(n["image"]["virtual-size"] for n in nodes if n["node-name"] == "file0")
-    mon.cmd("blockdev-add", {"driver": "null-co", "node-name": "cp", "size": size})
+    cmd(mon, "blockdev-add", {"driver": "null-co", "node-name": "cp", "size": size})
     # Disabled: an NBD export refuses to publish a bitmap that may still change.
     copy = {"node": "cp", "name": "c", "granularity": 512, "disabled": True}
-    mon.cmd("block-dirty-bitmap-add", copy)
-    mon.cmd(
+    cmd(mon, "block-dirty-bitmap-add", copy)
+    cmd(
+        mon,
         "block-dirty-bitmap-merge",
         {"node": "cp", "target": "c", "bitmaps": [{"node": "file0", "name": "b"}]},
     )
     sock = workdir / "nbd.sock"
-    mon.cmd("nbd-server-start", {"addr": {"type": "unix", "data": {"path": str(sock)}}})
-    mon.cmd("block-export-add", {"type": "nbd", "id": "e", "node-name": "cp", "bitmaps": ["c"]})
+    cmd(mon, "nbd-server-start", {"addr": {"type": "unix", "data": {"path": str(sock)}}})
+    cmd(mon, "block-export-add", {"type": "nbd", "id": "e", "node-name": "cp", "bitmaps": ["c"]})
     opts = f"driver=nbd,server.type=unix,server.path={sock},export=cp"
     opts += ",x-dirty-bitmap=qemu:dirty-bitmap:c"
     out = subprocess.run(
@@ -116,10 +60,10 @@ def extents(mon: Monitor, workdir: Path) -> list[tuple[int, int]]:
         text=True,
         check=True,
     )
-    mon.cmd("block-export-del", {"id": "e"})
+    cmd(mon, "block-export-del", {"id": "e"})
     time.sleep(0.05)
-    mon.cmd("nbd-server-stop", {})
-    mon.cmd("blockdev-del", {"node-name": "cp"})
+    cmd(mon, "nbd-server-stop", {})
+    cmd(mon, "blockdev-del", {"node-name": "cp"})
     # x-dirty-bitmap reports dirty areas as holes.
     return [(e["start"], e["length"]) for e in json.loads(out.stdout) if not e["data"]]
 
@@ -133,49 +77,43 @@ def main() -> None:
     parser.add_argument("--qcow2-options", default="{}", help="more qcow2 node options (JSON)")
     parser.add_argument("steps", nargs="+")
     ns = parser.parse_args()
-    kind, version = ns.target.split(":")
+    kind = ns.target.split(":")[0]
     workdir = Path(tempfile.mkdtemp())
     image = workdir / "a.qcow2"
     create = ["qemu-img", "create", "-q", "-f", "qcow2"]
     if ns.create_opt:
         create += ["-o", ns.create_opt]
     subprocess.run([*create, str(image), ns.size], check=True)
-    mon: Monitor
-    mon = (
-        QemuMonitor(version, workdir / "qmp.sock") if kind == "qemu" else ReferenceMonitor(version)
-    )
-    try:
+    with parse_target(ns.target).start(workdir, LaunchOptions()) as mon:
         file0 = {"driver": "file", "node-name": "file0", "filename": str(image)}
         disk0 = {"driver": "qcow2", "node-name": "disk0", "file": "file0"}
-        mon.cmd("blockdev-add", file0 | json.loads(ns.file_options))
-        mon.cmd("blockdev-add", disk0 | json.loads(ns.qcow2_options))
-        mon.cmd("block-dirty-bitmap-add", {"node": "file0", "name": "b", "granularity": 512})
+        cmd(mon, "blockdev-add", file0 | json.loads(ns.file_options))
+        cmd(mon, "blockdev-add", disk0 | json.loads(ns.qcow2_options))
+        cmd(mon, "block-dirty-bitmap-add", {"node": "file0", "name": "b", "granularity": 512})
         for step in ns.steps:
             if step == "clear":
-                mon.cmd("block-dirty-bitmap-clear", {"node": "file0", "name": "b"})
+                cmd(mon, "block-dirty-bitmap-clear", {"node": "file0", "name": "b"})
                 continue
             if step.startswith("io:"):
                 line = f'qemu-io disk0 "{step[3:]}"'
-                reply = mon.cmd("human-monitor-command", {"command-line": line})
+                reply = cmd(mon, "human-monitor-command", {"command-line": line})
             else:
                 _, name, args = step.split(":", 2)
-                reply = mon.cmd(name, json.loads(args))
+                reply = cmd(mon, name, json.loads(args))
             if reply not in ({}, ""):
                 print(f"  {reply}")
-            nodes = mon.cmd("query-named-block-nodes", {})
+            nodes = cmd(mon, "query-named-block-nodes", {})
             count = next(
                 b["count"]
                 for n in nodes
                 if n["node-name"] == "file0"
                 for b in n.get("dirty-bitmaps", [])
             )
-            digest = mon.cmd("x-debug-block-dirty-bitmap-sha256", {"node": "file0", "name": "b"})
+            digest = cmd(mon, "x-debug-block-dirty-bitmap-sha256", {"node": "file0", "name": "b"})
             shown = ""
             if kind == "qemu" and count:
                 shown = " ".join(f"{s:#x}+{n:#x}" for s, n in extents(mon, workdir))
             print(f"{step:40} count={count:<8} sha256={digest['sha256'][:12]} {shown}")
-    finally:
-        mon.close()
 
 
 if __name__ == "__main__":
