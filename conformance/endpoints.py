@@ -77,6 +77,11 @@ STREAM_BROKEN = "QMP stream broken"
 #: Seconds a ``settle`` may take, and the polling interval of real-time endpoints.
 SETTLE_TIMEOUT = 30.0
 SETTLE_POLL = 0.01
+#: A held job is quiet once what it shows stays the same over this many reads, this many seconds
+#: apart, within the timeout (see :meth:`Endpoint.quiesce`).
+QUIET_READS = 3
+QUIET_POLL = 0.05
+QUIET_TIMEOUT = 3.0
 #: Virtual nanoseconds the in-process reference advances its clock per ``settle`` poll, and
 #: the most it lets pass in one settle (a job QEMU finishes in milliseconds of wall-clock time
 #: finishes here too; a rate-limited one stays where it is, as on QEMU).
@@ -212,6 +217,33 @@ class Endpoint(ABC):
             if time.monotonic() > deadline:
                 return False
             time.sleep(SETTLE_POLL)
+        return True
+
+    def quiesce(
+        self,
+        read: Callable[[], Any],
+        ready: Callable[[Any], bool] = lambda _: True,
+        timeout: float = QUIET_TIMEOUT,
+    ) -> bool:
+        """Poll ``read()`` until it gives the same value :data:`QUIET_READS` times in a row,
+        :data:`QUIET_POLL` seconds apart, and ``ready`` accepts that value; whether it did
+        within ``timeout`` seconds.
+
+        A rate-limited job on real QEMU that has reached its wait condition may still be in
+        the middle of one loop iteration: block-copy takes a chunk off its copy bitmap, asks
+        block status (which can wait on metadata I/O of a backing chain), then gives the chunk
+        back and sleeps for the rate limit. A query in that window shows the chunk as taken.
+        Waiting for a quiet state leaves that window behind. An endpoint with a deterministic
+        clock never moves between commands and overrides this to return at once.
+        """
+        deadline = time.monotonic() + timeout
+        last, same = read(), 1
+        while same < QUIET_READS or not ready(last):
+            if time.monotonic() > deadline:
+                return False
+            time.sleep(QUIET_POLL)
+            value = read()
+            last, same = value, same + 1 if value == last else 1
         return True
 
     def _close_endpoint(self) -> None:  # noqa: B027 - optional hook
@@ -775,6 +807,15 @@ class ReferenceEndpoint(Endpoint):
                 return False
             advance(REFERENCE_SETTLE_STEP_NS)
             elapsed += REFERENCE_SETTLE_STEP_NS
+        return True
+
+    def quiesce(
+        self,
+        read: Callable[[], Any],
+        ready: Callable[[Any], bool] = lambda _: True,
+        timeout: float = QUIET_TIMEOUT,
+    ) -> bool:
+        """The clock stands still between commands: nothing moves until ``settle`` moves it."""
         return True
 
     def _close_endpoint(self) -> None:

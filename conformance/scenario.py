@@ -32,6 +32,9 @@ job scenarios deterministic on every endpoint:
   received up to that point. Real QEMU is polled in real time; the in-process reference
   advances its deterministic clock (:meth:`Endpoint.settle`). The entry records
   ``settled: false`` when the state was not reached within the endpoint's limit (a failure).
+  A job waited for as ``running`` (held by ``speed``) must also be quiet: its progress and
+  the counts of bitmaps without a name unchanged over a few polls, and on QEMU 7.2 its copy
+  bitmap holding no chunk in flight (:meth:`Endpoint.quiesce`, :func:`_chunks_returned`).
   Any step after which a job could still change state needs a ``wait``, or the job must be
   held still (``speed: 1`` keeps a backup at its first chunk; ``job-pause``; an error with
   ``on-*-error: stop``).
@@ -456,7 +459,53 @@ def settle_jobs(endpoint: Endpoint, wait: Mapping[str, Any]) -> bool:
         jobs = query_jobs(endpoint)
         return all(job_matches(jobs.get(job), want) for job, want in wanted.items())
 
-    return endpoint.settle(done)
+    if not endpoint.settle(done):
+        return False
+    if any(_held(want) for want in wanted.values()):
+        return endpoint.quiesce(lambda: _job_traces(endpoint), _chunks_returned) and done()
+    return True
+
+
+def _held(want: str | Mapping[str, Any] | None) -> bool:
+    """Whether a wait condition leaves its job running (held by a rate limit)."""
+    status = want.get("status") if isinstance(want, Mapping) else want
+    return status == "running"
+
+
+def _job_traces(endpoint: Endpoint) -> tuple[Any, list[int]]:
+    """What a running job moves: every job's ``query-block-jobs`` entry, and the count of every
+    bitmap without a name (QEMU 7.2 lists a backup's copy bitmap so on its source node)."""
+    jobs = endpoint.execute("query-block-jobs").get("return")
+    nodes = endpoint.execute("query-named-block-nodes", {"flat": True}).get("return") or []
+    counts = [
+        int(bitmap.get("count", 0))
+        for node in nodes
+        for bitmap in node.get("dirty-bitmaps") or []
+        if "name" not in bitmap
+    ]
+    return jobs, counts
+
+
+def _chunks_returned(traces: tuple[Any, list[int]]) -> bool:
+    """Whether every running backup's copy bitmap, where listed, holds no chunk in flight.
+
+    Between requests a held job's copy bitmap counts exactly what is left to copy
+    (``len - offset``); while block-copy works on a chunk, that chunk is off the bitmap.
+    An endpoint that lists no bitmap without a name (QEMU 10.0 keeps it inside block-copy)
+    shows no such window.
+    """
+    jobs, counts = traces
+    if not counts or not isinstance(jobs, list):
+        return True
+    left = list(counts)
+    for job in jobs:
+        if job.get("type") != "backup" or job.get("status") != "running":
+            continue
+        remaining = int(job.get("len", 0)) - int(job.get("offset", 0))
+        if remaining not in left:
+            return False
+        left.remove(remaining)
+    return True
 
 
 def event_job(event: Mapping[str, Any]) -> str | None:

@@ -37,7 +37,12 @@ def test_suite_on_reference_qemu_10_and_7_2_only_known_deviations(report_dir: Pa
     )
 
     unexpected = {
-        (r.kind, r.version, r.program, f.check): f.explain()
+        (
+            r.kind,
+            r.version,
+            r.program,
+            f.check,
+        ): f"{r.program} on {r.kind} {r.version}: {f.explain()}"
         for r in result.results
         for v in r.verdicts.values()
         for f in v.unexpected
