@@ -6,14 +6,17 @@ from pathlib import Path
 
 import pytest
 
-from conformance.endpoints import parse_target
+from conformance.endpoints import EndpointStreamBroken, Target, parse_target
 from conformance.observe import Normalizer
 from conformance.scenario import (
     Transcript,
     check_expectations,
     compare_transcripts,
+    load_scenario,
     load_scenarios,
 )
+
+from .support import TranscriptCache
 
 
 def test_normalizer_workdir_and_auto_names_rewritten_in_order() -> None:
@@ -121,3 +124,22 @@ def test_parse_target_known_forms_accepted(text: str, label: str) -> None:
 def test_parse_target_unknown_form_rejected() -> None:
     with pytest.raises(ValueError, match="unknown endpoint"):
         parse_target("vmware")
+
+
+@pytest.mark.parametrize(("kind", "xfails"), [("qemu", True), ("reference", False)])
+def test_broken_stream_is_the_known_deviation_on_qemu_only(
+    tmp_path: Path, kind: str, xfails: bool
+) -> None:
+    from tests.conformance.suite.test_endpoint_stream import FakeQmpProcess  # noqa: PLC0415
+
+    program_file = tmp_path / "jobs" / "poll.yaml"
+    program_file.parent.mkdir()
+    program_file.write_text("description: polls\nsteps:\n  - execute: query-status\n")
+    target = Target("fake", lambda workdir, launch: FakeQmpProcess("drop", workdir), "7.2", kind)
+
+    if xfails:
+        with pytest.raises(pytest.xfail.Exception, match="known deviation qmp-stream-broken"):
+            TranscriptCache.fresh(target, load_scenario(program_file), "7.2")
+    else:
+        with pytest.raises(EndpointStreamBroken, match="QMP stream broken during 'query-status'"):
+            TranscriptCache.fresh(target, load_scenario(program_file), "7.2")
