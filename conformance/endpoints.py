@@ -224,8 +224,9 @@ class Endpoint(ABC):
         read: Callable[[], Any],
         ready: Callable[[Any], bool] = lambda _: True,
         timeout: float = QUIET_TIMEOUT,
+        reads: int = QUIET_READS,
     ) -> bool:
-        """Poll ``read()`` until it gives the same value :data:`QUIET_READS` times in a row,
+        """Poll ``read()`` until it gives the same value ``reads`` times in a row,
         :data:`QUIET_POLL` seconds apart, and ``ready`` accepts that value; whether it did
         within ``timeout`` seconds.
 
@@ -238,7 +239,7 @@ class Endpoint(ABC):
         """
         deadline = time.monotonic() + timeout
         last, same = read(), 1
-        while same < QUIET_READS or not ready(last):
+        while same < reads or not ready(last):
             if time.monotonic() > deadline:
                 return False
             time.sleep(QUIET_POLL)
@@ -814,6 +815,7 @@ class ReferenceEndpoint(Endpoint):
         read: Callable[[], Any],
         ready: Callable[[Any], bool] = lambda _: True,
         timeout: float = QUIET_TIMEOUT,
+        reads: int = QUIET_READS,
     ) -> bool:
         """The clock stands still between commands: nothing moves until ``settle`` moves it."""
         return True

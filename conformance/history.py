@@ -52,6 +52,7 @@ from conformance.scenario import (
     Transcript,
     io_arguments,
     launch_options,
+    let_held_jobs_rest,
     order_events,
     prepare_workdir,
     run_host_command,
@@ -284,6 +285,7 @@ class Recorder:
 
     def _snapshot(self) -> JSONObject | None:
         try:
+            let_held_jobs_rest(self.endpoint)
             return state_mod.snapshot(self.endpoint, self.normalizer)
         except (EndpointCrashed, EndpointHung, EndpointStreamBroken):
             self.alive = False
@@ -340,6 +342,7 @@ class Recorder:
         if step.kind == "observe":
             op = Operation(step.index, "observe", {"observe": list(step.body)}, "done")
             try:
+                let_held_jobs_rest(endpoint)
                 op.output = observe(endpoint, step.body, self.normalizer)
                 op.events = self.normalizer.events(endpoint.take_events())
             except (EndpointCrashed, EndpointHung, EndpointStreamBroken) as error:
