@@ -55,6 +55,7 @@ from conformance.scenario import (
     let_held_jobs_rest,
     order_events,
     prepare_workdir,
+    reads_state,
     run_host_command,
     settle_jobs,
     substitute,
@@ -360,6 +361,8 @@ class Recorder:
                 message["arguments"] = step.arguments
         op = Operation(step.index, step.kind, self.normalizer.value(message), "return")
         try:
+            if reads_state(command):
+                let_held_jobs_rest(endpoint)
             if step.hangs_qemu(self.history.version) or step.timeout is not None:
                 with endpoint.command_timeout(step.timeout or HANG_TIMEOUT):
                     reply = endpoint.execute(command, arguments)
