@@ -289,9 +289,11 @@ fn speed_limits_progress_on_the_clock() {
     assert_eq!(ev.last().unwrap(), "null j0");
 }
 
-#[test]
-fn grouped_failure_cancels_a_sibling_that_copied_everything() {
-    // SEMANTICS Appendix A.1 (10.0 commit order: newest job starts first).
+/// Two sync=bitmap backups, one request per 64k cluster, of fully dirty 7-cluster disks: j0
+/// of `d0` onto `t0` copies everything; j1 of `d1` (blkdebug, armed by the flush done here)
+/// fails reading its last cluster. Returns the directory (keep it alive), the graph, the
+/// disk length and the two jobs' parameters, ready for [`transaction`].
+fn sibling_bitmap_backups_one_failing() -> (TempDir, Graph, u64, Vec<BackupParams>) {
     let dir = TempDir::new().unwrap();
     let mut g = Graph::new();
     let len = 7 * K64;
@@ -321,12 +323,15 @@ fn grouped_failure_cancels_a_sibling_that_copied_everything() {
         p.max_chunk = K64;
         p
     };
-    let ev = transaction(
-        &mut g,
-        vec![mk("j0", "d0", "t0"), mk("j1", "d1", "t1")],
-        true,
-        true,
-    );
+    let jobs = vec![mk("j0", "d0", "t0"), mk("j1", "d1", "t1")];
+    (dir, g, len, jobs)
+}
+
+#[test]
+fn grouped_failure_cancels_a_sibling_that_copied_everything() {
+    // SEMANTICS Appendix A.1 (10.0 commit order: newest job starts first).
+    let (_dir, mut g, len, jobs) = sibling_bitmap_backups_one_failing();
+    let ev = transaction(&mut g, jobs, true, true);
     assert_eq!(
         ev,
         [
@@ -364,41 +369,8 @@ fn grouped_failure_cancels_a_sibling_that_copied_everything() {
 #[test]
 fn individual_failure_leaves_the_other_job_alone() {
     // SEMANTICS Appendix A.2 (7.2 commit order).
-    let dir = TempDir::new().unwrap();
-    let mut g = Graph::new();
-    let len = 7 * K64;
-    disk(&mut g, &dir, "d0", "raw", len);
-    debug_disk(
-        &mut g,
-        &dir,
-        "d1",
-        len,
-        vec![read_error_at(Some(6 * K64 / 512))],
-        arm_on_flush(),
-    );
-    disk(&mut g, &dir, "t0", "raw", len);
-    disk(&mut g, &dir, "t1", "raw", len);
-    for d in ["d0", "d1"] {
-        g.bitmap_add(d, "bm", Granularity::new(K64).unwrap(), true, false)
-            .unwrap();
-        write(&mut g, d, 0, len, 1);
-    }
-    g.flush("d1").unwrap();
-    let mk = |id: &str, src: &str, tgt: &str| {
-        let mut p = with_bitmap(
-            params(id, src, tgt, SyncMode::Bitmap),
-            "bm",
-            BitmapMode::OnSuccess,
-        );
-        p.max_chunk = K64;
-        p
-    };
-    transaction(
-        &mut g,
-        vec![mk("j0", "d0", "t0"), mk("j1", "d1", "t1")],
-        false,
-        false,
-    );
+    let (_dir, mut g, len, jobs) = sibling_bitmap_backups_one_failing();
+    transaction(&mut g, jobs, false, false);
     let ev = show(&g.advance(0));
     // Both jobs end in the same round: j0 copied everything, j1's read failed. The failure
     // is seen last, so j1 scheduled its exit last and completes first (SEMANTICS A.2).
