@@ -492,9 +492,9 @@ fn discard_of_a_created_job_emits_null_only() {
     assert!(g.node("cbw-j").is_none());
 }
 
-#[test]
-fn stop_policy_pauses_and_resume_retries() {
-    // SEMANTICS Appendix A.5.
+/// `d0`: 1 MiB of 7s behind blkdebug whose reads all fail once armed (by the flush done
+/// here); `t0`: an empty raw target of the same size.
+fn source_failing_every_read() -> (TempDir, Graph) {
     let dir = TempDir::new().unwrap();
     let mut g = Graph::new();
     debug_disk(
@@ -508,6 +508,13 @@ fn stop_policy_pauses_and_resume_retries() {
     disk(&mut g, &dir, "t0", "raw", MIB);
     write(&mut g, "d0", 0, MIB, 7);
     g.flush("d0").unwrap();
+    (dir, g)
+}
+
+#[test]
+fn stop_policy_pauses_and_resume_retries() {
+    // SEMANTICS Appendix A.5.
+    let (_dir, mut g) = source_failing_every_read();
     let mut p = params("js", "d0", "t0", SyncMode::Full);
     p.on_source_error = OnError::Stop;
     p.auto_finalize = false;
@@ -531,19 +538,7 @@ fn stop_policy_pauses_and_resume_retries() {
 
 #[test]
 fn ignore_policy_retries_the_chunk() {
-    let dir = TempDir::new().unwrap();
-    let mut g = Graph::new();
-    debug_disk(
-        &mut g,
-        &dir,
-        "d0",
-        MIB,
-        vec![read_error_at(None)],
-        arm_on_flush(),
-    );
-    disk(&mut g, &dir, "t0", "raw", MIB);
-    write(&mut g, "d0", 0, MIB, 7);
-    g.flush("d0").unwrap();
+    let (_dir, mut g) = source_failing_every_read();
     let mut p = params("ji", "d0", "t0", SyncMode::Full);
     p.on_source_error = OnError::Ignore;
     g.backup_create(p).unwrap();
