@@ -15,7 +15,10 @@ from reference.machine import Machine
 #: ``format-over-format-node``: raw over a format node or filter (blkdebug over qcow2);
 #: ``job-drain-order``: several jobs pause and resume in QEMU's order when a drained section
 #: holds them (job/drain.rs); ``block-status-runs``: a backup sizes each request by the source's
-#: block status runs and writes zeroes where they read as zero (graph/status.rs).
+#: block status runs and writes zeroes where they read as zero (graph/status.rs);
+#: ``metadata-preallocation``: qcow2 guesses metadata preallocation once per open and its
+#: data runs are then looked up in the file (format/qcow2/prealloc.rs), whose nodes keep
+#: QEMU's block-status cache (graph/observed.rs).
 FEATURES: frozenset[str] = frozenset(
     {
         "backing-chains",
@@ -31,6 +34,7 @@ FEATURES: frozenset[str] = frozenset(
         "format-over-format-node",
         "image-locking",
         "job-drain-order",
+        "metadata-preallocation",
         "persistent-bitmaps",
         "qcow2-host-layout",
         "transaction",

@@ -168,6 +168,21 @@ pub struct StatusRun {
     pub kind: RunKind,
     /// Its length in bytes (at least 1 for a non-empty query inside the image).
     pub len: u64,
+    /// `BDRV_BLOCK_RECURSE` with the run's offset in the `file` child: the driver asks the
+    /// generic layer to refine a data run by the file's own block status there (qcow2 does for
+    /// a metadata-preallocated image, see [`qcow2`]'s `prealloc`).
+    pub recurse: Option<u64>,
+}
+
+impl StatusRun {
+    /// A run without `BDRV_BLOCK_RECURSE`.
+    pub fn new(kind: RunKind, len: u64) -> Self {
+        Self {
+            kind,
+            len,
+            recurse: None,
+        }
+    }
 }
 
 /// One internal snapshot of an image (QEMU's `QEMUSnapshotInfo`).
@@ -280,10 +295,7 @@ pub trait FormatDriver: Send + std::fmt::Debug {
         len: u64,
     ) -> Result<StatusRun, FormatError> {
         let _ = (want_zero, offset);
-        Ok(StatusRun {
-            kind: RunKind::Data,
-            len,
-        })
+        Ok(StatusRun::new(RunKind::Data, len))
     }
     /// Whether the format can have a backing node (qcow2).
     fn supports_backing(&self) -> bool {

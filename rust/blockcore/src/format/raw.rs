@@ -66,14 +66,11 @@ impl FormatDriver for Raw {
     ) -> Result<StatusRun, FormatError> {
         let len = len.min(self.size.saturating_sub(offset));
         if !want_zero {
-            return Ok(StatusRun {
-                kind: RunKind::Data,
-                len,
-            });
+            return Ok(StatusRun::new(RunKind::Data, len));
         }
         let e = self.storage.extent(offset, len)?;
         let kind = if e.hole { RunKind::Zero } else { RunKind::Data };
-        Ok(StatusRun { kind, len: e.len })
+        Ok(StatusRun::new(kind, e.len))
     }
 
     fn refresh_size(&mut self, len: u64) {

@@ -27,6 +27,7 @@ use crate::storage::{
 use crate::units::{ByteRange, Granularity};
 pub(crate) use observed::ObservedStorage;
 pub use status::BlockStatus;
+pub(crate) use status::{refine_by_file, store_run};
 use std::sync::Arc;
 
 /// The copy-on-read unit for a child without clusters (QEMU's default cluster size).
@@ -438,7 +439,7 @@ impl Graph {
             read_only,
             children: Vec::new(),
             bitmaps: Vec::new(),
-            data: DataPath::Protocol(Arc::new(ObservedStorage::new(store))),
+            data: DataPath::Protocol(Arc::new(ObservedStorage::with_status_cache(store))),
         });
         Ok(())
     }

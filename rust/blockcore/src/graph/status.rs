@@ -10,9 +10,16 @@
 //! continues down the backing chain, each layer asked only about what the one above left
 //! open, so the answer's length is the shortest of the layers' runs.
 //!
+//! A data run a driver marks `BDRV_BLOCK_RECURSE` (qcow2 in a metadata-preallocated image) is
+//! refined, with `want_zero` only, by the block status of its host range in the node's `file`
+//! child ([`refine_by_file`]): a hole there reads as zeros and the run ends where the file's
+//! run does; a host range at or past the file's end reads as zeros, and so does one whose
+//! hole reaches that end, for the whole run.
+//!
 //! Only answers: nothing here reads guest data or changes the graph.
 
 use super::{DataPath, Graph, GraphError};
+use crate::format::qcow2::prealloc::SECTOR;
 use crate::format::RunKind;
 use crate::storage::Storage;
 
@@ -38,6 +45,53 @@ impl BlockStatus {
             len,
         }
     }
+}
+
+/// What a `file` node says about a host range, for [`refine_by_file`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct FileRun {
+    /// The file's run there; `len` 0 at or past the file's end.
+    pub status: BlockStatus,
+    /// `BDRV_BLOCK_EOF`: the run reaches the file's end.
+    pub eof: bool,
+}
+
+/// A protocol store's block status at `offset` for at most `len` bytes, with the file's length
+/// in whole sectors as QEMU's block layer sees it.
+pub(crate) fn store_run(store: &dyn Storage, offset: u64, len: u64) -> std::io::Result<FileRun> {
+    let total = store.len()?.next_multiple_of(SECTOR);
+    let len = len.min(total.saturating_sub(offset));
+    if len == 0 {
+        return Ok(FileRun {
+            status: BlockStatus::of(RunKind::Unallocated, 0),
+            eof: true,
+        });
+    }
+    let e = store.extent(offset, len)?;
+    let kind = if e.hole { RunKind::Zero } else { RunKind::Data };
+    let n = e.len.clamp(1, len);
+    Ok(FileRun {
+        status: BlockStatus::of(kind, n),
+        eof: offset + n == total,
+    })
+}
+
+/// QEMU's generic block status after a driver answered `BDRV_BLOCK_RECURSE` for the data run
+/// `status` (`want_zero` only): the `file` child's run at the host offset, when it could be
+/// asked (errors are ignored), refines it. At or past the file's end, or in a hole reaching
+/// it, the run reads as zeros at its own length; otherwise it ends where the file's run ends
+/// and reads as zeros where that is a hole.
+pub(crate) fn refine_by_file(mut status: BlockStatus, file: Option<FileRun>) -> BlockStatus {
+    let Some(f) = file else {
+        return status;
+    };
+    if f.eof && (f.status.len == 0 || f.status.zero) {
+        status.zero = true;
+    } else {
+        status.len = f.status.len;
+        status.zero |= f.status.zero;
+    }
+    status
 }
 
 impl Graph {
@@ -109,6 +163,17 @@ impl Graph {
         }
     }
 
+    /// The run of `node`'s `file` child at `host` (at most `len` bytes), as a recursing
+    /// driver's generic layer asks it; `None` when it cannot be asked (no protocol child, or
+    /// the query failed: QEMU ignores such errors).
+    fn file_run(&self, node: &str, host: u64, len: u64) -> Option<FileRun> {
+        let file = self.node(node)?.child("file")?;
+        match &self.node(file)?.data {
+            DataPath::Protocol(store) => store_run(store.as_ref(), host, len).ok(),
+            _ => None,
+        }
+    }
+
     /// One node's block status (QEMU's `bdrv_co_block_status`: the generic layer around the
     /// driver). At or past the node's end the run is empty.
     fn node_block_status(
@@ -163,7 +228,13 @@ impl Graph {
                         Some(b) => want_zero && offset >= self.get(&b)?.length()?,
                     };
                 }
-                Ok(status)
+                match run.recurse {
+                    Some(host) if want_zero && run.kind == RunKind::Data => {
+                        let file = self.file_run(node, host, status.len);
+                        Ok(refine_by_file(status, file))
+                    }
+                    _ => Ok(status),
+                }
             }
         }
     }
@@ -250,6 +321,95 @@ mod tests {
         qcow2(&mut g, &dir, "top", 4 << 20, Some("base"));
         let s = g.block_status_above("top", None, 2 << 20, 1 << 20).unwrap();
         assert!(s.zero && s.len == 1 << 20, "{s:?}");
+    }
+
+    fn file(data: bool, zero: bool, len: u64, eof: bool) -> Option<FileRun> {
+        Some(FileRun {
+            status: status(data, zero, true, len),
+            eof,
+        })
+    }
+
+    #[test]
+    fn refine_by_file_cuts_the_run_to_the_files_and_adds_its_holes() {
+        let run = status(true, false, true, 4 * K64);
+        assert_eq!(
+            refine_by_file(run, file(false, true, K64, false)),
+            status(true, true, true, K64)
+        );
+        assert_eq!(
+            refine_by_file(run, file(true, false, 2 * K64, false)),
+            status(true, false, true, 2 * K64)
+        );
+        // Data up to the file's end: cut there, still data.
+        assert_eq!(
+            refine_by_file(run, file(true, false, K64, true)),
+            status(true, false, true, K64)
+        );
+        // No answer from the file: the driver's run stands.
+        assert_eq!(refine_by_file(run, None), run);
+    }
+
+    #[test]
+    fn refine_by_file_at_the_files_end_reads_zero_for_the_whole_run() {
+        let run = status(true, false, true, 4 * K64);
+        // Past the end: no run at all.
+        assert_eq!(
+            refine_by_file(run, file(false, false, 0, true)),
+            status(true, true, true, 4 * K64)
+        );
+        // A hole reaching the end: zero, and not cut to the hole.
+        assert_eq!(
+            refine_by_file(run, file(false, true, K64, true)),
+            status(true, true, true, 4 * K64)
+        );
+    }
+
+    /// A 4M qcow2 image written whole, then every data cluster but the one at guest `keep`
+    /// punched out of the file: 69 refcounted clusters over about 6 occupied, as a
+    /// metadata-preallocated image with one cluster written.
+    fn preallocated(g: &mut Graph, dir: &TempDir, keep: u64) {
+        qcow2(g, dir, "disk0", 4 << 20, None);
+        data(g, "disk0", 0, 4 << 20);
+        let path = dir.path().join("disk0.qcow2");
+        let store = crate::storage::FileStorage::open(&path, false).unwrap();
+        // Host layout: header, refcount table and block, L1, L2, then guest clusters in order.
+        for c in (0..64).filter(|&c| c != keep / K64) {
+            store.discard((5 + c) * K64, K64).unwrap();
+        }
+    }
+
+    #[test]
+    fn block_status_of_a_preallocated_qcow2_reads_file_holes_as_zero() {
+        let dir = TempDir::new().unwrap();
+        let mut g = Graph::new();
+        preallocated(&mut g, &dir, 2 * K64);
+        // One qcow2 data run (contiguous host clusters), cut by the file: hole, data, hole.
+        let s = g.block_status_above("disk0", None, 0, 4 << 20).unwrap();
+        assert_eq!(s, status(true, true, true, 2 * K64));
+        let s = g
+            .block_status_above("disk0", None, 2 * K64, 4 << 20)
+            .unwrap();
+        assert_eq!(s, status(true, false, true, K64));
+        let s = g
+            .block_status_above("disk0", None, 3 * K64, 4 << 20)
+            .unwrap();
+        assert_eq!(s, status(true, true, true, (4 << 20) - 3 * K64));
+        // Without want_zero the file is not asked.
+        let s = g.status_above("disk0", None, false, 0, 4 << 20).unwrap();
+        assert_eq!(s, status(true, false, true, 4 << 20));
+    }
+
+    #[test]
+    fn block_status_of_a_written_qcow2_does_not_look_at_the_file() {
+        let dir = TempDir::new().unwrap();
+        let mut g = Graph::new();
+        qcow2(&mut g, &dir, "disk0", 4 << 20, None);
+        // A partial write: the rest of the cluster is a hole in the file (ZERO_RANGE), which
+        // counts as occupied, so the image is not preallocated.
+        data(&mut g, "disk0", 0, 4096);
+        let s = g.block_status_above("disk0", None, 0, 4 << 20).unwrap();
+        assert_eq!(s, status(true, false, true, K64));
     }
 
     #[test]

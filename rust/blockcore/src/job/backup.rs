@@ -12,7 +12,9 @@
 use super::{strerror, EventValue, Events, IoStatus, Job, JobError, JobEvent, RateLimit};
 use crate::bitmap::{Bits, DirtyBitmap};
 use crate::format::RunKind;
-use crate::graph::{Child, DataPath, Driver, Graph, GraphError, Node, WriteKind};
+use crate::graph::{
+    refine_by_file, store_run, Child, DataPath, Driver, Graph, GraphError, Node, WriteKind,
+};
 use crate::storage::Storage;
 use crate::units::{ByteRange, Granularity};
 
@@ -283,14 +285,22 @@ struct Request {
 
 /// Direct I/O on a node's data path (format driver or protocol store), for the pipelined copy.
 enum NodeIo<'a> {
-    Format(&'a mut dyn crate::format::FormatDriver),
+    /// A format driver, with its `file` child's store (for runs the driver recurses into).
+    Format(
+        &'a mut dyn crate::format::FormatDriver,
+        Option<std::sync::Arc<crate::graph::ObservedStorage>>,
+    ),
     Store(std::sync::Arc<crate::graph::ObservedStorage>),
 }
 
 impl<'a> NodeIo<'a> {
-    fn of(data: &'a mut DataPath) -> Option<Self> {
+    /// `file`: the store of the node's `file` child, if it is a protocol node.
+    fn of(
+        data: &'a mut DataPath,
+        file: Option<std::sync::Arc<crate::graph::ObservedStorage>>,
+    ) -> Option<Self> {
         match data {
-            DataPath::Format(f) => Some(NodeIo::Format(f.as_mut())),
+            DataPath::Format(f) => Some(NodeIo::Format(f.as_mut(), file)),
             DataPath::Protocol(s) => Some(NodeIo::Store(s.clone())),
             _ => None,
         }
@@ -298,7 +308,7 @@ impl<'a> NodeIo<'a> {
 
     fn read(&mut self, off: u64, buf: &mut [u8]) -> Result<(), i32> {
         match self {
-            NodeIo::Format(f) => f.read(off, buf).map_err(|e| e.errno()),
+            NodeIo::Format(f, _) => f.read(off, buf).map_err(|e| e.errno()),
             NodeIo::Store(s) => s
                 .read_at(buf, off)
                 .map_err(|e| e.raw_os_error().unwrap_or(EIO)),
@@ -309,7 +319,7 @@ impl<'a> NodeIo<'a> {
     /// `bytes`) and whether it reads as zeros; `None` when the query fails.
     fn block_status(&mut self, off: u64, bytes: u64) -> Option<(u64, bool)> {
         match self {
-            NodeIo::Format(f) => {
+            NodeIo::Format(f, file) => {
                 let run = f.block_status(true, off, bytes).ok()?;
                 let zero = match run.kind {
                     RunKind::Data => false,
@@ -317,7 +327,20 @@ impl<'a> NodeIo<'a> {
                     // Unallocated without a backing node reads as zeros.
                     RunKind::Unallocated => f.supports_backing(),
                 };
-                Some((run.len, zero))
+                let status = crate::graph::BlockStatus {
+                    data: run.kind == RunKind::Data,
+                    zero,
+                    allocated: run.kind != RunKind::Unallocated,
+                    len: run.len,
+                };
+                let status = match (run.recurse, file) {
+                    (Some(host), Some(store)) if run.kind == RunKind::Data => {
+                        let file_run = store_run(store.as_ref(), host, run.len).ok();
+                        refine_by_file(status, file_run)
+                    }
+                    _ => status,
+                };
+                Some((status.len, status.zero))
             }
             NodeIo::Store(s) => s.extent(off, bytes).ok().map(|e| (e.len, e.hole)),
         }
@@ -325,8 +348,10 @@ impl<'a> NodeIo<'a> {
 
     fn write(&mut self, off: u64, data: &[u8], compress: bool) -> Result<(), (bool, i32)> {
         let r = match self {
-            NodeIo::Format(f) if compress => f.write_compressed(off, data).map_err(|e| e.errno()),
-            NodeIo::Format(f) => f.write(off, data).map_err(|e| e.errno()),
+            NodeIo::Format(f, _) if compress => {
+                f.write_compressed(off, data).map_err(|e| e.errno())
+            }
+            NodeIo::Format(f, _) => f.write(off, data).map_err(|e| e.errno()),
             NodeIo::Store(_) if compress => Err(95),
             NodeIo::Store(s) => s
                 .write_at(data, off)
@@ -338,7 +363,7 @@ impl<'a> NodeIo<'a> {
     fn write_zeroes(&mut self, off: u64, len: u64) -> Result<(), (bool, i32)> {
         let r = match self {
             // Block-copy writes zeroes without BDRV_REQ_MAY_UNMAP.
-            NodeIo::Format(f) => f
+            NodeIo::Format(f, _) => f
                 .write_zeroes_backed(off, len, &mut crate::format::NoBacking, false)
                 .map_err(|e| e.errno()),
             NodeIo::Store(s) => s
@@ -811,6 +836,15 @@ impl Graph {
         if self.backing_of(&b.source).is_some() || self.backing_of(&b.target).is_some() {
             return None;
         }
+        let file_store = |n: &Node| -> Option<std::sync::Arc<crate::graph::ObservedStorage>> {
+            let file = n.child("file")?;
+            match &self.node(file)?.data {
+                DataPath::Protocol(s) => Some(s.clone()),
+                _ => None,
+            }
+        };
+        let src_file = file_store(&self.nodes[si]);
+        let tgt_file = file_store(&self.nodes[ti]);
         let (src, tgt) = if si < ti {
             let (l, r) = self.nodes.split_at_mut(ti);
             (&mut l[si], &mut r[0])
@@ -818,8 +852,8 @@ impl Graph {
             let (l, r) = self.nodes.split_at_mut(si);
             (&mut r[0], &mut l[ti])
         };
-        let mut src = NodeIo::of(&mut src.data)?;
-        let mut tgt = NodeIo::of(&mut tgt.data)?;
+        let mut src = NodeIo::of(&mut src.data, src_file)?;
+        let mut tgt = NodeIo::of(&mut tgt.data, tgt_file)?;
         let (cs, len, compress) = (b.cluster_size, b.len, b.compress);
         let (tx, rx) = std::sync::mpsc::sync_channel::<Request>(2);
         // Written buffers come back for the next reads (no allocation, no zero-filling).

@@ -232,6 +232,10 @@ impl Storage for BlkdebugStorage {
         }
         self.inner.extent(offset, len)
     }
+    /// blkdebug is a filter: the size is its image's.
+    fn allocated_size(&self) -> io::Result<Option<u64>> {
+        self.inner.allocated_size()
+    }
     fn debug_event(&self, event: &str) {
         self.rules.event(event);
         self.inner.debug_event(event);

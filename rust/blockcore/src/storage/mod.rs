@@ -93,6 +93,11 @@ pub trait Storage: Send + Sync + Debug {
         let _ = (offset, len);
         Ok(false)
     }
+    /// Bytes the store really occupies on the host (QEMU's `bdrv_get_allocated_file_size`: a
+    /// file's `st_blocks` times 512); `None` where the store cannot tell (QEMU: ENOTSUP).
+    fn allocated_size(&self) -> io::Result<Option<u64>> {
+        Ok(None)
+    }
     /// The extent at `offset` (at most `len` bytes): a hole up to the next data, or data up to
     /// the next hole, as QEMU's `file` driver answers block status (`SEEK_DATA`, `SEEK_HOLE`).
     /// Stores that cannot tell answer [`Storage::is_hole`] for the whole range.

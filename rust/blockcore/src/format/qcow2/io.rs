@@ -527,13 +527,17 @@ impl Qcow2 {
                 self.zeroize_clusters(first, n.div_ceil(cs), bk, unmap)?;
                 continue;
             }
+            let (cstart, cend) = (first * cs, (first * cs + cs).min(self.header.size));
+            if pos > cstart || pos + n < cend {
+                // QEMU asks the block status of the rest of the cluster (`is_zero`), which
+                // makes the image's first query guess its preallocation.
+                self.metadata_preallocated();
+            }
             let kind = self.lookup(GuestOffset(pos))?;
             let rest_is_zero = match kind {
                 ClusterKind::ZeroPlain | ClusterKind::ZeroAlloc { .. } => true,
                 // What the rest of the cluster is, is up to the backing chain's block status.
                 ClusterKind::Unallocated => {
-                    let cstart = first * cs;
-                    let cend = (cstart + cs).min(self.header.size);
                     bk.is_zero(cstart, pos - cstart)? && bk.is_zero(pos + n, cend - (pos + n))?
                 }
                 _ => false,
@@ -558,6 +562,10 @@ impl Qcow2 {
     ) -> Result<bool, FormatError> {
         let cs = self.geo.cluster_size();
         let end = (offset + len).min(self.header.size);
+        if offset < end {
+            // A block-status query of this image: the first one guesses its preallocation.
+            self.metadata_preallocated();
+        }
         let mut pos = offset;
         while pos < end {
             let piece = (pos - pos % cs + cs).min(end) - pos;

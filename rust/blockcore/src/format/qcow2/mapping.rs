@@ -302,7 +302,7 @@ mod tests {
     }
 
     fn run(kind: RunKind, len: u64) -> StatusRun {
-        StatusRun { kind, len }
+        StatusRun::new(kind, len)
     }
 
     #[test]

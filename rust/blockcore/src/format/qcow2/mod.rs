@@ -40,6 +40,7 @@ pub mod create;
 pub mod header;
 mod io;
 pub mod mapping;
+pub mod prealloc;
 pub mod refcount;
 mod resize;
 pub mod snapshot;
@@ -82,6 +83,9 @@ pub struct Qcow2 {
     /// `pass-discard-request`: clusters freed by guest discards and unmapping write-zeroes are
     /// discarded in the file (on until told otherwise, as `qemu-io`'s discard=unmap opens).
     pass_discard_request: bool,
+    /// Whether this open counts as metadata-preallocated ([`prealloc`]); `None` until the
+    /// first block-status query guesses it.
+    metadata_preallocation: Option<bool>,
 }
 
 impl Qcow2 {
@@ -147,6 +151,7 @@ impl Qcow2 {
             snapshots: Vec::new(),
             snapshots_size: 0,
             pass_discard_request: true,
+            metadata_preallocation: None,
         };
         image.load_snapshots()?;
         if update_header {
@@ -348,19 +353,17 @@ impl FormatDriver for Qcow2 {
     ) -> Result<StatusRun, FormatError> {
         let len = len.min(self.header.size.saturating_sub(offset));
         if len == 0 {
-            return Ok(StatusRun {
-                kind: RunKind::Unallocated,
-                len: 0,
-            });
+            return Ok(StatusRun::new(RunKind::Unallocated, 0));
         }
+        let preallocated = self.metadata_preallocated();
         let storage = self.storage.clone();
-        let (kind, len) = self.mapping.status_run(
+        let (cluster, len) = self.mapping.status_run(
             &mut self.refcounts.cache,
             storage.as_ref(),
             units::GuestOffset(offset),
             len,
         )?;
-        let kind = match kind {
+        let kind = match cluster {
             mapping::ClusterKind::Normal { .. } | mapping::ClusterKind::Compressed { .. } => {
                 RunKind::Data
             }
@@ -369,7 +372,14 @@ impl FormatDriver for Qcow2 {
             }
             mapping::ClusterKind::Unallocated => RunKind::Unallocated,
         };
-        Ok(StatusRun { kind, len })
+        // RECURSE: data whose host offset is valid (not compressed) in a preallocated image.
+        let recurse = match cluster {
+            mapping::ClusterKind::Normal { host, .. } if preallocated => {
+                Some(host.0 + self.geo.in_cluster(units::GuestOffset(offset)))
+            }
+            _ => None,
+        };
+        Ok(StatusRun { kind, len, recurse })
     }
 
     fn supports_backing(&self) -> bool {
