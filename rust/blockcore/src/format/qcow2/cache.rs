@@ -7,8 +7,9 @@
 //! caches must be kept. A dirty bitmap on the image's `file` node sees exactly those writes, so
 //! the reference keeps the same caches and the same rules:
 //!
-//! * capacity: L2 tables enough to map the whole disk (at most 32 MiB of them), at least 2;
-//!   refcount blocks 4 (QEMU's defaults, `l2-cache-size` / `refcount-cache-size` unset);
+//! * capacity: by default L2 tables enough to map the whole disk (at most 32 MiB of them), at
+//!   least 2, and refcount blocks 4; the node's runtime options (`cache-size`,
+//!   `l2-cache-size`, `refcount-cache-size`) change them (`options`);
 //! * slots and eviction: a lookup starts at slot `(offset / cluster_size * 4) % capacity`, and a
 //!   miss replaces the least recently used slot met first from there (empty slots count as
 //!   never used); a dirty victim is written back first;
@@ -183,15 +184,22 @@ impl MetaCache {
         let cs = geo.cluster_size();
         let l2_bytes = (virtual_size.div_ceil(cs) * 8).next_multiple_of(cs);
         let l2_entries = (l2_bytes.min(L2_CACHE_MAX_BYTES) / cs) as usize;
+        Self::with_entries(geo, l2_entries.max(MIN_L2_ENTRIES), REFCOUNT_ENTRIES)
+    }
+
+    /// Caches of `l2_entries` L2 tables and `refcount_entries` refcount blocks (the sizes the
+    /// node's runtime options give, see `options`).
+    pub fn with_entries(geo: Geometry, l2_entries: usize, refcount_entries: usize) -> Self {
         Self {
-            l2: TableCache::new(
-                l2_entries.max(MIN_L2_ENTRIES),
-                geo.cluster_bits,
-                "l2_update",
-            ),
-            refblocks: TableCache::new(REFCOUNT_ENTRIES, geo.cluster_bits, "refblock_update_part"),
+            l2: TableCache::new(l2_entries, geo.cluster_bits, "l2_update"),
+            refblocks: TableCache::new(refcount_entries, geo.cluster_bits, "refblock_update_part"),
             order: Order::None,
         }
+    }
+
+    /// Capacities in tables: (L2, refcount blocks).
+    pub fn capacity(&self) -> (usize, usize) {
+        (self.l2.slots.len(), self.refblocks.slots.len())
     }
 
     /// The L2 table at `offset`, read on a miss.
@@ -362,6 +370,12 @@ impl MetaCache {
     pub fn write_all(&mut self, storage: &dyn Storage) -> Result<(), FormatError> {
         self.write_back(storage, Kind::L2, None)?;
         self.write_back(storage, Kind::Refblocks, None)
+    }
+
+    /// Writes back the L2 tables only, without flushing the file (`qcow2_write_caches` while
+    /// refcounts need not be exact: lazy refcounts with the dirty bit set).
+    pub fn write_l2(&mut self, storage: &dyn Storage) -> Result<(), FormatError> {
+        self.write_back(storage, Kind::L2, None)
     }
 
     /// An allocation was linked into an L2 table: L2 tables now wait for refcount blocks.

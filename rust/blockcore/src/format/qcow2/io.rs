@@ -280,7 +280,7 @@ impl Qcow2 {
         // QEMU's qcow2_alloc_cluster_link_l2: the table comes to wait for the refcounts of the
         // new clusters before it changes; dropping the old references then flushes those
         // refcounts at once.
-        self.refcounts.cache.l2_after_refblocks(storage.as_ref())?;
+        self.before_link_l2()?;
         {
             let table = self.l2_table(l2)?;
             for k in 0..n {
