@@ -346,12 +346,14 @@ class Graph:
         cache_clean_interval: int | None = None,
         lazy_refcounts: bool | None = None,
         discard_no_unref: bool | None = None,
+        pass_discard_snapshot: bool | None = None,
     ) -> None:
         """A format node over ``file``; a qcow2 node takes QEMU's runtime options (bytes,
         seconds), checked after its header is read, in QEMU's order: ``option_error`` (an
         option value that did not parse, as the caller words it) first, then the cache sizes
         (``GenericError`` text as ``ImageError``), lazy refcounts, ``discard-no-unref``; what the
-        reference does not model is refused the same way."""
+        reference does not model is refused the same way. ``pass_discard_snapshot=False``
+        keeps the clusters snapshot operations free in the file."""
     def add_copy_on_read(
         self, name: str, file: str, read_only: bool, bottom: str | None = None
     ) -> None:

@@ -62,7 +62,7 @@ QCOW2_SIZE_OPTIONS = ("cache-size", "l2-cache-size", "l2-cache-entry-size", "ref
 
 #: qcow2 options whose non-default values the reference does not model: refused (with the
 #: value QEMU uses when the option is absent).
-QCOW2_UNMODELLED_OPTIONS = {"pass-discard-snapshot": True, "pass-discard-other": False}
+QCOW2_UNMODELLED_OPTIONS = {"pass-discard-other": False}
 
 
 def qcow2_runtime_options(options: dict[str, Any], profile: VersionProfile) -> dict[str, Any]:
@@ -87,7 +87,7 @@ def qcow2_runtime_options(options: dict[str, Any], profile: VersionProfile) -> d
     interval = options.get("cache-clean-interval")
     if interval is not None:
         kwargs["cache_clean_interval"] = int(interval) % (1 << 64)
-    for name in ("lazy-refcounts", "discard-no-unref"):
+    for name in ("lazy-refcounts", "discard-no-unref", "pass-discard-snapshot"):
         if options.get(name) is not None:
             kwargs[name.replace("-", "_")] = bool(options[name])
     return kwargs

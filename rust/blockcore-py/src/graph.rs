@@ -215,6 +215,7 @@ impl Graph {
         name, driver, file, read_only, *, option_error=None, cache_size=None,
         l2_cache_size=None, l2_cache_entry_size=None, refcount_cache_size=None,
         cache_clean_interval=None, lazy_refcounts=None, discard_no_unref=None,
+        pass_discard_snapshot=None,
     ))]
     fn add_format(
         &self,
@@ -230,6 +231,7 @@ impl Graph {
         cache_clean_interval: Option<u64>,
         lazy_refcounts: Option<bool>,
         discard_no_unref: Option<bool>,
+        pass_discard_snapshot: Option<bool>,
     ) -> PyResult<()> {
         let options = RuntimeOptions {
             parse_error: option_error,
@@ -240,6 +242,7 @@ impl Graph {
             cache_clean_interval,
             lazy_refcounts,
             discard_no_unref,
+            pass_discard_snapshot,
         };
         self.g()
             .add_format_with(name, driver, file, read_only, &options)

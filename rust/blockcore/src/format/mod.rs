@@ -394,9 +394,15 @@ pub trait FormatDriver: Send + std::fmt::Debug {
         let _ = name;
         Ok(())
     }
+    /// Makes the image consistent on disk before it stops being written (QEMU's
+    /// `bdrv_inactivate`: a close or a reopen read-only): flushes, and a qcow2 image with lazy
+    /// refcounts writes its refcount blocks and clears its dirty bit.
+    fn inactivate(&mut self) -> Result<(), FormatError> {
+        self.flush()
+    }
     /// Flushes and releases the image. After this the driver must not be used.
     fn close(&mut self) -> Result<(), FormatError> {
-        self.flush()
+        self.inactivate()
     }
 }
 

@@ -1334,7 +1334,9 @@ impl Graph {
                 .iter()
                 .filter(|b| b.state.persistent && !b.state.skip_store)
                 .collect();
-            let stored = fmt.store_bitmaps(&persistent).and_then(|()| fmt.flush());
+            let stored = fmt
+                .store_bitmaps(&persistent)
+                .and_then(|()| fmt.inactivate());
             if let Err(e) = stored {
                 self.drain_store_writes(node);
                 return Ok(vec![(node.to_string(), e.to_string())]);

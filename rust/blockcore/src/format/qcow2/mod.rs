@@ -86,6 +86,8 @@ pub struct Qcow2 {
     pass_discard_request: bool,
     /// `lazy-refcounts` in use ([`options`]).
     lazy_refcounts: bool,
+    /// `pass-discard-snapshot` ([`options`]).
+    pass_discard_snapshot: bool,
 }
 
 impl Qcow2 {
@@ -165,6 +167,7 @@ impl Qcow2 {
             snapshots_size: 0,
             pass_discard_request: true,
             lazy_refcounts: resolved.lazy_refcounts,
+            pass_discard_snapshot: resolved.pass_discard_snapshot,
         };
         image.load_snapshots()?;
         if update_header {
@@ -429,7 +432,7 @@ impl FormatDriver for Qcow2 {
         Ok(self.storage.flush_request()?)
     }
 
-    fn close(&mut self) -> Result<(), FormatError> {
+    fn inactivate(&mut self) -> Result<(), FormatError> {
         self.flush()?;
         if self.needs_accurate_refcounts() {
             return Ok(());

@@ -17,6 +17,8 @@
 //! counts are the sizes over the entry size (L2) or the cluster size (refcount blocks), at
 //! least 2 and 4.
 //!
+//! `pass-discard-snapshot=off` keeps the clusters snapshot operations free in the file.
+//!
 //! Lazy refcounts (`lazy-refcounts`, by default the header's compatible bit): the first
 //! allocation linked into an L2 table marks the image dirty in the header (its
 //! `incompatible_features` field, at once); from then on L2 tables no longer wait for refcount
@@ -69,6 +71,8 @@ pub struct RuntimeOptions {
     pub lazy_refcounts: Option<bool>,
     /// `discard-no-unref`.
     pub discard_no_unref: Option<bool>,
+    /// `pass-discard-snapshot` (default on).
+    pub pass_discard_snapshot: Option<bool>,
 }
 
 /// What the options come to for one image.
@@ -86,6 +90,8 @@ pub struct Resolved {
     pub cache_clean_interval: u64,
     /// Discards keep the clusters allocated.
     pub discard_no_unref: bool,
+    /// Clusters freed by snapshot operations are discarded in the file.
+    pub pass_discard_snapshot: bool,
 }
 
 impl RuntimeOptions {
@@ -174,6 +180,7 @@ impl RuntimeOptions {
             lazy_refcounts,
             cache_clean_interval,
             discard_no_unref,
+            pass_discard_snapshot: self.pass_discard_snapshot.unwrap_or(true),
         })
     }
 }
@@ -241,6 +248,28 @@ impl Qcow2 {
             self.refcounts.cache.l2_after_refblocks(storage.as_ref())?;
         }
         Ok(())
+    }
+
+    /// Writes back both caches whether or not the dirty bit is set: where QEMU writes the
+    /// refcount blocks even under lazy refcounts (internal snapshot creation, shrinking;
+    /// measured on 7.2 and 10.0 with a bitmap on the file node: the same writes as without).
+    pub(super) fn write_caches_even_if_dirty(&mut self) -> Result<(), FormatError> {
+        let storage = self.storage.clone();
+        self.refcounts.cache.write_all(storage.as_ref())
+    }
+
+    /// Runs `f`, a snapshot operation, discarding in the file the clusters it frees unless
+    /// `pass-discard-snapshot` is off (measured: internal snapshot deletion then leaves them
+    /// in the file).
+    pub(super) fn discarding_snapshot_freed<T>(
+        &mut self,
+        f: impl FnOnce(&mut Self) -> Result<T, FormatError>,
+    ) -> Result<T, FormatError> {
+        if self.pass_discard_snapshot {
+            self.discarding_freed(f)
+        } else {
+            f(self)
+        }
     }
 
     /// Sets the dirty bit in the header's `incompatible_features` (that field only, flushed),

@@ -235,7 +235,9 @@ impl Qcow2 {
         storage.flush()?;
         self.snapshots_size = raw.len() as u64;
         if old.0 != 0 && old.1 != 0 {
-            self.discarding_freed(|s| s.refcounts.free_bytes(storage.as_ref(), old.0, old.1))?;
+            self.discarding_snapshot_freed(|s| {
+                s.refcounts.free_bytes(storage.as_ref(), old.0, old.1)
+            })?;
         }
         Ok(())
     }
@@ -360,8 +362,9 @@ impl Qcow2 {
         };
         let flagged = self.update_snapshot_refcount(l1.clone(), 1)?;
         self.set_active_l1(flagged)?;
-        // The new references and COPIED flags reach the file before the snapshot is listed.
-        self.write_caches()?;
+        // The new references and COPIED flags reach the file before the snapshot is listed
+        // (refcount blocks too while lazy refcounts left the image dirty: measured).
+        self.write_caches_even_if_dirty()?;
         storage.flush()?;
         self.snapshots.push(Snapshot {
             entry: entry.clone(),
@@ -406,9 +409,9 @@ impl Qcow2 {
             .chunks_exact(8)
             .map(|e| u64::from_be_bytes(e.try_into().expect("8 bytes")))
             .collect();
-        self.discarding_freed(|s| s.update_snapshot_refcount(l1, -1))?;
+        self.discarding_snapshot_freed(|s| s.update_snapshot_refcount(l1, -1))?;
         if sn.l1_size > 0 {
-            self.discarding_freed(|s| {
+            self.discarding_snapshot_freed(|s| {
                 s.refcounts
                     .free_bytes(storage.as_ref(), sn.l1_offset, u64::from(sn.l1_size) * 8)
             })?;
