@@ -50,14 +50,20 @@ def test_unmodelled_options_are_refused_never_ignored(
         assert message in reply["error"]["desc"]
 
 
-def test_l2_slices_smaller_than_a_cluster_are_refused(tmp_path: Path) -> None:
+def test_l2_slices_smaller_than_a_cluster_are_cached(tmp_path: Path) -> None:
     path = tmp_path / "b.qcow2"
     subprocess.run(["qemu-img", "create", "-q", "-f", "qcow2", str(path), "1G"], check=True)
     # 64 KiB clusters: an L2 cache too small for the disk takes 4 KiB slices by default.
-    reply = add(Machine("10.0"), path, **{"l2-cache-size": 65536})
-    assert "L2 cache entries of 4096 bytes" in reply["error"]["desc"]
-    reply = add(Machine("10.0"), path, **{"l2-cache-entry-size": 8192})
-    assert "not modelled by this reference" in reply["error"]["desc"]
+    for options in ({"l2-cache-size": 65536}, {"l2-cache-entry-size": 8192}):
+        machine = Machine("10.0")
+        assert add(machine, path, **options) == {"return": {}}
+        io = 'qemu-io q "write -P 0x5a 300M 64k"'
+        machine.execute("human-monitor-command", {"command-line": io})
+        assert machine.execute("blockdev-del", {"node-name": "q"}) == {"return": {}}
+        read = ["qemu-io", "-f", "qcow2", "-c", "read -P 0x5a 300M 64k", str(path)]
+        out = subprocess.run(read, capture_output=True, text=True, check=True).stdout
+        assert "read 65536/65536 bytes" in out, out
+    subprocess.run(["qemu-img", "check", "-q", str(path)], check=True)
 
 
 @pytest.mark.parametrize(

@@ -22,6 +22,20 @@ enum Treatment {
 }
 
 impl Qcow2 {
+    /// The L2 table at `l2` from the metadata cache, having looked up the slices holding
+    /// entries `[first, first + count)` (the whole table unless the cache holds slices).
+    pub(super) fn l2_entries_at(
+        &mut self,
+        l2: u64,
+        first: usize,
+        count: usize,
+    ) -> Result<&mut Vec<u64>, FormatError> {
+        let storage = self.storage.clone();
+        self.refcounts
+            .cache
+            .l2_range(storage.as_ref(), l2, first, count)
+    }
+
     /// Reads guest bytes; the range is checked by the caller.
     pub(super) fn read_guest(
         &mut self,
@@ -60,7 +74,9 @@ impl Qcow2 {
         while done < buf.len() {
             let pos = offset + done as u64;
             let first = geo.l2_index(GuestOffset(pos));
-            let table = self.l2_table(l2)?;
+            let wanted = (buf.len() - done) as u64 + geo.in_cluster(GuestOffset(pos));
+            let count = wanted.div_ceil(cs) as usize;
+            let table = self.l2_entries_at(l2, first, count)?;
             let kind = check_entry(table[first], geo, l2, first)?;
             // Extend the run while the next cluster is read the same way (and, for data,
             // contiguously on the host).
@@ -115,7 +131,7 @@ impl Qcow2 {
         let new = self.refcounts.alloc(storage.as_ref(), 1)?;
         let new_off = self.geo.host_offset(new).0;
         let table = match old {
-            Some((off, _)) => self.l2_table(off)?.clone(),
+            Some((off, _)) => self.refcounts.cache.l2_entries(storage.as_ref(), off)?,
             None => vec![0u64; self.geo.l2_entries() as usize],
         };
         // QEMU's l2_allocate: the refcount of the new table reaches the file first, then the
@@ -123,7 +139,7 @@ impl Qcow2 {
         self.refcounts.cache.flush_refblocks(storage.as_ref())?;
         self.refcounts
             .cache
-            .new_l2(storage.as_ref(), new_off, table)?;
+            .new_l2(storage.as_ref(), new_off, table, old.map(|(off, _)| off))?;
         self.refcounts.cache.flush_l2(storage.as_ref())?;
         self.mapping
             .set_l1(storage.as_ref(), l1i, new_off | OFLAG_COPIED)?;
@@ -178,7 +194,8 @@ impl Qcow2 {
         let mut pos = offset;
         while pos < end {
             let idx = geo.l2_index(GuestOffset(pos));
-            let table = self.l2_table(l2)?;
+            let wanted = end - pos + geo.in_cluster(GuestOffset(pos));
+            let table = self.l2_entries_at(l2, idx, wanted.div_ceil(cs) as usize)?;
             let treat = |e: u64, i: usize| -> Result<Treatment, FormatError> {
                 Ok(match check_entry(e, geo, l2, i)? {
                     ClusterKind::Normal { host, copied: true } => Treatment::InPlace(host.0),
@@ -239,7 +256,7 @@ impl Qcow2 {
         let geo = self.geo;
         let cs = geo.cluster_size();
         let storage = self.storage.clone();
-        let old: Vec<u64> = self.l2_table(l2)?[idx..idx + n].to_vec();
+        let old: Vec<u64> = self.l2_entries_at(l2, idx, n)?[idx..idx + n].to_vec();
         let head = geo.in_cluster(GuestOffset(pos));
         let total = n as u64 * cs;
         let tail = total - head - chunk.len() as u64;
@@ -282,7 +299,7 @@ impl Qcow2 {
         // refcounts at once.
         self.before_link_l2()?;
         {
-            let table = self.l2_table(l2)?;
+            let table = self.l2_entries_at(l2, idx, n)?;
             for k in 0..n {
                 table[idx + k] = (host + k as u64 * cs) | OFLAG_COPIED;
             }
@@ -386,7 +403,7 @@ impl Qcow2 {
         let mut released = Vec::new();
         let (mut lo, mut hi) = (usize::MAX, 0);
         {
-            let table = self.l2_table(l2)?;
+            let table = self.l2_entries_at(l2, idx, count)?;
             for (i, slot) in table.iter_mut().enumerate().skip(idx).take(count) {
                 let old = *slot;
                 let kind = check_entry(old, geo, l2, i)?;

@@ -182,7 +182,7 @@ impl Mapping {
             return Ok(ClusterKind::Unallocated);
         };
         let i = self.geo.l2_index(off);
-        let e = cache.l2(storage, l2)?[i];
+        let e = cache.l2_range(storage, l2, i, 1)?[i];
         check_entry(e, self.geo, l2, i)
     }
 }
@@ -211,8 +211,8 @@ impl Mapping {
         let Some((l2, _)) = self.l2_offset(geo.l1_index(off))? else {
             return Ok((ClusterKind::Unallocated, needed - in_cluster));
         };
-        let table = cache.l2(storage, l2)?;
         let nb = needed.div_ceil(cs).max(1);
+        let table = cache.l2_range(storage, l2, first as usize, nb as usize)?;
         let entries = &table[first as usize..(first + nb) as usize];
         let kind = check_entry(entries[0], geo, l2, first as usize)?;
         if matches!(kind, ClusterKind::Compressed { .. }) {

@@ -118,7 +118,7 @@ impl Qcow2 {
             ));
         }
         let resolved = options.resolve(&header)?;
-        resolved.check_modelled(options, 1 << header.cluster_bits)?;
+        resolved.check_modelled()?;
         if !read_only && header.incompatible_features & INCOMPAT_DIRTY != 0 {
             return Err(FormatError::Unsupported(
                 "qcow2 image has the dirty bit set (lazy refcounts); repairing it is not supported, run 'qemu-img check -r all'".into(),
@@ -193,6 +193,7 @@ impl Qcow2 {
     }
 
     /// The L2 table at host offset `offset`, from the metadata cache.
+    #[cfg(test)]
     fn l2_table(&mut self, offset: u64) -> Result<&mut Vec<u64>, FormatError> {
         let storage = self.storage.clone();
         self.refcounts.cache.l2(storage.as_ref(), offset)

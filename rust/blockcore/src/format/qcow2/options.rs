@@ -8,6 +8,9 @@
 //! `refcount-cache-size`; `l2-cache-entry-size`; the entry counts; `cache-clean-interval`;
 //! `lazy-refcounts` (needs version 3); `discard-no-unref` (needs version 3).
 //!
+//! L2 cache entries smaller than a cluster are slices of tables, each cached on its own
+//! ([`super::cache::L2Cache`]).
+//!
 //! Cache sizes: with `cache-size` alone the L2 cache gets what maps the whole disk if the rest
 //! still holds the minimum refcount cache (4 clusters), else the refcount cache gets up to its
 //! minimum and L2 the rest; with one of the two, the other gets the remainder. Unset, L2 gets
@@ -22,8 +25,9 @@
 //! Lazy refcounts (`lazy-refcounts`, by default the header's compatible bit): the first
 //! allocation linked into an L2 table marks the image dirty in the header (its
 //! `incompatible_features` field, at once); from then on L2 tables no longer wait for refcount
-//! blocks and a flush writes L2 tables only. Closing writes L2 tables, then refcount blocks,
-//! then the header with the dirty bit clear.
+//! blocks and a flush writes L2 tables only (internal snapshot creation and shrinking still
+//! write both). Closing or reopening read-only writes L2 tables, then refcount blocks, then
+//! the header with the dirty bit clear.
 
 use super::cache::MetaCache;
 use super::header::{Header, INCOMPAT_DIRTY};
@@ -186,25 +190,11 @@ impl RuntimeOptions {
 }
 
 impl Resolved {
-    /// Refuses what the reference does not model, in QEMU's error form: L2 table slices
-    /// smaller than a cluster when an option asked for them, periodic cache cleaning more often
-    /// than QEMU's default (the reference has no timer for it; from the default on it, like
-    /// QEMU within any scenario's few seconds, never cleans), and `discard-no-unref`.
-    pub fn check_modelled(
-        &self,
-        options: &RuntimeOptions,
-        cluster_size: u64,
-    ) -> Result<(), FormatError> {
-        let sized = options.cache_size.is_some()
-            || options.l2_cache_size.is_some()
-            || options.l2_cache_entry_size.is_some();
-        if sized && self.l2_entry_size < cluster_size {
-            return Err(FormatError::Unsupported(format!(
-                "L2 cache entries of {} bytes (less than the cluster size {cluster_size}: \
-                 table slices) are not modelled by this reference",
-                self.l2_entry_size
-            )));
-        }
+    /// Refuses what the reference does not model, in QEMU's error form: periodic cache
+    /// cleaning more often than QEMU's default (the reference has no timer for it; from the
+    /// default on it, like QEMU within any scenario's few seconds, never cleans), and
+    /// `discard-no-unref`.
+    pub fn check_modelled(&self) -> Result<(), FormatError> {
         if (1..DEFAULT_CLEAN_INTERVAL).contains(&self.cache_clean_interval) {
             return Err(FormatError::Unsupported(format!(
                 "cache-clean-interval={} is not modelled by this reference (only 0 and from {DEFAULT_CLEAN_INTERVAL} on)",
@@ -225,6 +215,7 @@ impl Resolved {
             header.geometry(),
             self.l2_entries as usize,
             self.refcount_entries as usize,
+            self.l2_entry_size as usize,
         )
     }
 }
@@ -408,9 +399,8 @@ mod tests {
             l2_cache_size: Some(65536),
             ..Default::default()
         };
-        let r = resolve(small.clone(), &big_disk).unwrap();
+        let r = resolve(small, &big_disk).unwrap();
         assert_eq!((r.l2_entries, r.l2_entry_size), (16, 4096));
-        assert!(r.check_modelled(&small, 65536).is_err());
     }
 
     fn incompatible_features(st: &MemStorage) -> u64 {
