@@ -191,10 +191,10 @@ impl Mapping {
     /// QEMU's qcow2 block status at guest offset `off`: the kind of its cluster and how many
     /// bytes from `off` (at most `len`) share it. A run ends where the cluster kind changes
     /// (normal, zero with a host cluster, plain zero, unallocated), where the host clusters of
-    /// normal or zero-allocated clusters stop being contiguous, and at the end of the L2 table
-    /// the lookup covers (QEMU's L2 slice is one cluster by default, the whole table); a
+    /// normal or zero-allocated clusters stop being contiguous, and at the end of the L2 cache
+    /// entry the lookup covers (QEMU's L2 slice: the whole table by default); a
     /// compressed cluster is a run of its own, and a range without an L2 table is unallocated
-    /// up to that table's end (`qcow2_get_host_offset`, `count_contiguous_subclusters`).
+    /// up to that entry's end too (`qcow2_get_host_offset`, `count_contiguous_subclusters`).
     pub fn status_run(
         &self,
         cache: &mut MetaCache,
@@ -206,7 +206,9 @@ impl Mapping {
         let cs = geo.cluster_size();
         let in_cluster = geo.in_cluster(off);
         let first = geo.l2_index(off) as u64;
-        let available = (geo.l2_entries() - first) * cs;
+        // A run ends with the L2 cache entry holding `first`: the table, or its slice.
+        let slice = cache.l2_slice_entries() as u64;
+        let available = (slice - first % slice) * cs;
         let needed = (len + in_cluster).min(available);
         let Some((l2, _)) = self.l2_offset(geo.l1_index(off))? else {
             return Ok((ClusterKind::Unallocated, needed - in_cluster));
