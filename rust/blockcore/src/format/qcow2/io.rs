@@ -1,6 +1,7 @@
 //! The guest I/O paths: read, write (allocating and copying on write), write-zeroes and discard.
 //!
-//! Requests are cut at L2 table boundaries; within one table, runs of clusters of the same
+//! Requests are cut at L2 table boundaries (or slice boundaries when the metadata cache holds
+//! slices); within one table, runs of clusters of the same
 //! treatment are handled with one host I/O each, so sequential I/O costs one data write plus a
 //! few bytes of refcount and L2 entries per run, not per cluster.
 
@@ -36,6 +37,12 @@ impl Qcow2 {
             .l2_range(storage.as_ref(), l2, first, count)
     }
 
+    /// Guest bytes one L2 cache entry maps (a table's, or a slice's): requests are cut there,
+    /// as QEMU handles them one cache entry at a time.
+    fn l2_entry_span(&self) -> u64 {
+        self.refcounts.cache.l2_slice_entries() as u64 * self.geo.cluster_size()
+    }
+
     /// Reads guest bytes; the range is checked by the caller.
     pub(super) fn read_guest(
         &mut self,
@@ -43,11 +50,12 @@ impl Qcow2 {
         buf: &mut [u8],
         bk: &mut dyn Backing,
     ) -> Result<(), FormatError> {
+        let span = self.l2_entry_span();
         let mut done = 0usize;
         while done < buf.len() {
             let pos = offset + done as u64;
             let l1i = self.geo.l1_index(GuestOffset(pos));
-            let table_end = (l1i + 1) * self.geo.l2_span();
+            let table_end = (pos / span + 1) * span;
             let want = ((buf.len() - done) as u64).min(table_end - pos) as usize;
             let chunk = &mut buf[done..done + want];
             match self.mapping.l2_offset(l1i)? {
@@ -168,7 +176,7 @@ impl Qcow2 {
         data: &[u8],
         bk: &mut dyn Backing,
     ) -> Result<(), FormatError> {
-        let span = self.geo.l2_span();
+        let span = self.l2_entry_span();
         let mut done = 0usize;
         while done < data.len() {
             let pos = offset + done as u64;
@@ -369,8 +377,8 @@ impl Qcow2 {
         Ok(())
     }
 
-    /// Whole clusters `[first, first + n)` as guest cluster indexes, handled one L2 table at a time
-    /// by `f(self, l2 offset, first L2 index, count)`.
+    /// Whole clusters `[first, first + n)` as guest cluster indexes, handled one L2 cache entry
+    /// (table or slice) at a time by `f(self, l2 offset, first L2 index, count)`.
     pub(super) fn for_each_table(
         &mut self,
         first: u64,
@@ -382,7 +390,8 @@ impl Qcow2 {
         while c < first + n {
             let l1i = c / per;
             let idx = (c % per) as usize;
-            let count = (per - idx as u64).min(first + n - c);
+            let slice = self.refcounts.cache.l2_slice_entries() as u64;
+            let count = (slice - idx as u64 % slice).min(first + n - c);
             let l2 = self.l2_for_write(l1i)?;
             f(self, l2, idx, count as usize)?;
             c += count;
