@@ -331,7 +331,29 @@ class Graph:
         store: QEMU's ``discard`` option. Nodes pass them until told otherwise."""
     def add_null(self, name: str, size: int, read_only: bool, read_zeroes: bool = True) -> None:
         """A null-co node; without ``read_zeroes`` reads leave the reader's buffer as it was."""
-    def add_format(self, name: str, driver: str, file: str, read_only: bool) -> None: ...
+    def add_format(
+        self,
+        name: str,
+        driver: str,
+        file: str,
+        read_only: bool,
+        *,
+        option_error: str | None = None,
+        cache_size: int | None = None,
+        l2_cache_size: int | None = None,
+        l2_cache_entry_size: int | None = None,
+        refcount_cache_size: int | None = None,
+        cache_clean_interval: int | None = None,
+        lazy_refcounts: bool | None = None,
+        discard_no_unref: bool | None = None,
+        pass_discard_snapshot: bool | None = None,
+    ) -> None:
+        """A format node over ``file``; a qcow2 node takes QEMU's runtime options (bytes,
+        seconds), checked after its header is read, in QEMU's order: ``option_error`` (an
+        option value that did not parse, as the caller words it) first, then the cache sizes
+        (``GenericError`` text as ``ImageError``), lazy refcounts, ``discard-no-unref``; what the
+        reference does not model is refused the same way. ``pass_discard_snapshot=False``
+        keeps the clusters snapshot operations free in the file."""
     def add_copy_on_read(
         self, name: str, file: str, read_only: bool, bottom: str | None = None
     ) -> None:

@@ -55,6 +55,113 @@ BLKDEBUG_STRONG_OPTIONS = frozenset(
 FILTER_DRIVERS = {"copy-before-write": "file", "blkdebug": "image", "copy-on-read": "file"}
 
 
+#: qcow2's size options (bytes). QEMU parses a node's options in its QDict's order, so of
+#: several negative values the first by :func:`qdict_bucket` is reported (measured:
+#: ``refcount-cache-size``, ``cache-size``, ``l2-cache-entry-size``, ``l2-cache-size``).
+QCOW2_SIZE_OPTIONS = ("cache-size", "l2-cache-size", "l2-cache-entry-size", "refcount-cache-size")
+
+#: qcow2 options whose non-default values the reference does not model: refused (with the
+#: value QEMU uses when the option is absent).
+QCOW2_UNMODELLED_OPTIONS = {"pass-discard-other": False}
+
+
+def qcow2_runtime_options(options: dict[str, Any], profile: VersionProfile) -> dict[str, Any]:
+    """The keyword arguments of ``Graph.add_format`` for a qcow2 node's runtime options, as
+    blockdev-add types them (sizes and ``cache-clean-interval`` as ints, flags as bools). A
+    negative size becomes the version's parse error, which the core reports right after the
+    header, as QEMU does; a negative ``cache-clean-interval`` is taken as QEMU takes it, as an
+    unsigned 64-bit number (``Cache clean interval too big``)."""
+    for name, default in QCOW2_UNMODELLED_OPTIONS.items():
+        value = options.get(name)
+        if value is not None and bool(value) != default:
+            raise QMPError(f"{name}={'on' if value else 'off'} is not modelled by this reference")
+    kwargs: dict[str, Any] = {}
+    for name in sorted(QCOW2_SIZE_OPTIONS, key=qdict_bucket):
+        value = options.get(name)
+        if value is None:
+            continue
+        value = int(value)
+        if value < 0 and "option_error" not in kwargs:
+            kwargs["option_error"] = profile.negative_size_message.format(value=value, name=name)
+        kwargs[name.replace("-", "_")] = max(value, 0)
+    interval = options.get("cache-clean-interval")
+    if interval is not None:
+        kwargs["cache_clean_interval"] = int(interval) % (1 << 64)
+    for name in ("lazy-refcounts", "discard-no-unref", "pass-discard-snapshot"):
+        if options.get(name) is not None:
+            kwargs[name.replace("-", "_")] = bool(options[name])
+    return kwargs
+
+
+#: qcow2's ``overlap-check`` templates and the flags ``overlap-check.FLAG`` may set.
+QCOW2_OVERLAP_TEMPLATES = ("none", "constant", "cached", "all")
+QCOW2_OVERLAP_FLAGS = (
+    "main-header",
+    "active-l1",
+    "active-l2",
+    "refcount-table",
+    "refcount-block",
+    "snapshot-table",
+    "inactive-l1",
+    "inactive-l2",
+    "bitmap-directory",
+)
+#: qcow2 runtime options ``-drive`` passes on as flags (``on``/``off``).
+QCOW2_DRIVE_FLAGS = (
+    "lazy-refcounts",
+    "pass-discard-request",
+    "pass-discard-snapshot",
+    "pass-discard-other",
+    "discard-no-unref",
+)
+_SIZE = re.compile(r"(-?[0-9]+(?:\.[0-9]+)?)([kKmMgGtTpPeE]?)[bB]?")
+
+
+def drive_qcow2_options(opts: dict[str, Any]) -> dict[str, Any]:
+    """Takes the qcow2 runtime options out of a ``-drive``'s ``opts`` (strings, as QEMU's
+    option parser has them) and returns them typed as blockdev-add has them. Values that do not
+    parse fail with QEMU's messages, the same on 7.2 and 10.0 (the first line; QEMU prints the
+    suffix hint after it); a negative size is left to :func:`qcow2_runtime_options`."""
+    typed: dict[str, Any] = {}
+    for name in QCOW2_SIZE_OPTIONS:
+        if name in opts:
+            text = str(opts.pop(name))
+            match = _SIZE.fullmatch(text)
+            if match is None:
+                raise QMPError(f"Parameter '{name}' expects a non-negative number below 2^64")
+            scale = 1 << (10 * " KMGTPE".index(match.group(2).upper() or " "))
+            typed[name] = int(float(match.group(1)) * scale)
+    if "cache-clean-interval" in opts:
+        text = str(opts.pop("cache-clean-interval"))
+        if re.fullmatch(r"-?[0-9]+", text) is None:
+            raise QMPError("Parameter 'cache-clean-interval' expects a number")
+        typed["cache-clean-interval"] = int(text)
+    for name in QCOW2_DRIVE_FLAGS:
+        if name in opts:
+            text = str(opts.pop(name))
+            if text not in ("on", "off"):
+                raise QMPError(f"Parameter '{name}' expects 'on' or 'off'")
+            typed[name] = text == "on"
+    template = opts.pop("overlap-check", None)
+    nested = opts.pop("overlap-check.template", None)
+    if template is not None and nested is not None and template != nested:
+        raise QMPError(
+            "Conflicting values for qcow2 options 'overlap-check' "
+            f"('{template}') and 'overlap-check.template' ('{nested}')"
+        )
+    template = template if template is not None else nested
+    if template is not None and template not in QCOW2_OVERLAP_TEMPLATES:
+        raise QMPError(
+            f"Unsupported value '{template}' for qcow2 option 'overlap-check'. "
+            f"Allowed are any of the following: {', '.join(QCOW2_OVERLAP_TEMPLATES)}"
+        )
+    for key in [k for k in opts if k.startswith("overlap-check.")]:
+        if key.removeprefix("overlap-check.") not in QCOW2_OVERLAP_FLAGS:
+            raise QMPError(f"Block format 'qcow2' does not support the option '{key}'")
+        opts.pop(key)
+    return typed
+
+
 def is_wellformed_id(name: str) -> bool:
     """Whether ``name`` is a valid QEMU id (node-name, job id)."""
     return _WELLFORMED_ID.fullmatch(name) is not None
@@ -349,7 +456,13 @@ class BlockLayer:
             options,
             name,
             read_only,
-            lambda node, file_node: self._open_format(node, driver, file_node, read_only),
+            lambda node, file_node: self._open_format(
+                node,
+                driver,
+                file_node,
+                read_only,
+                qcow2_runtime_options(options, self.profile) if driver == "qcow2" else {},
+            ),
         )
         if options.get("discard") in ("unmap", "on"):
             self.unmap.add(name)
@@ -506,9 +619,16 @@ class BlockLayer:
         self.graph.reserve_name(name)
         return name
 
-    def _open_format(self, name: str, driver: str, file_node: str, read_only: bool) -> None:
+    def _open_format(
+        self,
+        name: str,
+        driver: str,
+        file_node: str,
+        read_only: bool,
+        qcow2_options: dict[str, Any],
+    ) -> None:
         try:
-            self.graph.add_format(name, driver, file_node, read_only)
+            self.graph.add_format(name, driver, file_node, read_only, **qcow2_options)
         except _core.NoMedium:
             # QEMU takes any node as a format's file; the reference's qcow2 needs a store (a
             # protocol node, null-co, or blkdebug over one of them); raw passes requests on.

@@ -85,6 +85,11 @@ class VersionProfile:
     #: resized on its own (7.2 asks the child whenever the length is needed); 10.0 keeps the
     #: length they had. Scenarios blockdev/resize_grow_shrink, blkdebug_over_format_and_null.
     parents_follow_resize: bool = False
+    #: A negative size option of a driver (qcow2's ``cache-size``, ``l2-cache-size``, ...):
+    #: 10.0 ``Value '-1' is out of range for parameter 'X'``, 7.2 ``Parameter 'X' expects a
+    #: non-negative number below 2^64`` (``{value}``, ``{name}``). Scenario
+    #: blockdev/qcow2_options_cache_errors.
+    negative_size_message: str = "Value '{value}' is out of range for parameter '{name}'"
     #: What ``qemu-io`` through ``human-monitor-command`` accepts (numbers, options).
     qemu_io: Dialect = field(default_factory=Dialect)
 
@@ -110,6 +115,7 @@ PROFILES: dict[str, VersionProfile] = {
         rollback_after_draining_new_overlay_crashes=True,
         resize_blocker_names_device=True,
         parents_follow_resize=True,
+        negative_size_message="Parameter '{name}' expects a non-negative number below 2^64",
         qemu_io=Dialect(hex_suffix=True, register_flag=False),
     ),
     "10.0": VersionProfile(

@@ -22,7 +22,7 @@ from contextlib import AbstractContextManager
 from typing import Any, Protocol
 
 from reference import jobs
-from reference.block import BlockLayer
+from reference.block import BlockLayer, drive_qcow2_options
 from reference.commands import COMMANDS, load_all
 from reference.compat import VersionProfile, profile
 from reference.errors import COMMAND_NOT_FOUND, GENERIC, QMPError
@@ -173,8 +173,9 @@ class Machine:
 
     def add_drive(self, options: dict[str, str]) -> None:
         """``-drive if=none,id=X[,file=F][,format=FMT][,node-name=N][,file.node-name=N]
-        [,readonly=on][,discard=D][,copy-on-read=on]``, or with ``driver=D`` and dotted options
-        of its children instead of ``file``/``format``."""
+        [,readonly=on][,discard=D][,copy-on-read=on]`` and a qcow2 node's runtime options
+        (``l2-cache-size=1k``, ``lazy-refcounts=on``, ...), or with ``driver=D`` and dotted
+        options of its children instead of ``file``/``format``."""
         layer = self.layer
         opts = dict(options)
         device = opts.pop("id", None)
@@ -214,6 +215,8 @@ class Machine:
             blockdev["discard"] = blockdev["file"]["discard"] = opts.pop("discard")
         if "file.node-name" in opts:
             blockdev["file"]["node-name"] = opts.pop("file.node-name")
+        if fmt == "qcow2":
+            blockdev |= drive_qcow2_options(opts)
         copy_on_read = opts.pop("copy-on-read", "off") in ("on", "true", "yes")
         root = layer.open_blockdev(blockdev, root=False)
         layer.graph.add_backend(device, root)

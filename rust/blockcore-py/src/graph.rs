@@ -3,6 +3,7 @@
 use crate::errors::{job_to_py, to_py};
 use crate::jobs::{self, JobEvent, JobInfo};
 use blockcore::bitmap::{Bits, DirtyBitmap};
+use blockcore::format::qcow2::RuntimeOptions;
 use blockcore::format::{BitmapStoreError, SnapshotEntry, SnapshotParams};
 use blockcore::graph::{self, Driver, GraphError, Node, WriteKind};
 use blockcore::job::backup::BackupParams;
@@ -208,9 +209,43 @@ impl Graph {
             .map_err(to_py)
     }
 
-    fn add_format(&self, name: &str, driver: &str, file: &str, read_only: bool) -> PyResult<()> {
+    // One keyword argument per QEMU qcow2 runtime option, as blockdev-add names them.
+    #[allow(clippy::too_many_arguments)]
+    #[pyo3(signature = (
+        name, driver, file, read_only, *, option_error=None, cache_size=None,
+        l2_cache_size=None, l2_cache_entry_size=None, refcount_cache_size=None,
+        cache_clean_interval=None, lazy_refcounts=None, discard_no_unref=None,
+        pass_discard_snapshot=None,
+    ))]
+    fn add_format(
+        &self,
+        name: &str,
+        driver: &str,
+        file: &str,
+        read_only: bool,
+        option_error: Option<String>,
+        cache_size: Option<u64>,
+        l2_cache_size: Option<u64>,
+        l2_cache_entry_size: Option<u64>,
+        refcount_cache_size: Option<u64>,
+        cache_clean_interval: Option<u64>,
+        lazy_refcounts: Option<bool>,
+        discard_no_unref: Option<bool>,
+        pass_discard_snapshot: Option<bool>,
+    ) -> PyResult<()> {
+        let options = RuntimeOptions {
+            parse_error: option_error,
+            cache_size,
+            l2_cache_size,
+            l2_cache_entry_size,
+            refcount_cache_size,
+            cache_clean_interval,
+            lazy_refcounts,
+            discard_no_unref,
+            pass_discard_snapshot,
+        };
         self.g()
-            .add_format(name, driver, file, read_only)
+            .add_format_with(name, driver, file, read_only, &options)
             .map_err(to_py)
     }
 

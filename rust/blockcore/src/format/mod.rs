@@ -406,9 +406,15 @@ pub trait FormatDriver: Send + std::fmt::Debug {
         let _ = name;
         Ok(())
     }
+    /// Makes the image consistent on disk before it stops being written (QEMU's
+    /// `bdrv_inactivate`: a close or a reopen read-only): flushes, and a qcow2 image with lazy
+    /// refcounts writes its refcount blocks and clears its dirty bit.
+    fn inactivate(&mut self) -> Result<(), FormatError> {
+        self.flush()
+    }
     /// Flushes and releases the image. After this the driver must not be used.
     fn close(&mut self) -> Result<(), FormatError> {
-        self.flush()
+        self.inactivate()
     }
 }
 
@@ -469,9 +475,28 @@ pub fn open(
     storage: Arc<dyn Storage>,
     read_only: bool,
 ) -> Result<Box<dyn FormatDriver>, FormatError> {
+    open_with(
+        driver,
+        storage,
+        read_only,
+        &qcow2::RuntimeOptions::default(),
+    )
+}
+
+/// Opens an image of format `driver` over `storage`, a qcow2 one with its runtime options.
+pub fn open_with(
+    driver: &str,
+    storage: Arc<dyn Storage>,
+    read_only: bool,
+    qcow2_options: &qcow2::RuntimeOptions,
+) -> Result<Box<dyn FormatDriver>, FormatError> {
     match driver {
         "raw" => Ok(Box::new(raw::Raw::open(storage, read_only)?)),
-        "qcow2" => Ok(Box::new(qcow2::Qcow2::open(storage, read_only)?)),
+        "qcow2" => Ok(Box::new(qcow2::Qcow2::open_with(
+            storage,
+            read_only,
+            qcow2_options,
+        )?)),
         other => Err(FormatError::Unsupported(format!(
             "Unknown driver '{other}'"
         ))),

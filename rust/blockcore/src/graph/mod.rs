@@ -14,6 +14,7 @@ mod observed;
 mod status;
 
 use crate::bitmap::{Bits, DirtyBitmap, SizeMismatch};
+use crate::format::qcow2::RuntimeOptions;
 use crate::format::{
     self, Backing, FormatDriver, FormatError, LoadedBitmap, NoBacking, SnapshotEntry,
     SnapshotParams,
@@ -502,6 +503,19 @@ impl Graph {
         file: &str,
         read_only: bool,
     ) -> Result<(), GraphError> {
+        self.add_format_with(name, driver, file, read_only, &RuntimeOptions::default())
+    }
+
+    /// As [`Graph::add_format`], a qcow2 node with its runtime options (cache sizes, lazy
+    /// refcounts; checked as QEMU checks them at open).
+    pub fn add_format_with(
+        &mut self,
+        name: &str,
+        driver: &str,
+        file: &str,
+        read_only: bool,
+        qcow2_options: &RuntimeOptions,
+    ) -> Result<(), GraphError> {
         self.check_claim(name)?;
         let store: Arc<dyn Storage> = match &self.get(file)?.data {
             DataPath::Protocol(s) | DataPath::Null(s) => s.clone(),
@@ -526,7 +540,7 @@ impl Graph {
             let (p, s) = self.lock_perms(&holder);
             self.check_locks(&holder, p | wanted.0, s & wanted.1)?;
         }
-        let mut fmt = format::open(driver, store, read_only)?;
+        let mut fmt = format::open_with(driver, store, read_only, qcow2_options)?;
         let loaded = fmt.take_loaded_bitmaps();
         let mut bitmaps = Vec::with_capacity(loaded.len());
         for LoadedBitmap { bitmap } in loaded {
@@ -955,7 +969,15 @@ impl Graph {
                 size: length
             })?
         ];
-        self.read_into(node, offset, &mut buf)?;
+        let read = self.read_into(node, offset, &mut buf);
+        // A read can evict dirty metadata (a qcow2 L2 table missing from a small cache), here
+        // or down the backing chain: those writes reach the file nodes' bitmaps now.
+        let mut layer = Some(node.to_string());
+        while let Some(n) = layer {
+            self.drain_store_writes(&n);
+            layer = self.backing_of(&n);
+        }
+        read?;
         Ok(buf)
     }
 
@@ -1313,7 +1335,9 @@ impl Graph {
                 .iter()
                 .filter(|b| b.state.persistent && !b.state.skip_store)
                 .collect();
-            let stored = fmt.store_bitmaps(&persistent).and_then(|()| fmt.flush());
+            let stored = fmt
+                .store_bitmaps(&persistent)
+                .and_then(|()| fmt.inactivate());
             if let Err(e) = stored {
                 self.drain_store_writes(node);
                 return Ok(vec![(node.to_string(), e.to_string())]);

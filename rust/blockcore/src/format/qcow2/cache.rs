@@ -1,14 +1,16 @@
 //! The metadata cache: L2 tables and refcount blocks, write-back, as QEMU's `Qcow2Cache`.
 //!
 //! QEMU keeps both kinds of tables in two small caches and writes a changed table back to the
-//! file only at certain moments, always as a whole cluster: when the cache is flushed (a guest
+//! file only at certain moments, always as a whole cluster (or, for L2 tables cached as
+//! slices, `l2-cache-entry-size` smaller than a cluster, as the one slice: see [`L2Cache`]): when the cache is flushed (a guest
 //! or block-layer flush, close, an internal snapshot, a new L2 table or refcount block being
 //! hooked up), when a dirty table is evicted to make room, and when an ordering between the two
 //! caches must be kept. A dirty bitmap on the image's `file` node sees exactly those writes, so
 //! the reference keeps the same caches and the same rules:
 //!
-//! * capacity: L2 tables enough to map the whole disk (at most 32 MiB of them), at least 2;
-//!   refcount blocks 4 (QEMU's defaults, `l2-cache-size` / `refcount-cache-size` unset);
+//! * capacity: by default L2 tables enough to map the whole disk (at most 32 MiB of them), at
+//!   least 2, and refcount blocks 4; the node's runtime options (`cache-size`,
+//!   `l2-cache-size`, `refcount-cache-size`) change them (`options`);
 //! * slots and eviction: a lookup starts at slot `(offset / cluster_size * 4) % capacity`, and a
 //!   miss replaces the least recently used slot met first from there (empty slots count as
 //!   never used); a dirty victim is written back first;
@@ -149,6 +151,92 @@ impl<T: Table> TableCache<T> {
     }
 }
 
+/// The L2 cache: slices of L2 tables (a whole table by default; `l2-cache-entry-size`
+/// smaller than a cluster, or an L2 cache too small for the disk, gives QEMU's table slices).
+/// Each slice is an entry of its own: looked up, evicted and written back alone.
+///
+/// The entries of every table seen are kept in `tables` (the guest paths read and change
+/// them there); the slots hold the slices as they go to the file, copied from `tables` when
+/// a slice is marked dirty.
+#[derive(Debug)]
+pub struct L2Cache {
+    /// Resident slices, keyed by their host offset.
+    slots: TableCache<Vec<u64>>,
+    /// The entries of the tables seen, by table offset.
+    tables: std::collections::HashMap<u64, Vec<u64>>,
+    /// Entries per slice.
+    slice_entries: usize,
+    /// Entries per table.
+    table_entries: usize,
+    /// The slices of the last access (table offset, first slice, slice count): what
+    /// [`L2Cache::mark_dirty`] marks.
+    last: Option<(u64, usize, usize)>,
+}
+
+impl L2Cache {
+    fn slice_bytes(&self) -> u64 {
+        self.slice_entries as u64 * 8
+    }
+
+    /// Marks the slices of the last access to the table at `offset` changed (they must be
+    /// cached; all of its cached slices if it was not the last one accessed).
+    pub fn mark_dirty(&mut self, offset: u64) {
+        let Some(table) = self.tables.get(&offset) else {
+            panic!("marking an uncached table dirty");
+        };
+        let n_slices = self.table_entries / self.slice_entries;
+        let (first, count) = match self.last {
+            Some((t, first, count)) if t == offset => (first, count),
+            _ => (0, n_slices),
+        };
+        let mut marked = false;
+        for k in first..first + count {
+            let at = offset + k as u64 * self.slice_bytes();
+            if let Some(i) = self.slots.position(at) {
+                let slot = self.slots.slots[i].as_mut().expect("occupied slot");
+                slot.table
+                    .copy_from_slice(&table[k * self.slice_entries..(k + 1) * self.slice_entries]);
+                slot.dirty = true;
+                marked = true;
+            }
+        }
+        assert!(marked, "marking an uncached table dirty");
+    }
+
+    /// Forgets the table at `offset` without writing it (it was freed).
+    pub fn discard(&mut self, offset: u64) {
+        if self.tables.remove(&offset).is_none() {
+            return;
+        }
+        let n_slices = self.table_entries / self.slice_entries;
+        for k in 0..n_slices {
+            self.slots.discard(offset + k as u64 * self.slice_bytes());
+        }
+        if self.last.is_some_and(|(t, _, _)| t == offset) {
+            self.last = None;
+        }
+    }
+
+    /// The entries of the table at `offset` (read from the file if never seen), without
+    /// touching the cache.
+    fn entries(
+        &mut self,
+        storage: &dyn Storage,
+        offset: u64,
+    ) -> Result<&mut Vec<u64>, FormatError> {
+        if !self.tables.contains_key(&offset) {
+            let mut raw = vec![0u8; self.table_entries * 8];
+            storage.read_at(&mut raw, offset)?;
+            let table = raw
+                .chunks_exact(8)
+                .map(|e| u64::from_be_bytes(e.try_into().expect("8 bytes")))
+                .collect();
+            self.tables.insert(offset, table);
+        }
+        Ok(self.tables.get_mut(&offset).expect("just loaded"))
+    }
+}
+
 /// Which cache must reach the file first.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 enum Order {
@@ -170,8 +258,8 @@ enum Kind {
 /// Both caches of an open image and the order pending between them.
 #[derive(Debug)]
 pub struct MetaCache {
-    /// L2 tables (entries as read from the file).
-    pub l2: TableCache<Vec<u64>>,
+    /// L2 tables, or slices of them.
+    pub l2: L2Cache,
     /// Refcount blocks (raw bytes).
     pub refblocks: TableCache<Vec<u8>>,
     order: Order,
@@ -183,36 +271,105 @@ impl MetaCache {
         let cs = geo.cluster_size();
         let l2_bytes = (virtual_size.div_ceil(cs) * 8).next_multiple_of(cs);
         let l2_entries = (l2_bytes.min(L2_CACHE_MAX_BYTES) / cs) as usize;
+        let cs = cs as usize;
+        Self::with_entries(geo, l2_entries.max(MIN_L2_ENTRIES), REFCOUNT_ENTRIES, cs)
+    }
+
+    /// Caches of `l2_entries` L2 slices of `l2_entry_bytes` (a power of two, at most a
+    /// cluster) and `refcount_entries` refcount blocks (the sizes the node's runtime options
+    /// give, see `options`).
+    pub fn with_entries(
+        geo: Geometry,
+        l2_entries: usize,
+        refcount_entries: usize,
+        l2_entry_bytes: usize,
+    ) -> Self {
         Self {
-            l2: TableCache::new(
-                l2_entries.max(MIN_L2_ENTRIES),
-                geo.cluster_bits,
-                "l2_update",
-            ),
-            refblocks: TableCache::new(REFCOUNT_ENTRIES, geo.cluster_bits, "refblock_update_part"),
+            l2: L2Cache {
+                slots: TableCache::new(l2_entries, l2_entry_bytes.trailing_zeros(), "l2_update"),
+                tables: std::collections::HashMap::new(),
+                slice_entries: l2_entry_bytes / 8,
+                table_entries: geo.l2_entries() as usize,
+                last: None,
+            },
+            refblocks: TableCache::new(refcount_entries, geo.cluster_bits, "refblock_update_part"),
             order: Order::None,
         }
     }
 
-    /// The L2 table at `offset`, read on a miss.
+    /// Capacities in entries: (L2 slices, refcount blocks).
+    pub fn capacity(&self) -> (usize, usize) {
+        (self.l2.slots.slots.len(), self.refblocks.slots.len())
+    }
+
+    /// Entries per L2 cache entry (a whole table's unless the cache holds slices).
+    pub fn l2_slice_entries(&self) -> usize {
+        self.l2.slice_entries
+    }
+
+    /// The L2 table at `offset`, every slice of it looked up in turn (read on a miss).
     pub fn l2(&mut self, storage: &dyn Storage, offset: u64) -> Result<&mut Vec<u64>, FormatError> {
-        if let Some(i) = self.l2.position(offset) {
-            return Ok(self.l2.touch(i));
+        let n = self.l2.table_entries;
+        self.l2_range(storage, offset, 0, n)
+    }
+
+    /// The L2 table at `offset`, having looked up (in order, reading misses, evicting) the
+    /// slices holding entries `[first, first + count)`; those are what a following
+    /// `l2.mark_dirty(offset)` marks.
+    pub fn l2_range(
+        &mut self,
+        storage: &dyn Storage,
+        offset: u64,
+        first: usize,
+        count: usize,
+    ) -> Result<&mut Vec<u64>, FormatError> {
+        let se = self.l2.slice_entries;
+        let k0 = first / se;
+        let k1 = (first + count.max(1))
+            .div_ceil(se)
+            .min(self.l2.table_entries / se);
+        self.l2.entries(storage, offset)?;
+        for k in k0..k1 {
+            self.touch_slice(storage, offset, k, false)?;
         }
-        let i = self.make_room(storage, Kind::L2, offset)?;
-        let mut raw = vec![0u8; 1 << self.l2.cluster_bits];
-        storage.read_at(&mut raw, offset)?;
-        let table = raw
-            .chunks_exact(8)
-            .map(|e| u64::from_be_bytes(e.try_into().expect("8 bytes")))
-            .collect();
-        self.l2.slots[i] = Some(Slot {
-            offset,
-            table,
-            dirty: false,
-            lru: 0,
-        });
-        Ok(self.l2.touch(i))
+        self.l2.last = Some((offset, k0, k1 - k0));
+        Ok(self.l2.tables.get_mut(&offset).expect("loaded"))
+    }
+
+    /// Looks up slice `k` of the table at `offset` (its entries are in `l2.tables`): a hit
+    /// counts as a use, a miss takes the victim's slot (written back first if dirty). A
+    /// `fresh` slice is not read but cached dirty (QEMU's `qcow2_cache_get_empty`).
+    fn touch_slice(
+        &mut self,
+        storage: &dyn Storage,
+        offset: u64,
+        k: usize,
+        fresh: bool,
+    ) -> Result<(), FormatError> {
+        let se = self.l2.slice_entries;
+        let at = offset + k as u64 * self.l2.slice_bytes();
+        let i = match self.l2.slots.position(at) {
+            Some(i) => i,
+            None => {
+                let i = self.make_room(storage, Kind::L2, at)?;
+                let table = &self.l2.tables[&offset];
+                self.l2.slots.slots[i] = Some(Slot {
+                    offset: at,
+                    table: table[k * se..(k + 1) * se].to_vec(),
+                    dirty: false,
+                    lru: 0,
+                });
+                i
+            }
+        };
+        if fresh {
+            let table = &self.l2.tables[&offset];
+            let slot = self.l2.slots.slots[i].as_mut().expect("occupied slot");
+            slot.table.copy_from_slice(&table[k * se..(k + 1) * se]);
+            slot.dirty = true;
+        }
+        self.l2.slots.touch(i);
+        Ok(())
     }
 
     /// The refcount block at `offset`, read on a miss.
@@ -236,26 +393,36 @@ impl MetaCache {
         Ok(self.refblocks.touch(i))
     }
 
-    /// Caches a new L2 table at `offset`, dirty, without reading the file (QEMU's
-    /// `qcow2_cache_get_empty`).
+    /// Caches a new L2 table at `offset` holding `table`, every slice dirty, without reading
+    /// the file (QEMU's `qcow2_cache_get_empty`); with `source`, the table it copies, each of
+    /// whose slices is looked up right after the new one (QEMU's `l2_allocate`).
     pub fn new_l2(
         &mut self,
         storage: &dyn Storage,
         offset: u64,
         table: Vec<u64>,
+        source: Option<u64>,
     ) -> Result<(), FormatError> {
-        let i = match self.l2.position(offset) {
-            Some(i) => i,
-            None => self.make_room(storage, Kind::L2, offset)?,
-        };
-        self.l2.slots[i] = Some(Slot {
-            offset,
-            table,
-            dirty: true,
-            lru: 0,
-        });
-        self.l2.touch(i);
+        let se = self.l2.slice_entries;
+        self.l2.tables.insert(offset, table);
+        for k in 0..self.l2.table_entries / se {
+            self.touch_slice(storage, offset, k, true)?;
+            if let Some(src) = source {
+                self.l2_range(storage, src, k * se, se)?;
+            }
+        }
+        self.l2.last = None;
         Ok(())
+    }
+
+    /// The entries of the L2 table at `offset` without looking any slice up (read from the
+    /// file if never seen).
+    pub fn l2_entries(
+        &mut self,
+        storage: &dyn Storage,
+        offset: u64,
+    ) -> Result<Vec<u64>, FormatError> {
+        Ok(self.l2.entries(storage, offset)?.clone())
     }
 
     /// Caches a new refcount block at `offset`, dirty, without reading the file.
@@ -287,12 +454,12 @@ impl MetaCache {
         offset: u64,
     ) -> Result<usize, FormatError> {
         let i = match kind {
-            Kind::L2 => self.l2.victim(offset),
+            Kind::L2 => self.l2.slots.victim(offset),
             Kind::Refblocks => self.refblocks.victim(offset),
         };
         self.write_back(storage, kind, Some(i))?;
         match kind {
-            Kind::L2 => self.l2.slots[i] = None,
+            Kind::L2 => self.l2.slots.slots[i] = None,
             Kind::Refblocks => self.refblocks.slots[i] = None,
         }
         Ok(i)
@@ -307,9 +474,9 @@ impl MetaCache {
         only: Option<usize>,
     ) -> Result<(), FormatError> {
         let dirty = match (kind, only) {
-            (Kind::L2, Some(i)) => self.l2.slots[i].as_ref().is_some_and(|s| s.dirty),
+            (Kind::L2, Some(i)) => self.l2.slots.slots[i].as_ref().is_some_and(|s| s.dirty),
             (Kind::Refblocks, Some(i)) => self.refblocks.slots[i].as_ref().is_some_and(|s| s.dirty),
-            (Kind::L2, None) => self.l2.any_dirty(),
+            (Kind::L2, None) => self.l2.slots.any_dirty(),
             (Kind::Refblocks, None) => self.refblocks.any_dirty(),
         };
         if !dirty {
@@ -327,13 +494,13 @@ impl MetaCache {
             _ => {}
         }
         let cache_len = match kind {
-            Kind::L2 => self.l2.slots.len(),
+            Kind::L2 => self.l2.slots.slots.len(),
             Kind::Refblocks => self.refblocks.slots.len(),
         };
         let slots: Vec<usize> = only.map_or_else(|| (0..cache_len).collect(), |i| vec![i]);
         for i in slots {
             match kind {
-                Kind::L2 => self.l2.write_slot(storage, i)?,
+                Kind::L2 => self.l2.slots.write_slot(storage, i)?,
                 Kind::Refblocks => self.refblocks.write_slot(storage, i)?,
             }
         }
@@ -362,6 +529,12 @@ impl MetaCache {
     pub fn write_all(&mut self, storage: &dyn Storage) -> Result<(), FormatError> {
         self.write_back(storage, Kind::L2, None)?;
         self.write_back(storage, Kind::Refblocks, None)
+    }
+
+    /// Writes back the L2 tables only, without flushing the file (`qcow2_write_caches` while
+    /// refcounts need not be exact: lazy refcounts with the dirty bit set).
+    pub fn write_l2(&mut self, storage: &dyn Storage) -> Result<(), FormatError> {
+        self.write_back(storage, Kind::L2, None)
     }
 
     /// An allocation was linked into an L2 table: L2 tables now wait for refcount blocks.
@@ -432,11 +605,11 @@ mod tests {
             refcount_order: 4,
         };
         let c = MetaCache::new(g64k, 64 << 20);
-        assert_eq!((c.l2.slots.len(), c.refblocks.slots.len()), (2, 4));
+        assert_eq!(c.capacity(), (2, 4));
         // 1 MiB at 512-byte clusters: 2048 entries, 16 KiB of L2 = 32 tables.
-        assert_eq!(MetaCache::new(GEO, 1 << 20).l2.slots.len(), 32);
+        assert_eq!(MetaCache::new(GEO, 1 << 20).capacity().0, 32);
         // Capped at 32 MiB of tables.
-        assert_eq!(MetaCache::new(g64k, 1 << 50).l2.slots.len(), 512);
+        assert_eq!(MetaCache::new(g64k, 1 << 50).capacity().0, 512);
     }
 
     #[test]
@@ -494,10 +667,33 @@ mod tests {
     }
 
     #[test]
+    fn slices_are_looked_up_evicted_and_written_alone() {
+        // 4 KiB clusters (512 entries a table) cached as 512-byte slices of 64 entries, two.
+        let g4k = Geometry {
+            cluster_bits: 12,
+            refcount_order: 4,
+        };
+        let log = Log::default();
+        let mut c = MetaCache::with_entries(g4k, 2, 4, 512);
+        c.l2_range(&log, 0x1000, 3, 1).unwrap()[3] = 7;
+        c.l2.mark_dirty(0x1000);
+        c.l2_range(&log, 0x1000, 64, 1).unwrap()[64] = 8;
+        c.l2.mark_dirty(0x1000);
+        assert!(take(&log).is_empty());
+        // A third slice evicts the least recently used one, slice 0, written alone.
+        c.l2_range(&log, 0x1000, 200, 1).unwrap();
+        assert_eq!(take(&log), vec![(0x1000, 512)]);
+        c.write_all(&log).unwrap();
+        assert_eq!(take(&log), vec![(0x1200, 512)]);
+        // Slice 0 comes back with the entry written into it.
+        assert_eq!(c.l2_range(&log, 0x1000, 3, 1).unwrap()[3], 7);
+    }
+
+    #[test]
     fn discarded_tables_are_never_written() {
         let log = Log::default();
         let mut c = MetaCache::new(GEO, 1 << 20);
-        c.new_l2(&log, 0x1000, vec![0; 64]).unwrap();
+        c.new_l2(&log, 0x1000, vec![0; 64], None).unwrap();
         c.l2.discard(0x1000);
         c.write_all(&log).unwrap();
         assert!(take(&log).is_empty());

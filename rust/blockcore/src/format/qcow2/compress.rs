@@ -257,7 +257,7 @@ impl Qcow2 {
         let storage = self.storage.clone();
         let l2 = self.l2_for_write(geo.l1_index(GuestOffset(pos)))?;
         let idx = geo.l2_index(GuestOffset(pos));
-        let old = self.l2_table(l2)?[idx];
+        let old = self.l2_entries_at(l2, idx, 1)?[idx];
         // QEMU never lets a compressed cluster replace anything: an entry with a host offset
         // (data, preallocated zero, compressed; shared with a snapshot or not) fails with EIO,
         // after the L2 table was made writable.
@@ -275,7 +275,7 @@ impl Qcow2 {
         storage.write_at(z, host)?;
         let extra_sectors = ((host + z.len() as u64 - 1) >> 9) - (host >> 9);
         let entry = OFLAG_COMPRESSED | (extra_sectors << shift) | host;
-        self.l2_table(l2)?[idx] = entry;
+        self.l2_entries_at(l2, idx, 1)?[idx] = entry;
         self.refcounts.cache.l2.mark_dirty(l2);
         self.release(ClusterKind::decode(old, geo))?;
         Ok(())

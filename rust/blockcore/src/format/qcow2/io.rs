@@ -1,6 +1,7 @@
 //! The guest I/O paths: read, write (allocating and copying on write), write-zeroes and discard.
 //!
-//! Requests are cut at L2 table boundaries; within one table, runs of clusters of the same
+//! Requests are cut at L2 table boundaries (or slice boundaries when the metadata cache holds
+//! slices); within one table, runs of clusters of the same
 //! treatment are handled with one host I/O each, so sequential I/O costs one data write plus a
 //! few bytes of refcount and L2 entries per run, not per cluster.
 
@@ -22,6 +23,26 @@ enum Treatment {
 }
 
 impl Qcow2 {
+    /// The L2 table at `l2` from the metadata cache, having looked up the slices holding
+    /// entries `[first, first + count)` (the whole table unless the cache holds slices).
+    pub(super) fn l2_entries_at(
+        &mut self,
+        l2: u64,
+        first: usize,
+        count: usize,
+    ) -> Result<&mut Vec<u64>, FormatError> {
+        let storage = self.storage.clone();
+        self.refcounts
+            .cache
+            .l2_range(storage.as_ref(), l2, first, count)
+    }
+
+    /// Guest bytes one L2 cache entry maps (a table's, or a slice's): requests are cut there,
+    /// as QEMU handles them one cache entry at a time.
+    fn l2_entry_span(&self) -> u64 {
+        self.refcounts.cache.l2_slice_entries() as u64 * self.geo.cluster_size()
+    }
+
     /// Reads guest bytes; the range is checked by the caller.
     pub(super) fn read_guest(
         &mut self,
@@ -29,11 +50,12 @@ impl Qcow2 {
         buf: &mut [u8],
         bk: &mut dyn Backing,
     ) -> Result<(), FormatError> {
+        let span = self.l2_entry_span();
         let mut done = 0usize;
         while done < buf.len() {
             let pos = offset + done as u64;
             let l1i = self.geo.l1_index(GuestOffset(pos));
-            let table_end = (l1i + 1) * self.geo.l2_span();
+            let table_end = (pos / span + 1) * span;
             let want = ((buf.len() - done) as u64).min(table_end - pos) as usize;
             let chunk = &mut buf[done..done + want];
             match self.mapping.l2_offset(l1i)? {
@@ -60,7 +82,9 @@ impl Qcow2 {
         while done < buf.len() {
             let pos = offset + done as u64;
             let first = geo.l2_index(GuestOffset(pos));
-            let table = self.l2_table(l2)?;
+            let wanted = (buf.len() - done) as u64 + geo.in_cluster(GuestOffset(pos));
+            let count = wanted.div_ceil(cs) as usize;
+            let table = self.l2_entries_at(l2, first, count)?;
             let kind = check_entry(table[first], geo, l2, first)?;
             // Extend the run while the next cluster is read the same way (and, for data,
             // contiguously on the host).
@@ -115,7 +139,7 @@ impl Qcow2 {
         let new = self.refcounts.alloc(storage.as_ref(), 1)?;
         let new_off = self.geo.host_offset(new).0;
         let table = match old {
-            Some((off, _)) => self.l2_table(off)?.clone(),
+            Some((off, _)) => self.refcounts.cache.l2_entries(storage.as_ref(), off)?,
             None => vec![0u64; self.geo.l2_entries() as usize],
         };
         // QEMU's l2_allocate: the refcount of the new table reaches the file first, then the
@@ -123,7 +147,7 @@ impl Qcow2 {
         self.refcounts.cache.flush_refblocks(storage.as_ref())?;
         self.refcounts
             .cache
-            .new_l2(storage.as_ref(), new_off, table)?;
+            .new_l2(storage.as_ref(), new_off, table, old.map(|(off, _)| off))?;
         self.refcounts.cache.flush_l2(storage.as_ref())?;
         self.mapping
             .set_l1(storage.as_ref(), l1i, new_off | OFLAG_COPIED)?;
@@ -152,7 +176,7 @@ impl Qcow2 {
         data: &[u8],
         bk: &mut dyn Backing,
     ) -> Result<(), FormatError> {
-        let span = self.geo.l2_span();
+        let span = self.l2_entry_span();
         let mut done = 0usize;
         while done < data.len() {
             let pos = offset + done as u64;
@@ -178,7 +202,8 @@ impl Qcow2 {
         let mut pos = offset;
         while pos < end {
             let idx = geo.l2_index(GuestOffset(pos));
-            let table = self.l2_table(l2)?;
+            let wanted = end - pos + geo.in_cluster(GuestOffset(pos));
+            let table = self.l2_entries_at(l2, idx, wanted.div_ceil(cs) as usize)?;
             let treat = |e: u64, i: usize| -> Result<Treatment, FormatError> {
                 Ok(match check_entry(e, geo, l2, i)? {
                     ClusterKind::Normal { host, copied: true } => Treatment::InPlace(host.0),
@@ -239,7 +264,7 @@ impl Qcow2 {
         let geo = self.geo;
         let cs = geo.cluster_size();
         let storage = self.storage.clone();
-        let old: Vec<u64> = self.l2_table(l2)?[idx..idx + n].to_vec();
+        let old: Vec<u64> = self.l2_entries_at(l2, idx, n)?[idx..idx + n].to_vec();
         let head = geo.in_cluster(GuestOffset(pos));
         let total = n as u64 * cs;
         let tail = total - head - chunk.len() as u64;
@@ -280,9 +305,9 @@ impl Qcow2 {
         // QEMU's qcow2_alloc_cluster_link_l2: the table comes to wait for the refcounts of the
         // new clusters before it changes; dropping the old references then flushes those
         // refcounts at once.
-        self.refcounts.cache.l2_after_refblocks(storage.as_ref())?;
+        self.before_link_l2()?;
         {
-            let table = self.l2_table(l2)?;
+            let table = self.l2_entries_at(l2, idx, n)?;
             for k in 0..n {
                 table[idx + k] = (host + k as u64 * cs) | OFLAG_COPIED;
             }
@@ -352,8 +377,8 @@ impl Qcow2 {
         Ok(())
     }
 
-    /// Whole clusters `[first, first + n)` as guest cluster indexes, handled one L2 table at a time
-    /// by `f(self, l2 offset, first L2 index, count)`.
+    /// Whole clusters `[first, first + n)` as guest cluster indexes, handled one L2 cache entry
+    /// (table or slice) at a time by `f(self, l2 offset, first L2 index, count)`.
     pub(super) fn for_each_table(
         &mut self,
         first: u64,
@@ -365,7 +390,8 @@ impl Qcow2 {
         while c < first + n {
             let l1i = c / per;
             let idx = (c % per) as usize;
-            let count = (per - idx as u64).min(first + n - c);
+            let slice = self.refcounts.cache.l2_slice_entries() as u64;
+            let count = (slice - idx as u64 % slice).min(first + n - c);
             let l2 = self.l2_for_write(l1i)?;
             f(self, l2, idx, count as usize)?;
             c += count;
@@ -386,7 +412,7 @@ impl Qcow2 {
         let mut released = Vec::new();
         let (mut lo, mut hi) = (usize::MAX, 0);
         {
-            let table = self.l2_table(l2)?;
+            let table = self.l2_entries_at(l2, idx, count)?;
             for (i, slot) in table.iter_mut().enumerate().skip(idx).take(count) {
                 let old = *slot;
                 let kind = check_entry(old, geo, l2, i)?;

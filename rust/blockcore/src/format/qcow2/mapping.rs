@@ -182,7 +182,7 @@ impl Mapping {
             return Ok(ClusterKind::Unallocated);
         };
         let i = self.geo.l2_index(off);
-        let e = cache.l2(storage, l2)?[i];
+        let e = cache.l2_range(storage, l2, i, 1)?[i];
         check_entry(e, self.geo, l2, i)
     }
 }
@@ -191,10 +191,10 @@ impl Mapping {
     /// QEMU's qcow2 block status at guest offset `off`: the kind of its cluster and how many
     /// bytes from `off` (at most `len`) share it. A run ends where the cluster kind changes
     /// (normal, zero with a host cluster, plain zero, unallocated), where the host clusters of
-    /// normal or zero-allocated clusters stop being contiguous, and at the end of the L2 table
-    /// the lookup covers (QEMU's L2 slice is one cluster by default, the whole table); a
+    /// normal or zero-allocated clusters stop being contiguous, and at the end of the L2 cache
+    /// entry the lookup covers (QEMU's L2 slice: the whole table by default); a
     /// compressed cluster is a run of its own, and a range without an L2 table is unallocated
-    /// up to that table's end (`qcow2_get_host_offset`, `count_contiguous_subclusters`).
+    /// up to that entry's end too (`qcow2_get_host_offset`, `count_contiguous_subclusters`).
     pub fn status_run(
         &self,
         cache: &mut MetaCache,
@@ -206,13 +206,15 @@ impl Mapping {
         let cs = geo.cluster_size();
         let in_cluster = geo.in_cluster(off);
         let first = geo.l2_index(off) as u64;
-        let available = (geo.l2_entries() - first) * cs;
+        // A run ends with the L2 cache entry holding `first`: the table, or its slice.
+        let slice = cache.l2_slice_entries() as u64;
+        let available = (slice - first % slice) * cs;
         let needed = (len + in_cluster).min(available);
         let Some((l2, _)) = self.l2_offset(geo.l1_index(off))? else {
             return Ok((ClusterKind::Unallocated, needed - in_cluster));
         };
-        let table = cache.l2(storage, l2)?;
         let nb = needed.div_ceil(cs).max(1);
+        let table = cache.l2_range(storage, l2, first as usize, nb as usize)?;
         let entries = &table[first as usize..(first + nb) as usize];
         let kind = check_entry(entries[0], geo, l2, first as usize)?;
         if matches!(kind, ClusterKind::Compressed { .. }) {

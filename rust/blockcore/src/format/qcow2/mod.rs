@@ -40,6 +40,7 @@ pub mod create;
 pub mod header;
 mod io;
 pub mod mapping;
+mod options;
 pub mod prealloc;
 pub mod refcount;
 mod resize;
@@ -47,6 +48,7 @@ pub mod snapshot;
 pub mod units;
 
 pub use create::{Compat, CreateOptions};
+pub use options::{Resolved, RuntimeOptions};
 
 use super::{
     Backing, BitmapStoreError, FormatDriver, FormatError, LoadedBitmap, NoBacking, RunKind,
@@ -86,12 +88,26 @@ pub struct Qcow2 {
     /// Whether this open counts as metadata-preallocated ([`prealloc`]); `None` until the
     /// first block-status query guesses it.
     metadata_preallocation: Option<bool>,
+    /// `lazy-refcounts` in use ([`options`]).
+    lazy_refcounts: bool,
+    /// `pass-discard-snapshot` ([`options`]).
+    pass_discard_snapshot: bool,
 }
 
 impl Qcow2 {
     /// Opens a qcow2 image, loading its persistent bitmaps; read-write opens mark them `in_use`
     /// in the file at once, as QEMU does.
     pub fn open(storage: Arc<dyn Storage>, read_only: bool) -> Result<Self, FormatError> {
+        Self::open_with(storage, read_only, &RuntimeOptions::default())
+    }
+
+    /// Opens a qcow2 image with the node's runtime options, checked where QEMU checks them
+    /// (after the header), giving its cache sizes and lazy refcounts.
+    pub fn open_with(
+        storage: Arc<dyn Storage>,
+        read_only: bool,
+        options: &RuntimeOptions,
+    ) -> Result<Self, FormatError> {
         let mut first = vec![0u8; 512];
         storage.read_at(&mut first, 0)?;
         let cluster_bits = u32::from_be_bytes(first[20..24].try_into().expect("4 bytes"));
@@ -105,6 +121,8 @@ impl Qcow2 {
                 "qcow2: Image is corrupt; cannot be opened read/write".into(),
             ));
         }
+        let resolved = options.resolve(&header)?;
+        resolved.check_modelled()?;
         if !read_only && header.incompatible_features & INCOMPAT_DIRTY != 0 {
             return Err(FormatError::Unsupported(
                 "qcow2 image has the dirty bit set (lazy refcounts); repairing it is not supported, run 'qemu-img check -r all'".into(),
@@ -115,13 +133,14 @@ impl Qcow2 {
         if u64::from(header.l1_size) < header.size.div_ceil(l2_span) {
             return Err(FormatError::Corrupt("L1 table is too small".into()));
         }
-        let refcounts = Refcounts::load(
+        let mut refcounts = Refcounts::load(
             storage.as_ref(),
             geo,
             header.refcount_table_offset,
             header.refcount_table_clusters,
             header.size,
         )?;
+        refcounts.cache = resolved.cache(&header);
         let mapping = Mapping::load(
             storage.as_ref(),
             geo,
@@ -152,6 +171,8 @@ impl Qcow2 {
             snapshots_size: 0,
             pass_discard_request: true,
             metadata_preallocation: None,
+            lazy_refcounts: resolved.lazy_refcounts,
+            pass_discard_snapshot: resolved.pass_discard_snapshot,
         };
         image.load_snapshots()?;
         if update_header {
@@ -177,6 +198,7 @@ impl Qcow2 {
     }
 
     /// The L2 table at host offset `offset`, from the metadata cache.
+    #[cfg(test)]
     fn l2_table(&mut self, offset: u64) -> Result<&mut Vec<u64>, FormatError> {
         let storage = self.storage.clone();
         self.refcounts.cache.l2(storage.as_ref(), offset)
@@ -190,10 +212,14 @@ impl Qcow2 {
     }
 
     /// Writes every dirty L2 table and refcount block back to the file (QEMU's
-    /// `qcow2_write_caches`), without flushing it.
+    /// `qcow2_write_caches`; L2 tables only while the dirty bit is set), without flushing it.
     pub(super) fn write_caches(&mut self) -> Result<(), FormatError> {
         let storage = self.storage.clone();
-        self.refcounts.cache.write_all(storage.as_ref())
+        if self.needs_accurate_refcounts() {
+            self.refcounts.cache.write_all(storage.as_ref())
+        } else {
+            self.refcounts.cache.write_l2(storage.as_ref())
+        }
     }
 
     /// Writes the whole header cluster, refcount table and L1 fields taken from the live state.
@@ -415,6 +441,14 @@ impl FormatDriver for Qcow2 {
         self.write_caches()?;
         self.storage.debug_event("flush_to_disk");
         Ok(self.storage.flush_request()?)
+    }
+
+    fn inactivate(&mut self) -> Result<(), FormatError> {
+        self.flush()?;
+        if self.needs_accurate_refcounts() {
+            return Ok(());
+        }
+        self.close_dirty()
     }
 
     fn write_compressed(&mut self, offset: u64, data: &[u8]) -> Result<(), FormatError> {

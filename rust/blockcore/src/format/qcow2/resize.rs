@@ -58,8 +58,9 @@ impl Qcow2 {
         let storage = self.storage.clone();
         // As measured on QEMU 7.2 and 10.0 (blockdev/resize_grow_shrink): the L2 tables and
         // refcount blocks the discard left dirty reach the file after the L1 tail is freed
-        // (the freed tables are dropped unwritten), whether or not they were clean before.
-        self.write_caches()?;
+        // (the freed tables are dropped unwritten), whether or not they were clean before, and
+        // under lazy refcounts too (measured: the close after it writes only the header).
+        self.write_caches_even_if_dirty()?;
         self.shrink_reftable()?;
         // Cut the file after its last cluster in use.
         let file_len = storage.len()?;

@@ -235,7 +235,9 @@ impl Qcow2 {
         storage.flush()?;
         self.snapshots_size = raw.len() as u64;
         if old.0 != 0 && old.1 != 0 {
-            self.discarding_freed(|s| s.refcounts.free_bytes(storage.as_ref(), old.0, old.1))?;
+            self.discarding_snapshot_freed(|s| {
+                s.refcounts.free_bytes(storage.as_ref(), old.0, old.1)
+            })?;
         }
         Ok(())
     }
@@ -256,42 +258,47 @@ impl Qcow2 {
             if l2 == 0 {
                 continue;
             }
-            let table = self.l2_table(l2)?.clone();
-            let mut new_table = table.clone();
-            for (i, &e) in table.iter().enumerate() {
-                let kind = check_entry(e, geo, l2, i)?;
-                match kind {
-                    ClusterKind::Compressed { .. } => {
-                        if delta != 0 {
-                            let (off, len) = kind.host_extent(geo).expect("compressed extent");
-                            let first = off >> geo.cluster_bits;
-                            let last = (off + len - 1) >> geo.cluster_bits;
-                            self.refcounts.update_range(
-                                st,
-                                HostCluster(first),
-                                last - first + 1,
-                                delta,
-                            )?;
+            // Slice by slice (the whole table unless the cache holds slices), each marked
+            // dirty only where its entries change.
+            let se = self.refcounts.cache.l2_slice_entries();
+            for start in (0..geo.l2_entries() as usize).step_by(se) {
+                let table = self.l2_entries_at(l2, start, se)?.clone();
+                let mut new_table = table.clone();
+                for (i, &e) in table.iter().enumerate().skip(start).take(se) {
+                    let kind = check_entry(e, geo, l2, i)?;
+                    match kind {
+                        ClusterKind::Compressed { .. } => {
+                            if delta != 0 {
+                                let (off, len) = kind.host_extent(geo).expect("compressed extent");
+                                let first = off >> geo.cluster_bits;
+                                let last = (off + len - 1) >> geo.cluster_bits;
+                                self.refcounts.update_range(
+                                    st,
+                                    HostCluster(first),
+                                    last - first + 1,
+                                    delta,
+                                )?;
+                            }
                         }
-                    }
-                    ClusterKind::Normal { host, .. } | ClusterKind::ZeroAlloc { host, .. } => {
-                        let c = geo.host_cluster(host);
-                        if delta != 0 {
-                            self.refcounts.update_range(st, c, 1, delta)?;
+                        ClusterKind::Normal { host, .. } | ClusterKind::ZeroAlloc { host, .. } => {
+                            let c = geo.host_cluster(host);
+                            if delta != 0 {
+                                self.refcounts.update_range(st, c, 1, delta)?;
+                            }
+                            let rc = self.refcounts.get(st, c)?;
+                            new_table[i] = if rc == 1 {
+                                e | OFLAG_COPIED
+                            } else {
+                                e & !OFLAG_COPIED
+                            };
                         }
-                        let rc = self.refcounts.get(st, c)?;
-                        new_table[i] = if rc == 1 {
-                            e | OFLAG_COPIED
-                        } else {
-                            e & !OFLAG_COPIED
-                        };
+                        ClusterKind::ZeroPlain | ClusterKind::Unallocated => {}
                     }
-                    ClusterKind::ZeroPlain | ClusterKind::Unallocated => {}
                 }
-            }
-            if new_table != table {
-                *self.l2_table(l2)? = new_table;
-                self.refcounts.cache.l2.mark_dirty(l2);
+                if new_table != table {
+                    *self.l2_entries_at(l2, start, se)? = new_table;
+                    self.refcounts.cache.l2.mark_dirty(l2);
+                }
             }
             let c = geo.host_cluster(super::units::HostOffset(l2));
             if delta != 0 {
@@ -360,8 +367,9 @@ impl Qcow2 {
         };
         let flagged = self.update_snapshot_refcount(l1.clone(), 1)?;
         self.set_active_l1(flagged)?;
-        // The new references and COPIED flags reach the file before the snapshot is listed.
-        self.write_caches()?;
+        // The new references and COPIED flags reach the file before the snapshot is listed
+        // (refcount blocks too while lazy refcounts left the image dirty: measured).
+        self.write_caches_even_if_dirty()?;
         storage.flush()?;
         self.snapshots.push(Snapshot {
             entry: entry.clone(),
@@ -406,9 +414,9 @@ impl Qcow2 {
             .chunks_exact(8)
             .map(|e| u64::from_be_bytes(e.try_into().expect("8 bytes")))
             .collect();
-        self.discarding_freed(|s| s.update_snapshot_refcount(l1, -1))?;
+        self.discarding_snapshot_freed(|s| s.update_snapshot_refcount(l1, -1))?;
         if sn.l1_size > 0 {
-            self.discarding_freed(|s| {
+            self.discarding_snapshot_freed(|s| {
                 s.refcounts
                     .free_bytes(storage.as_ref(), sn.l1_offset, u64::from(sn.l1_size) * 8)
             })?;
