@@ -649,6 +649,9 @@ class Graph:
     def remove_overlay(self, overlay: str, node: str) -> None:
         """Undo of ``append_overlay`` (external snapshot abort): detaches ``overlay``'s backing
         child and re-points every parent of ``overlay`` back to ``node``."""
+    def keep_own_read_only(self, node: str) -> None:
+        """``node`` has a ``read-only`` option of its own: reopening a parent read-only does not
+        reach it."""
     def reopen_read_only(self, node: str) -> list[tuple[str, str]]:
         """Reopens ``node`` and its ``file`` child read-only (external snapshot commit): first
         stores the node's persistent bitmaps (not ``skip_store``) into the image with in-use

@@ -353,6 +353,17 @@ class BlockLayer:
     def open_blockdev(self, options: dict[str, Any], *, root: bool) -> str:
         """Opens the node tree described by ``BlockdevOptions``; returns the top node's name.
 
+        A root node (``blockdev-add``) has a ``read-only`` option of its own (QEMU's default
+        ``off`` is set in its options), so reopening a parent that takes it by reference as
+        its ``file`` leaves it as it is (``keep_own_read_only``)."""
+        name = self._open_node(options, root=root)
+        if root:
+            self.graph.keep_own_read_only(name)
+        return name
+
+    def _open_node(self, options: dict[str, Any], *, root: bool) -> str:
+        """:meth:`open_blockdev` without the root's own ``read-only``.
+
         A node takes its place in ``query-named-block-nodes`` (and its ``#blockNNN`` number)
         when QEMU assigns its name: after the ``file`` child the generic open layer opens first
         (format drivers, filters), before the children a protocol driver opens itself
@@ -411,12 +422,16 @@ class BlockLayer:
 
     def _open_child(self, ref: str | dict[str, Any], read_only: bool) -> tuple[str, bool]:
         """A child given by reference (an existing node) or inline (opened now, implicit,
-        inheriting ``read-only``); returns its name and whether it was opened here."""
+        inheriting ``read-only`` unless it sets its own); returns its name and whether it was
+        opened here."""
         if isinstance(ref, str):
             return self.lookup(ref), False
         child_opts = dict(ref)
         child_opts.setdefault("read-only", read_only)
-        return self.open_blockdev(child_opts, root=False), True
+        child = self.open_blockdev(child_opts, root=False)
+        if "read-only" in ref:  # spelled out: the parent's reopen does not reach it
+            self.graph.keep_own_read_only(child)
+        return child, True
 
     def _open_over_file(
         self,

@@ -743,6 +743,11 @@ impl Graph {
         self.g().remove_overlay(overlay, node).map_err(to_py)
     }
 
+    /// A parent's reopen read-only does not reach `node` (it has its own `read-only`).
+    fn keep_own_read_only(&self, node: &str) -> PyResult<()> {
+        self.g().keep_own_read_only(node).map_err(to_py)
+    }
+
     fn reopen_read_only(&self, node: &str) -> PyResult<Vec<(String, String)>> {
         self.g().reopen_read_only(node).map_err(to_py)
     }

@@ -219,8 +219,11 @@ class Wire:
         self.sock.sendall(data)
 
     def negotiate(self) -> None:
+        """``qmp_capabilities``; its reply is awaited as a whole line (a loaded machine can
+        take longer than :meth:`read`'s quiet time to answer)."""
         self.send(b'{"execute": "qmp_capabilities"}\n')
-        assert self.read() == b'{"return": {}}\r\n'
+        reply = self.read_lines(1)
+        assert reply == b'{"return": {}}\r\n', reply
 
     def close(self) -> None:
         self.sock.close()

@@ -134,7 +134,7 @@ def test_client_gone_mid_command_leaves_server_serving(version: str, tmp_sock_di
                 greeting = wire.greeting()
                 wire.negotiate()
                 wire.send(b'{"execute": "query-block"}')
-                results[name] = (greeting.startswith(b'{"QMP"'), wire.read())
+                results[name] = (greeting.startswith(b'{"QMP"'), wire.read_lines(1))
 
     assert results["qemu"] == (True, b'{"return": []}\r\n')
     assert results["reference"] == results["qemu"]

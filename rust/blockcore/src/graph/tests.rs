@@ -500,3 +500,14 @@ fn copy_on_read_flag_copies_into_the_top_layer() {
     assert_eq!(data, vec![0x11; 4096]);
     assert!(g.is_allocated("top", 0).unwrap());
 }
+
+#[test]
+fn reopen_read_only_stops_at_a_child_with_its_own_read_only() {
+    let (_d, mut g) = chain_graph();
+    g.keep_own_read_only("base-file").unwrap();
+    g.reopen_read_only("base").unwrap();
+    g.reopen_read_only("top").unwrap();
+    let ro = |g: &Graph, n: &str| g.get(n).unwrap().read_only;
+    assert!(ro(&g, "base") && !ro(&g, "base-file"));
+    assert!(ro(&g, "top") && ro(&g, "top-file"));
+}

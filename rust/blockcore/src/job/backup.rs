@@ -537,6 +537,7 @@ impl Graph {
             bitmaps: Vec::new(),
             data: DataPath::Filter { len },
             lock_file: None,
+            own_read_only: false,
         });
 
         // The filter's anonymous, disabled bitmaps at the job's cluster size, as QEMU lists
