@@ -3,6 +3,10 @@
 
 use std::fmt;
 
+/// The block layer's sector (`BDRV_SECTOR_SIZE`): QEMU sees a `file` node's length in whole
+/// sectors.
+pub const SECTOR: u64 = 512;
+
 /// Granularity of a dirty bitmap in bytes: a power of two from 512 to 2^31.
 ///
 /// The bounds are QEMU's: `block-dirty-bitmap-add` rejects anything below 512 or not a power of

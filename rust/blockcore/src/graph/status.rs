@@ -19,9 +19,9 @@
 //! Only answers: nothing here reads guest data or changes the graph.
 
 use super::{DataPath, Graph, GraphError};
-use crate::format::qcow2::prealloc::SECTOR;
 use crate::format::RunKind;
 use crate::storage::Storage;
+use crate::units::SECTOR;
 
 /// The block status of the start of a range: the flags of its first run and the run's length.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -14,9 +14,7 @@
 use super::units::HostCluster;
 use super::Qcow2;
 use crate::format::FormatError;
-
-/// QEMU's block layer sees a `file` node's length in whole 512-byte sectors.
-pub(crate) const SECTOR: u64 = 512;
+use crate::units::SECTOR;
 
 /// How many host clusters with a non-zero refcount make an image with `real_clusters`
 /// clusters occupied on the host count as metadata-preallocated
