@@ -130,7 +130,7 @@ def test_parse_target_unknown_form_rejected() -> None:
 def test_broken_stream_is_the_known_deviation_on_qemu_only(
     tmp_path: Path, kind: str, xfails: bool
 ) -> None:
-    from tests.conformance.suite.test_endpoint_stream import FakeQmpProcess  # noqa: PLC0415
+    from tests.conformance.suite.fake_qmp import FakeQmpProcess  # noqa: PLC0415
 
     program_file = tmp_path / "jobs" / "poll.yaml"
     program_file.parent.mkdir()
