@@ -174,7 +174,12 @@ class Wire:
         self.eof = False
 
     def read(self, quiet: float | None = None, limit: float = 10.0) -> bytes:
-        """Everything that arrives until nothing more comes for ``quiet`` seconds (or EOF)."""
+        """Everything that arrives until nothing more comes for ``quiet`` seconds (or EOF).
+
+        A peer that exits with bytes of ours still unread (the newline after a command it
+        had parsed) resets the connection instead of closing it. A unix socket hands over
+        everything the peer sent before the reset (checked with a socketpair), so the reset
+        counts as EOF too."""
         out = bytearray()
         deadline = time.monotonic() + limit
         self.sock.settimeout(self.quiet if quiet is None else quiet)
@@ -183,6 +188,8 @@ class Wire:
                 data = self.sock.recv(1 << 20)
             except TimeoutError:
                 break
+            except ConnectionResetError:
+                data = b""
             if not data:
                 self.eof = True
                 break
